@@ -1,0 +1,1 @@
+"""mailqueue's developer tooling: the local stack and the CLI. Never shipped to Lambda."""

@@ -1,0 +1,160 @@
+"""Read ``template.yaml`` and build its resources in the emulator, so the local stack cannot drift.
+
+Only what the code uses is built: DynamoDB tables (keys, indexes, TTL), SQS queues (visibility,
+redrive to their dead-letter queues) and S3 buckets. Functions' environments are resolved from the
+template's Globals and function definitions, with ``Ref``/``GetAtt``/``Join`` pointing at what was built.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+
+
+class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc]
+    """YAML with CloudFormation's short-form tags (!Ref, !GetAtt, !Sub, …) as their long forms."""
+
+
+def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _tag)
+
+
+def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    with path.open() as handle:
+        template: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    return template
+
+
+@dataclass
+class Stack:
+    """What was built from the template, by logical id."""
+
+    template: dict[str, Any]
+    prefix: str
+    names: dict[str, str] = field(default_factory=dict)  # table and bucket names, queue URLs
+    arns: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    def resources(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {
+            logical_id: resource
+            for logical_id, resource in self.template["Resources"].items()
+            if resource["Type"] == kind
+        }
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            if "Ref" in value:
+                ref = value["Ref"]
+                if ref in self.parameters:
+                    return self.parameters[ref]
+                if ref in self.names:
+                    return self.names[ref]
+                return ref
+            if "Fn::GetAtt" in value:
+                logical_id, attribute = value["Fn::GetAtt"]
+                if attribute == "Arn":
+                    return self.arns[logical_id]
+                if attribute == "QueueName":
+                    return self.names[logical_id].rsplit("/", 1)[-1]
+                return self.names.get(logical_id, logical_id)
+            if "Fn::Join" in value:
+                separator, parts = value["Fn::Join"]
+                resolved = self.resolve(parts)
+                return separator.join(resolved if isinstance(resolved, list) else [resolved])
+            return {key: self.resolve(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(item) for item in value]
+        return value
+
+    def function_environment(self, logical_id: str) -> dict[str, str]:
+        """The environment Lambda would give a function: Globals, then the function's own."""
+        variables: dict[str, Any] = dict(
+            self.template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+        )
+        function = self.template["Resources"][logical_id]["Properties"]
+        variables.update(function.get("Environment", {}).get("Variables", {}))
+        return {name: str(self.resolve(value)) for name, value in variables.items()}
+
+    def function_handler(self, logical_id: str) -> tuple[Path, str, str]:
+        """The function's code folder, handler module and handler attribute."""
+        properties = self.template["Resources"][logical_id]["Properties"]
+        module, attribute = properties["Handler"].rsplit(".", 1)
+        return TEMPLATE.parent / properties["CodeUri"], module, attribute
+
+    def event_sources(self, logical_id: str, kind: str) -> list[dict[str, Any]]:
+        events = self.template["Resources"][logical_id]["Properties"].get("Events", {})
+        return [self.resolve(event["Properties"]) for event in events.values() if event["Type"] == kind]
+
+
+def build(session: Any, prefix: str = "mailqueue", overrides: dict[str, str] | None = None) -> Stack:
+    """Create the template's tables, queues and buckets through ``session`` (a boto3 Session)."""
+    template = load_template()
+    parameters = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
+    parameters.update(overrides or {})
+    parameters.update({"AWS::Region": session.region_name, "AWS::AccountId": "123456789012"})
+    stack = Stack(template=template, prefix=prefix, parameters=parameters)
+
+    dynamodb = session.client("dynamodb")
+    for logical_id, resource in stack.resources("AWS::DynamoDB::Table").items():
+        properties = resource["Properties"]
+        name = f"{prefix}-{logical_id}"
+        params: dict[str, Any] = {
+            "TableName": name,
+            "AttributeDefinitions": properties["AttributeDefinitions"],
+            "KeySchema": properties["KeySchema"],
+            "BillingMode": properties.get("BillingMode", "PAY_PER_REQUEST"),
+        }
+        if properties.get("GlobalSecondaryIndexes"):
+            params["GlobalSecondaryIndexes"] = properties["GlobalSecondaryIndexes"]
+        dynamodb.create_table(**params)
+        ttl = properties.get("TimeToLiveSpecification")
+        if ttl:
+            dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+        stack.names[logical_id] = name
+        stack.arns[logical_id] = f"arn:aws:dynamodb:{session.region_name}:123456789012:table/{name}"
+
+    sqs = session.client("sqs")
+    queues = stack.resources("AWS::SQS::Queue")
+    # Dead-letter queues first: the queues that redrive to them name their ARNs.
+    ordered = sorted(queues.items(), key=lambda item: "RedrivePolicy" in item[1].get("Properties", {}))
+    for logical_id, resource in ordered:
+        properties = stack.resolve(resource.get("Properties", {}))
+        name = f"{prefix}-{logical_id}"
+        attributes: dict[str, str] = {}
+        for key in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds"):
+            if key in properties:
+                attributes[key] = str(properties[key])
+        if "RedrivePolicy" in properties:
+            attributes["RedrivePolicy"] = json.dumps(properties["RedrivePolicy"])
+        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        stack.names[logical_id] = url
+        stack.arns[logical_id] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+
+    s3 = session.client("s3")
+    for logical_id in stack.resources("AWS::S3::Bucket"):
+        name = f"{prefix}-{logical_id}".lower()
+        s3.create_bucket(Bucket=name)
+        stack.names[logical_id] = name
+        stack.arns[logical_id] = f"arn:aws:s3:::{name}"
+    return stack

@@ -1,0 +1,223 @@
+"""The HTTP API: accept emails, show them, cancel and retry them. Routes only; the work is in mailqueue.service."""
+
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
+from mailqueue import aws
+from mailqueue.blobs import BlobStore
+from mailqueue.errors import FieldError, IdempotencyConflict, MailqueueError
+from mailqueue.models import (
+    BatchRequest,
+    BatchResult,
+    EmailList,
+    EmailRequest,
+    EmailView,
+    EnqueueResult,
+    ErrorResponse,
+    UploadRequest,
+    UploadTicket,
+)
+from mailqueue.queue import SendQueue
+from mailqueue.service import Mailqueue, field_path
+from mailqueue.settings import get_settings
+from mailqueue.store import EmailStore
+from mailqueue.web import check_body, error_payload, parse_json
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+app = APIGatewayHttpResolver(enable_validation=True)
+settings = get_settings()
+mailqueue = Mailqueue(
+    settings=settings,
+    store=EmailStore(settings, aws.client("dynamodb")),
+    queue=SendQueue(settings, aws.client("sqs")),
+    blobs=BlobStore(settings, aws.client("s3")),
+)
+idempotency = IdempotencyConfig(
+    event_key_jmespath="key", payload_validation_jmespath="body", expires_after_seconds=24 * 3600
+)
+idempotency_store = DynamoDBPersistenceLayer(
+    table_name=settings.idempotency_table_name, boto3_client=aws.client("dynamodb")
+)
+
+ERRORS: dict[int, Any] = {
+    status: {"description": text, "content": {"application/json": {"schema": ErrorResponse.model_json_schema()}}}
+    for status, text in {
+        400: "Malformed request",
+        404: "No such email",
+        409: "The email's status does not allow it",
+        413: "Body too large",
+        415: "Body is not JSON",
+        422: "The email is not valid",
+    }.items()
+}
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="idempotency-key", max_length=255, description="Replays the first answer for 24 hours."),
+]
+
+
+# --- routes -----------------------------------------------------------------------------------------------
+
+
+@app.post("/emails", responses=ERRORS, summary="Enqueue one email")
+def enqueue(email: Annotated[EmailRequest, Body()], idempotency_key: IdempotencyKey = None) -> Response[EnqueueResult]:
+    if idempotency_key:
+        answer = _enqueue_once(request={"key": idempotency_key, "body": app.current_event.json_body})
+    else:
+        answer = mailqueue.enqueue(email).model_dump()
+    metrics.add_metric(name="EmailsAccepted", unit=MetricUnit.Count, value=1)
+    return _json(HTTPStatus.ACCEPTED, answer)
+
+
+@app.post("/emails/batch", responses=ERRORS, summary="Enqueue up to 100 emails")
+def enqueue_batch(
+    batch: Annotated[BatchRequest, Body()], idempotency_key: IdempotencyKey = None
+) -> Response[BatchResult]:
+    if idempotency_key:
+        answer = _enqueue_batch_once(request={"key": idempotency_key, "body": app.current_event.json_body})
+    else:
+        answer = mailqueue.enqueue_batch(batch.emails).model_dump()
+    metrics.add_metric(name="EmailsAccepted", unit=MetricUnit.Count, value=answer["accepted"])
+    return _json(HTTPStatus.ACCEPTED, answer)
+
+
+@app.get("/emails/<email_id>", responses=ERRORS, summary="An email's status and history")
+def get_email(email_id: str) -> EmailView:
+    return mailqueue.get(email_id)
+
+
+@app.get("/emails", responses=ERRORS, summary="Emails in one status, newest first")
+def list_emails(
+    status: Annotated[str, Query(description="One of scheduled, queued, sending, retrying, sent, delivered, …")],
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> EmailList:
+    return mailqueue.list(status, limit, cursor)
+
+
+@app.delete("/emails/<email_id>", responses=ERRORS, summary="Cancel a scheduled, queued or retrying email")
+def cancel_email(email_id: str) -> EmailView:
+    return mailqueue.cancel(email_id)
+
+
+@app.post("/emails/<email_id>/retry", responses=ERRORS, summary="Send a failed email again")
+def retry_email(email_id: str) -> Response[EmailView]:
+    return _json(HTTPStatus.ACCEPTED, mailqueue.retry(email_id).model_dump())
+
+
+@app.post("/attachments", responses=ERRORS, summary="A presigned URL to upload a large attachment")
+def upload_attachment(upload: Annotated[UploadRequest, Body()]) -> Response[UploadTicket]:
+    return _json(HTTPStatus.CREATED, mailqueue.upload_ticket(upload).model_dump())
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi() -> Response[str]:
+    schema = app.get_openapi_json_schema(title="mailqueue", version="1.0.0", description="An email queue for SES.")
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=schema)
+
+
+# --- idempotent enqueue: the same key and body replay the first answer --------------------------------------
+
+
+@idempotent_function(data_keyword_argument="request", persistence_store=idempotency_store, config=idempotency)
+def _enqueue_once(request: dict[str, Any]) -> dict[str, Any]:
+    return mailqueue.enqueue(EmailRequest.model_validate(request["body"])).model_dump()
+
+
+@idempotent_function(data_keyword_argument="request", persistence_store=idempotency_store, config=idempotency)
+def _enqueue_batch_once(request: dict[str, Any]) -> dict[str, Any]:
+    return mailqueue.enqueue_batch(BatchRequest.model_validate(request["body"]).emails).model_dump()
+
+
+# --- one error shape for everything -------------------------------------------------------------------------
+
+
+def _json(status: HTTPStatus, body: Any) -> Response[Any]:
+    return Response(status_code=status.value, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+def _error(status: int, code: str, message: str, details: list[FieldError] | None = None) -> Response[Any]:
+    return Response(
+        status_code=status, content_type=content_types.APPLICATION_JSON, body=error_payload(code, message, details)
+    )
+
+
+def _check_request(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    event = app.current_event
+    check_body(event.http_method, event.headers.get("content-type"), event.body)
+    if event.body and event.http_method == "POST":
+        parse_json(event.decoded_body or "")
+    return next_middleware(app)
+
+
+app.use(middlewares=[_check_request])
+
+
+@app.exception_handler(MailqueueError)
+def _domain_error(error: MailqueueError) -> Response[Any]:
+    return _error(error.http_status, error.code, error.message, error.details)
+
+
+@app.exception_handler(RequestValidationError)
+def _invalid_request(error: RequestValidationError) -> Response[Any]:
+    details = [
+        FieldError(field_path(issue.get("loc", ())) or "body", str(issue.get("msg", "")).removeprefix("Value error, "))
+        for issue in error.errors()
+    ]
+    summary = "; ".join(f"{detail.field}: {detail.message}" for detail in details[:3])
+    return _error(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_request", f"the request is not valid: {summary}", details)
+
+
+@app.exception_handler([IdempotencyValidationError, IdempotencyAlreadyInProgressError])
+def _idempotency_conflict(error: Exception) -> Response[Any]:
+    message = (
+        "this Idempotency-Key was used with another body in the last 24 hours"
+        if isinstance(error, IdempotencyValidationError)
+        else "a request with this Idempotency-Key is still in progress; try again shortly"
+    )
+    conflict = IdempotencyConflict(message, [FieldError("Idempotency-Key", message)])
+    return _error(HTTPStatus.CONFLICT, conflict.code, conflict.message, conflict.details)
+
+
+@app.exception_handler([BotoCoreError, ClientError])
+def _aws_unavailable(error: Exception) -> Response[Any]:
+    logger.exception("AWS call failed")
+    return _error(HTTPStatus.SERVICE_UNAVAILABLE, "unavailable", "mailqueue could not reach its storage; try again")
+
+
+@app.not_found
+def _not_found(_: NotFoundError) -> Response[Any]:
+    event = app.current_event
+    return _error(HTTPStatus.NOT_FOUND, "not_found", f"no route {event.http_method} {event.path}")
+
+
+# --- entry point --------------------------------------------------------------------------------------------
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    idempotency.register_lambda_context(context)
+    return app.resolve(event, context)

@@ -1,0 +1,23 @@
+"""Email ids: ULIDs, so ids sort by creation time and the status index lists newest first."""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+from ulid import ULID
+
+ID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+def new_email_id() -> str:
+    return str(ULID())
+
+
+def is_email_id(value: str) -> bool:
+    return bool(ID_PATTERN.match(value))
+
+
+def shard_of(email_id: str, shards: int) -> int:
+    """A stable shard for an id: spreads index writes over ``shards`` partitions."""
+    return zlib.crc32(email_id.encode()) % shards

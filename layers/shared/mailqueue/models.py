@@ -1,0 +1,404 @@
+"""The email as callers send it, validated; and the records the queue keeps for it.
+
+The request models generate the API's OpenAPI schema, so their descriptions are user documentation.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+MAX_RECIPIENTS = 50
+MAX_SUBJECT = 998
+MAX_BODY_CHARS = 1_000_000
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+MAX_ATTACHMENTS = 20
+MAX_HEADERS = 20
+MAX_TAGS = 10
+MAX_METADATA_BYTES = 256
+UPLOAD_PREFIX = "uploads/"
+
+# Headers the queue writes itself; a caller setting them could forge or break the message.
+CONTROLLED_HEADERS = frozenset(
+    name.lower()
+    for name in (
+        "From",
+        "To",
+        "Cc",
+        "Bcc",
+        "Reply-To",
+        "Subject",
+        "Message-ID",
+        "Date",
+        "Sender",
+        "Return-Path",
+        "Content-Type",
+        "Content-Transfer-Encoding",
+        "Content-Disposition",
+        "MIME-Version",
+        "Received",
+        "DKIM-Signature",
+        "In-Reply-To-Queue",
+        "X-SES-CONFIGURATION-SET",
+        "X-SES-MESSAGE-TAGS",
+        "X-SES-SOURCE-ARN",
+        "X-SES-FROM-ARN",
+        "X-SES-RETURN-PATH-ARN",
+    )
+)
+RESERVED_TAGS = frozenset({"email_id"})
+
+_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # printable ASCII but the colon (RFC 5322 ftext)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MAILBOX = re.compile(r"^\s*(?P<name>.*?)\s*<(?P<address>[^<>]*)>\s*$", re.DOTALL)
+_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}$")
+_TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+
+class Mailbox(BaseModel):
+    """One address, with its display name if it had one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = ""
+    address: str
+
+    @classmethod
+    def parse(cls, value: str) -> Mailbox:
+        if "\r" in value or "\n" in value:
+            raise ValueError("must not contain line breaks")
+        match = _MAILBOX.match(value)
+        name, address = (match.group("name"), match.group("address")) if match else ("", value)
+        name = name.strip()
+        if len(name) >= 2 and name[0] == name[-1] == '"':
+            name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        if _CONTROL.search(name):
+            raise ValueError("display name must not contain control characters")
+        if len(name) > 256:
+            raise ValueError("display name is longer than 256 characters")
+        try:
+            checked = validate_email(address.strip(), check_deliverability=False, allow_smtputf8=False)
+        except EmailNotValidError as error:
+            raise ValueError(f"{address.strip()!r} is not a valid address: {error}") from None
+        # SES takes ASCII only: IDN domains in their punycode form.
+        return cls(name=name, address=checked.ascii_email or checked.normalized)
+
+    @property
+    def domain(self) -> str:
+        return self.address.rsplit("@", 1)[1].lower()
+
+    def key(self) -> str:
+        """The normalized address, for comparisons and the suppression list."""
+        return self.address.lower()
+
+
+def _mailboxes(values: list[str]) -> list[Mailbox]:
+    return [Mailbox.parse(value) for value in values]
+
+
+HeaderValue = Annotated[str, StringConstraints(max_length=998)]
+
+
+class Tag(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="ASCII letters, digits, _ and -; at most 256 characters.")
+    value: str = Field(description="ASCII letters, digits, _ and -; at most 256 characters.")
+
+    @field_validator("name", "value")
+    @classmethod
+    def _ses_tag_rules(cls, value: str) -> str:
+        if not _TAG.match(value):
+            raise ValueError("use 1 to 256 ASCII letters, digits, '_' or '-'")
+        return value
+
+
+class Attachment(BaseModel):
+    """A file, either inline (base64 ``content``) or uploaded first through ``POST /attachments`` (``s3_key``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(min_length=1, max_length=255)
+    content_type: str = Field(default="application/octet-stream", description="A MIME type, e.g. application/pdf.")
+    content: str | None = Field(default=None, description="The file, base64-encoded.")
+    s3_key: str | None = Field(default=None, description="The key returned by POST /attachments.")
+
+    @field_validator("filename")
+    @classmethod
+    def _plain_filename(cls, value: str) -> str:
+        if "/" in value or "\\" in value or _CONTROL.search(value) or value in {".", ".."}:
+            raise ValueError("must be a plain file name, without path separators or control characters")
+        return value
+
+    @field_validator("content_type")
+    @classmethod
+    def _mime_type(cls, value: str) -> str:
+        if not _CONTENT_TYPE.match(value):
+            raise ValueError("must be a MIME type such as application/pdf")
+        return value.lower()
+
+    @field_validator("s3_key")
+    @classmethod
+    def _upload_key(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value.startswith(UPLOAD_PREFIX) or ".." in value or _CONTROL.search(value) or len(value) > 512
+        ):
+            raise ValueError(f"must be a key returned by POST /attachments (under {UPLOAD_PREFIX})")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Attachment:
+        if (self.content is None) == (self.s3_key is None):
+            raise ValueError("give exactly one of content (base64) or s3_key")
+        if self.content is not None:
+            try:
+                base64.b64decode(self.content, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("content must be valid base64") from None
+        return self
+
+    def decoded_size(self) -> int:
+        if self.content is None:
+            return 0
+        padding = self.content[-2:].count("=")
+        return len(self.content) * 3 // 4 - padding
+
+
+class EmailRequest(BaseModel):
+    """One email to send."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: str = Field(
+        alias="from",
+        description="The sender, optionally with a display name: 'Shop <app@example.com>'. "
+        "It must belong to a configured sending identity.",
+    )
+    to: list[str] = Field(default_factory=list, description="Recipients.")
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(
+        default_factory=list, description="Recipients who receive the email but appear in no header."
+    )
+    reply_to: list[str] = Field(default_factory=list, max_length=10)
+    subject: str = Field(min_length=1, max_length=MAX_SUBJECT)
+    text: str | None = Field(default=None, max_length=MAX_BODY_CHARS, description="Plain-text body.")
+    html: str | None = Field(default=None, max_length=MAX_BODY_CHARS, description="HTML body.")
+    headers: dict[str, HeaderValue] = Field(default_factory=dict, max_length=MAX_HEADERS)
+    attachments: list[Attachment] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    priority: Literal["high", "normal"] = "normal"
+    send_at: AwareDatetime | None = Field(
+        default=None,
+        description="ISO 8601 with an offset. In the past means now; more than 15 minutes ahead is scheduled.",
+    )
+    metadata: dict[str, Any] | None = Field(
+        default=None,
+        description=f"Your own reference data, returned on reads; at most {MAX_METADATA_BYTES} bytes as JSON.",
+    )
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str) -> str:
+        Mailbox.parse(value)
+        return value
+
+    @field_validator("to", "cc", "bcc", "reply_to")
+    @classmethod
+    def _addresses(cls, values: list[str]) -> list[str]:
+        for index, value in enumerate(values):
+            try:
+                Mailbox.parse(value)
+            except ValueError as error:
+                raise ValueError(f"item {index}: {error}") from None
+        return values
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        if "\r" in value or "\n" in value:
+            raise ValueError("must not contain line breaks")
+        if _CONTROL.search(value):
+            raise ValueError("must not contain control characters")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, values: dict[str, str]) -> dict[str, str]:
+        seen: set[str] = set()
+        for name, value in values.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if name.lower() in CONTROLLED_HEADERS:
+                raise ValueError(f"{name} is set by mailqueue and cannot be given")
+            if name.lower() in seen:
+                raise ValueError(f"{name} is given twice")
+            seen.add(name.lower())
+            if _CONTROL.search(value.replace("\t", " ")):
+                raise ValueError(f"the value of {name} must not contain line breaks or control characters")
+        return values
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, values: list[Tag]) -> list[Tag]:
+        names = [tag.name for tag in values]
+        if len(set(names)) != len(names):
+            raise ValueError("tag names must be unique")
+        if RESERVED_TAGS.intersection(names):
+            raise ValueError("the tag email_id is set by mailqueue")
+        return values
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(json.dumps(value, separators=(",", ":"))) > MAX_METADATA_BYTES:
+            raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+        return value
+
+    @model_validator(mode="after")
+    def _whole_email(self) -> EmailRequest:
+        recipients = [*self.to, *self.cc, *self.bcc]
+        if not recipients:
+            raise ValueError("give at least one recipient in to, cc or bcc")
+        if len(recipients) > MAX_RECIPIENTS:
+            raise ValueError(f"at most {MAX_RECIPIENTS} recipients in to, cc and bcc together; got {len(recipients)}")
+        keys = [Mailbox.parse(value).key() for value in recipients]
+        duplicates = sorted({key for key in keys if keys.count(key) > 1})
+        if duplicates:
+            raise ValueError(f"each recipient may appear once; repeated: {', '.join(duplicates)}")
+        if self.text is None and self.html is None:
+            raise ValueError("give text, html or both")
+        inline_bytes = sum(attachment.decoded_size() for attachment in self.attachments)
+        if inline_bytes > MAX_ATTACHMENT_BYTES:
+            raise ValueError(f"attachments total {inline_bytes} bytes; the limit is {MAX_ATTACHMENT_BYTES}")
+        return self
+
+    # Parsed views, for the service and the renderer.
+    @property
+    def sender(self) -> Mailbox:
+        return Mailbox.parse(self.from_)
+
+    def recipients(self) -> list[Mailbox]:
+        return _mailboxes([*self.to, *self.cc, *self.bcc])
+
+
+class BatchRequest(BaseModel):
+    """Up to 100 emails; each is validated on its own, so one bad email does not sink the others."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    emails: list[dict[str, Any]] = Field(min_length=1, max_length=100, description="Each item is an EmailRequest.")
+
+
+class UploadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(min_length=1, max_length=255)
+    content_type: str = "application/octet-stream"
+    size: int = Field(gt=0, le=MAX_ATTACHMENT_BYTES, description="The file's size in bytes.")
+
+    @field_validator("filename")
+    @classmethod
+    def _plain_filename(cls, value: str) -> str:
+        return Attachment._plain_filename(value)
+
+    @field_validator("content_type")
+    @classmethod
+    def _mime_type(cls, value: str) -> str:
+        return Attachment._mime_type(value)
+
+
+# --- What the API answers -------------------------------------------------------------------------------
+
+
+class EnqueueResult(BaseModel):
+    id: str
+    status: str
+    published: bool = Field(
+        default=True,
+        description="False when the send queue could not be reached: the email is stored and the "
+        "requeue function publishes it when its deadline passes.",
+    )
+    message: str | None = None
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    id: str | None = None
+    status: str | None = None
+    published: bool | None = None
+    error: dict[str, Any] | None = None
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    rejected: int
+    results: list[BatchItemResult]
+
+
+class HistoryEntry(BaseModel):
+    status: str
+    at: str
+    reason: str | None = None
+
+
+class EmailView(BaseModel):
+    id: str
+    status: str
+    priority: str
+    attempts: int
+    created_at: str
+    updated_at: str
+    to: str | None = Field(default=None, description="The first recipient.")
+    subject: str | None = Field(default=None, description="The subject, cut short.")
+    send_at: str | None = None
+    deadline: str | None = None
+    ses_message_id: str | None = None
+    last_error: dict[str, str] | None = None
+    metadata: dict[str, Any] | None = None
+    history: list[HistoryEntry] = Field(default_factory=list)
+
+
+class EmailList(BaseModel):
+    emails: list[EmailView]
+    cursor: str | None = Field(default=None, description="Pass it back to get the next page; absent on the last.")
+
+
+class UploadTicket(BaseModel):
+    s3_key: str
+    upload_url: str
+    method: str = "PUT"
+    headers: dict[str, str]
+    expires_at: str
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] = Field(default_factory=list)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+def summary_subject(subject: str, limit: int = 40) -> str:
+    return subject if len(subject) <= limit else subject[: limit - 1] + "…"

@@ -1,0 +1,87 @@
+"""All SQS access: publishing email ids to the send queue of their priority.
+
+A message carries only the email's id: the table is the truth, and a message for an email that
+moved on is acknowledged and skipped by the sender.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from mailqueue.settings import Settings
+
+_BATCH_LIMIT = 10
+MAX_DELAY_SECONDS = 900
+
+
+@dataclass(frozen=True)
+class Publication:
+    email_id: str
+    priority: str = "normal"
+    delay_seconds: int = 0
+
+
+class SendQueue:
+    def __init__(self, settings: Settings, client: Any) -> None:
+        self.settings = settings
+        self._client = client
+
+    def publish(self, publications: list[Publication]) -> set[str]:
+        """Publish each id to its priority's queue. Returns the ids whose publish failed.
+
+        A failed publish loses nothing: the email is already stored with a deadline, and the
+        requeue function publishes it when that passes.
+        """
+        by_queue: dict[str, list[Publication]] = defaultdict(list)
+        for publication in publications:
+            by_queue[self.settings.queue_url(publication.priority)].append(publication)
+        failed: set[str] = set()
+        for queue_url, items in by_queue.items():
+            if len(items) == 1:
+                failed |= self._send_one(queue_url, items[0])
+                continue
+            for start in range(0, len(items), _BATCH_LIMIT):
+                failed |= self._send_batch(queue_url, items[start : start + _BATCH_LIMIT])
+        return failed
+
+    def _send_one(self, queue_url: str, item: Publication) -> set[str]:
+        try:
+            self._client.send_message(
+                QueueUrl=queue_url, MessageBody=_body(item), DelaySeconds=_delay(item.delay_seconds)
+            )
+        except Exception:
+            return {item.email_id}
+        return set()
+
+    def _send_batch(self, queue_url: str, items: list[Publication]) -> set[str]:
+        entries = [
+            {"Id": str(index), "MessageBody": _body(item), "DelaySeconds": _delay(item.delay_seconds)}
+            for index, item in enumerate(items)
+        ]
+        try:
+            answer = self._client.send_message_batch(QueueUrl=queue_url, Entries=entries)
+        except Exception:
+            return {item.email_id for item in items}
+        return {items[int(failure["Id"])].email_id for failure in answer.get("Failed", [])}
+
+
+def _body(item: Publication) -> str:
+    return json.dumps({"id": item.email_id})
+
+
+def _delay(seconds: int) -> int:
+    return max(0, min(MAX_DELAY_SECONDS, int(seconds)))
+
+
+def email_id_of(body: str) -> str:
+    """The email id a send-queue message carries; raises ValueError for a foreign message."""
+    try:
+        email_id = json.loads(body)["id"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError("not a mailqueue message") from None
+    if not isinstance(email_id, str):
+        raise ValueError("not a mailqueue message")
+    return email_id

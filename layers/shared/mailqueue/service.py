@@ -1,0 +1,324 @@
+"""What the API does: accept emails, show them, cancel and retry them, hand out upload URLs.
+
+Handlers call these functions with validated models; nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from mailqueue import clock
+from mailqueue.blobs import BlobStore
+from mailqueue.errors import EmailNotFound, FieldError, InvalidEmail, StatusConflict, Unavailable
+from mailqueue.ids import is_email_id, new_email_id
+from mailqueue.models import (
+    MAX_ATTACHMENT_BYTES,
+    UPLOAD_PREFIX,
+    BatchItemResult,
+    BatchResult,
+    EmailList,
+    EmailRequest,
+    EmailView,
+    EnqueueResult,
+    HistoryEntry,
+    Mailbox,
+    UploadRequest,
+    UploadTicket,
+    summary_subject,
+)
+from mailqueue.queue import MAX_DELAY_SECONDS, Publication, SendQueue
+from mailqueue.settings import Settings
+from mailqueue.statemachine import Change, Guard, Status, history_entry, transition
+from mailqueue.store import ConditionFailed, EmailStore
+
+UNPUBLISHED_MESSAGE = (
+    "stored, but the send queue could not be reached: the email stays queued and is published "
+    "again when its deadline passes"
+)
+
+
+@dataclass
+class Mailqueue:
+    """The queue's operations, bound to one deployment's settings and AWS clients."""
+
+    settings: Settings
+    store: EmailStore
+    queue: SendQueue
+    blobs: BlobStore
+
+    # --- enqueue --------------------------------------------------------------------------------------
+
+    def enqueue(self, request: EmailRequest, now: datetime | None = None) -> EnqueueResult:
+        now = now or clock.now()
+        prepared = self._prepare(request, now)
+        if self.store.put_new([(prepared.record, prepared.content)]):
+            raise Unavailable("the email could not be stored; nothing was accepted, send it again")
+        return self._publish([prepared])[0]
+
+    def enqueue_batch(self, items: list[dict[str, Any]], now: datetime | None = None) -> BatchResult:
+        now = now or clock.now()
+        results: list[BatchItemResult] = []
+        prepared: list[tuple[int, _Prepared]] = []
+        for index, item in enumerate(items):
+            try:
+                prepared.append((index, self._prepare(EmailRequest.model_validate(item), now)))
+            except ValidationError as error:
+                results.append(BatchItemResult(index=index, error=error_body(validation_failure(error))))
+            except InvalidEmail as error:
+                results.append(BatchItemResult(index=index, error=error_body(error)))
+        not_stored = self.store.put_new([(p.record, p.content) for _, p in prepared])
+        for index, candidate in prepared:
+            if candidate.email_id in not_stored:
+                failure = InvalidEmail("the email could not be stored; send it again")
+                failure.code = "not_stored"
+                results.append(BatchItemResult(index=index, error=error_body(failure)))
+        stored = [(index, item) for index, item in prepared if item.email_id not in not_stored]
+        answers = self._publish([item for _, item in stored])
+        for (index, _), answer in zip(stored, answers, strict=True):
+            results.append(BatchItemResult(index=index, id=answer.id, status=answer.status, published=answer.published))
+        results.sort(key=lambda result: result.index)
+        accepted = sum(1 for result in results if result.id)
+        return BatchResult(accepted=accepted, rejected=len(results) - accepted, results=results)
+
+    def _prepare(self, request: EmailRequest, now: datetime) -> _Prepared:
+        sender = request.sender
+        self._check_identity(sender)
+        self._check_uploads(request)
+
+        email_id = new_email_id()
+        send_at = request.send_at
+        delay = 0.0 if send_at is None else max(0.0, (send_at - now).total_seconds())
+        if delay > MAX_DELAY_SECONDS:
+            status, deadline, delay_seconds = Status.SCHEDULED, send_at, 0
+        else:
+            delay_seconds = math.ceil(delay)
+            status = Status.QUEUED
+            deadline = clock.after(now, delay_seconds + self.settings.queued_grace_seconds)
+        assert deadline is not None
+        recipients = request.recipients()
+        record: dict[str, Any] = {
+            "pk": email_id,
+            "sk": "status",
+            "status": status.value,
+            "status_shard": self.store.status_shard(email_id, status),
+            "shard": self.store.deadline_shard(email_id),
+            "deadline": clock.iso(deadline),
+            "priority": request.priority,
+            "attempts": 0,
+            "created_at": clock.iso(now),
+            "updated_at": clock.iso(now),
+            "to": recipients[0].address,
+            "subject": summary_subject(request.subject),
+            "send_at": clock.iso(send_at) if send_at else None,
+            "history": [history_entry(status, now, "accepted")],
+            "metadata": request.metadata,
+        }
+        content = self._content(email_id, request, now)
+        return _Prepared(email_id, record, content, Publication(email_id, request.priority, delay_seconds), status)
+
+    def _content(self, email_id: str, request: EmailRequest, now: datetime) -> dict[str, Any]:
+        def boxes(values: list[str]) -> list[dict[str, str]]:
+            return [Mailbox.parse(value).model_dump() for value in values]
+
+        body: dict[str, Any] = {
+            "from": request.sender.model_dump(),
+            "to": boxes(request.to),
+            "cc": boxes(request.cc),
+            "bcc": boxes(request.bcc),
+            "reply_to": boxes(request.reply_to),
+            "subject": request.subject,
+            "text": request.text,
+            "html": request.html,
+            "headers": request.headers,
+            "attachments": [attachment.model_dump(exclude_none=True) for attachment in request.attachments],
+            "tags": [tag.model_dump() for tag in request.tags],
+        }
+        body = {key: value for key, value in body.items() if value not in (None, [], {})}
+        # Content outlives the status record's retention only as long as the email can still be sent.
+        expires_at = clock.epoch(clock.after(request.send_at or now, self.settings.retention_days * 86400))
+        item = {"pk": email_id, "sk": "content", "expires_at": expires_at}
+        if len(json.dumps(body)) > self.settings.inline_content_limit:
+            return {**item, "s3_key": self.blobs.put_content(email_id, body)}
+        return {**item, **body}
+
+    def _check_identity(self, sender: Mailbox) -> None:
+        identities = self.settings.sending_identities
+        if sender.key() in identities or sender.domain in identities:
+            return
+        raise InvalidEmail.on(
+            "from",
+            f"{sender.address} is not a sending identity of this queue (allowed: {', '.join(identities) or 'none'})",
+        )
+
+    def _check_uploads(self, request: EmailRequest) -> None:
+        total = sum(attachment.decoded_size() for attachment in request.attachments)
+        for index, attachment in enumerate(request.attachments):
+            if attachment.s3_key is None:
+                continue
+            size = self.blobs.size_of(attachment.s3_key)
+            if size is None:
+                raise InvalidEmail.on(f"attachments[{index}].s3_key", "no file was uploaded under this key")
+            total += size
+        if total > MAX_ATTACHMENT_BYTES:
+            raise InvalidEmail.on(
+                "attachments", f"attachments total {total} bytes; the limit is {MAX_ATTACHMENT_BYTES}"
+            )
+
+    def _publish(self, prepared: list[_Prepared]) -> list[EnqueueResult]:
+        to_publish = [item.publication for item in prepared if item.status is Status.QUEUED]
+        failed = self.queue.publish(to_publish) if to_publish else set()
+        return [
+            EnqueueResult(
+                id=item.email_id,
+                status=item.status.value,
+                published=item.email_id not in failed,
+                message=UNPUBLISHED_MESSAGE if item.email_id in failed else None,
+            )
+            for item in prepared
+        ]
+
+    # --- reading --------------------------------------------------------------------------------------
+
+    def get(self, email_id: str) -> EmailView:
+        record = self.store.get(email_id) if is_email_id(email_id) else None
+        if record is None:
+            raise EmailNotFound(f"no email has the id {email_id}")
+        return view(record)
+
+    def list(self, status: str, limit: int = 20, cursor: str | None = None) -> EmailList:
+        try:
+            wanted = Status(status)
+        except ValueError:
+            raise InvalidEmail.on("status", f"must be one of {', '.join(s.value for s in Status)}") from None
+        if not 1 <= limit <= 100:
+            raise InvalidEmail.on("limit", "must be between 1 and 100")
+        before = decode_cursor(cursor) if cursor else None
+        records = self.store.list_by_status(wanted.value, limit + 1, before)
+        page = records[:limit]
+        next_cursor = encode_cursor(page[-1]["pk"]) if len(records) > limit else None
+        return EmailList(emails=[view(record) for record in page], cursor=next_cursor)
+
+    # --- cancel and retry -----------------------------------------------------------------------------
+
+    def cancel(self, email_id: str, now: datetime | None = None) -> EmailView:
+        now = now or clock.now()
+        guard = Guard(statuses={Status.SCHEDULED, Status.QUEUED, Status.RETRYING})
+        return self._change(email_id, guard, Change(Status.CANCELLED, reason="cancelled by request"), now)
+
+    def retry(self, email_id: str, now: datetime | None = None) -> EmailView:
+        now = now or clock.now()
+        change = Change(
+            Status.QUEUED,
+            reason="retried by request",
+            deadline=clock.after(now, self.settings.queued_grace_seconds),
+            set={"attempts": 0},
+            remove=("last_error", "claim_token"),
+        )
+        email = self._change(email_id, Guard(statuses={Status.FAILED}), change, now)
+        self.queue.publish([Publication(email_id, email.priority)])
+        return email
+
+    def _change(self, email_id: str, guard: Guard, change: Change, now: datetime) -> EmailView:
+        if not is_email_id(email_id):
+            raise EmailNotFound(f"no email has the id {email_id}")
+        try:
+            return view(transition(self.store, email_id, guard, change, now))
+        except ConditionFailed as failure:
+            current = failure.current or self.store.get(email_id)
+            if current is None:
+                raise EmailNotFound(f"no email has the id {email_id}") from None
+            raise StatusConflict(email_id, current.get("status"), change.to.value) from None
+
+    # --- uploads --------------------------------------------------------------------------------------
+
+    def upload_ticket(self, request: UploadRequest, now: datetime | None = None) -> UploadTicket:
+        now = now or clock.now()
+        key = f"{UPLOAD_PREFIX}{new_email_id()}/{request.filename}"
+        from mailqueue.blobs import UPLOAD_URL_SECONDS  # noqa: PLC0415
+
+        return UploadTicket(
+            s3_key=key,
+            upload_url=self.blobs.upload_url(key, request.content_type),
+            headers={"Content-Type": request.content_type},
+            expires_at=clock.iso(clock.after(now, UPLOAD_URL_SECONDS)),
+        )
+
+
+@dataclass
+class _Prepared:
+    email_id: str
+    record: dict[str, Any]
+    content: dict[str, Any]
+    publication: Publication
+    status: Status
+
+
+def view(record: dict[str, Any]) -> EmailView:
+    return EmailView(
+        id=record["pk"],
+        status=record["status"],
+        priority=record.get("priority", "normal"),
+        attempts=int(record.get("attempts", 0)),
+        created_at=record["created_at"],
+        updated_at=record["updated_at"],
+        to=record.get("to"),
+        subject=record.get("subject"),
+        send_at=record.get("send_at"),
+        deadline=record.get("deadline"),
+        ses_message_id=record.get("ses_message_id"),
+        last_error=record.get("last_error"),
+        metadata=record.get("metadata"),
+        history=[HistoryEntry(**entry) for entry in record.get("history", [])],
+    )
+
+
+def encode_cursor(email_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": email_id}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["before"]
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise InvalidEmail.on("cursor", "is not a cursor this API returned") from None
+    if not isinstance(value, str) or not is_email_id(value):
+        raise InvalidEmail.on("cursor", "is not a cursor this API returned")
+    return value
+
+
+def validation_failure(error: ValidationError) -> InvalidEmail:
+    """A pydantic error as the API's error: one detail per field, named as the caller wrote it."""
+    details = [
+        FieldError(field_path(issue["loc"]), issue["msg"].removeprefix("Value error, ")) for issue in error.errors()
+    ]
+    summary = "; ".join(f"{d.field}: {d.message}" if d.field else d.message for d in details[:3])
+    return InvalidEmail(f"the email is not valid: {summary}", details)
+
+
+def field_path(location: tuple[Any, ...] | list[Any]) -> str:
+    path = ""
+    for part in location:
+        if part in ("body", "query", "path", "header") and not path:
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            name = "from" if part == "from_" else str(part)
+            path = f"{path}.{name}" if path else name
+    return path
+
+
+def error_body(error: InvalidEmail) -> dict[str, Any]:
+    return {
+        "code": error.code,
+        "message": error.message,
+        "details": [{"field": detail.field, "message": detail.message} for detail in error.details],
+    }

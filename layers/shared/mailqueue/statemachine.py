@@ -1,0 +1,200 @@
+"""Statuses, the transitions between them, and the one function that performs a transition.
+
+Every status change in mailqueue goes through :func:`transition`: it refuses a transition the
+diagram below does not allow (a programming error), and performs the allowed ones as a DynamoDB
+conditional write on the current status (and the claim token, or the deadline that was seen), so
+that two actors racing for one email cannot both win.
+
+    scheduled ──> queued ──claim──> sending ──accepted──> sent ──> delivered / bounced / complained
+        │           │  ^               ├──transient──> retrying ──(due)──> queued
+        └─cancel─> cancelled <─cancel──┘ (queued, retrying)   └──permanent / last attempt──> failed
+                                                              failed ──(manual retry)──> queued
+
+Live emails (scheduled, queued, sending, retrying) always carry a ``deadline``: the moment after
+which the requeue function acts on them. Terminal emails carry none, and get a TTL instead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from mailqueue import clock
+from mailqueue.errors import IllegalTransition
+
+if TYPE_CHECKING:
+    from mailqueue.store import EmailStore
+
+
+class Status(StrEnum):
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    SENDING = "sending"
+    RETRYING = "retrying"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def live(self) -> bool:
+        return self in LIVE
+
+
+LIVE = frozenset({Status.SCHEDULED, Status.QUEUED, Status.SENDING, Status.RETRYING})
+TERMINAL = frozenset(Status) - LIVE
+
+ALLOWED: Mapping[Status, frozenset[Status]] = {
+    Status.SCHEDULED: frozenset({Status.QUEUED, Status.CANCELLED}),
+    # queued -> queued: the requeue function publishes an email whose message was lost.
+    Status.QUEUED: frozenset({Status.SENDING, Status.QUEUED, Status.CANCELLED}),
+    # sending -> queued: a claim expired (the sender died); sending -> failed: that was the last attempt.
+    Status.SENDING: frozenset({Status.SENT, Status.RETRYING, Status.FAILED, Status.QUEUED}),
+    # retrying -> sent: SES's Send event settles an attempt whose outcome was unknown.
+    Status.RETRYING: frozenset({Status.QUEUED, Status.CANCELLED, Status.FAILED, Status.SENT}),
+    Status.SENT: frozenset({Status.DELIVERED, Status.BOUNCED, Status.COMPLAINED, Status.FAILED}),
+    # A complaint, or a late asynchronous bounce, can follow a delivery.
+    Status.DELIVERED: frozenset({Status.BOUNCED, Status.COMPLAINED}),
+    Status.BOUNCED: frozenset({Status.COMPLAINED}),
+    Status.COMPLAINED: frozenset(),
+    Status.FAILED: frozenset({Status.QUEUED}),
+    Status.CANCELLED: frozenset(),
+}
+
+# The status record keeps its first entry (how the email was accepted) and the latest ones.
+HISTORY_LIMIT = 8
+REASON_LIMIT = 120
+
+
+def is_allowed(source: Status, target: Status) -> bool:
+    return target in ALLOWED[source]
+
+
+def history_entry(status: Status, at: datetime, reason: str | None) -> dict[str, str]:
+    entry = {"status": status.value, "at": clock.iso(at)}
+    if reason:
+        entry["reason"] = reason if len(reason) <= REASON_LIMIT else reason[: REASON_LIMIT - 1] + "…"
+    return entry
+
+
+def trimmed(history: list[dict[str, Any]], limit: int = HISTORY_LIMIT) -> list[dict[str, Any]]:
+    """The history with room for one more entry: the first entry and the most recent ones."""
+    if len(history) < limit:
+        return list(history)
+    return [history[0], *history[len(history) - limit + 2 :]]
+
+
+@dataclass
+class Change:
+    """What a transition writes besides the status itself."""
+
+    to: Status
+    reason: str | None = None
+    deadline: datetime | None = None
+    attempts_delta: int = 0
+    set: dict[str, Any] = field(default_factory=dict)
+    remove: tuple[str, ...] = ()
+    # When the caller holds the current history (it has the claim), it rewrites it trimmed;
+    # otherwise the entry is appended, and the next sender outcome trims it.
+    history: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What must still be true for the write to happen."""
+
+    statuses: Collection[Status]
+    claim_token: str | None = None
+    deadline: str | None = None
+    attempts_below: int | None = None
+    attempts_at_least: int | None = None
+
+
+def transition(store: EmailStore, email_id: str, guard: Guard, change: Change, now: datetime) -> dict[str, Any]:
+    """Move an email to ``change.to`` if ``guard`` still holds. Returns the new status record.
+
+    Raises :class:`IllegalTransition` for a transition the diagram does not allow, and
+    :class:`mailqueue.store.ConditionFailed` (with the current record) when the guard no longer holds.
+    """
+    for source in guard.statuses:
+        if not is_allowed(Status(source), change.to):
+            raise IllegalTransition(f"{source} -> {change.to} is not a transition of an email")
+    if change.to.live and change.deadline is None:
+        raise IllegalTransition(f"a {change.to} email must have a deadline")
+    if not change.to.live and change.deadline is not None:
+        raise IllegalTransition(f"a {change.to} email has no deadline")
+
+    names: dict[str, str] = {
+        f"#{name}": name
+        for name in ("status", "history", "updated_at", "status_shard", "deadline", "expires_at", "attempts")
+    }
+    values: dict[str, Any] = {
+        ":to": change.to.value,
+        ":status_shard": store.status_shard(email_id, change.to),
+        ":now": clock.iso(now),
+    }
+    sets = ["#status = :to", "#status_shard = :status_shard", "#updated_at = :now"]
+    removes = []
+    for index, attribute in enumerate(change.remove):
+        names[f"#remove{index}"] = attribute
+        removes.append(f"#remove{index}")
+
+    entry = history_entry(change.to, now, change.reason)
+    if change.history is not None:
+        values[":history"] = [*trimmed(change.history), entry]
+        sets.append("#history = :history")
+    else:
+        values[":entry"] = [entry]
+        values[":empty"] = []
+        sets.append("#history = list_append(if_not_exists(#history, :empty), :entry)")
+
+    if change.deadline is not None:
+        values[":deadline"] = clock.iso(change.deadline)
+        sets.append("#deadline = :deadline")
+        removes.append("#expires_at")
+    else:
+        removes.append("#deadline")
+        values[":expires_at"] = clock.epoch(clock.after(now, store.settings.retention_days * 86400))
+        sets.append("#expires_at = :expires_at")
+    if change.attempts_delta:
+        values[":attempts_delta"] = change.attempts_delta
+        sets.append("#attempts = #attempts + :attempts_delta")
+    for index, (attribute, value) in enumerate(change.set.items()):
+        names[f"#set{index}"] = attribute
+        values[f":set{index}"] = value
+        sets.append(f"#set{index} = :set{index}")
+
+    statuses = sorted({Status(source).value for source in guard.statuses})
+    placeholders = []
+    for index, value in enumerate(statuses):
+        values[f":from{index}"] = value
+        placeholders.append(f":from{index}")
+    conditions = [f"#status IN ({', '.join(placeholders)})"]
+    if guard.claim_token is not None:
+        values[":claim_token"] = guard.claim_token
+        names["#claim_token"] = "claim_token"  # noqa: S105 - an attribute name
+        conditions.append("#claim_token = :claim_token")
+    if guard.deadline is not None:
+        values[":seen_deadline"] = guard.deadline
+        conditions.append("#deadline = :seen_deadline")
+    if guard.attempts_below is not None:
+        values[":attempts_below"] = guard.attempts_below
+        conditions.append("#attempts < :attempts_below")
+    if guard.attempts_at_least is not None:
+        values[":attempts_at_least"] = guard.attempts_at_least
+        conditions.append("#attempts >= :attempts_at_least")
+
+    expression = "SET " + ", ".join(sets)
+    if removes:
+        expression += " REMOVE " + ", ".join(dict.fromkeys(removes))
+    condition = " AND ".join(conditions)
+    # DynamoDB refuses placeholders that the expressions do not use.
+    used = f"{expression} {condition}"
+    names = {key: value for key, value in names.items() if re.search(re.escape(key) + r"\b", used)}
+    return store.update_status(email_id, expression, condition, names, values)

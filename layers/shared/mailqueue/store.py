@@ -1,0 +1,212 @@
+"""All DynamoDB access: the status record, the content record, and the indexes that read them.
+
+Each email is two items under one partition key (its id):
+- ``sk = "status"``: the small record that every transition rewrites (status, attempts, deadline,
+  history, a readable summary). It stays well under 1 KB, since DynamoDB bills a write by the item.
+- ``sk = "content"``: what the sender renders (addresses, subject, bodies, headers, attachments),
+  written once at enqueue and read once per attempt; in S3 when too large for an item.
+
+Indexes, both projecting only what their query returns:
+- ``by-deadline`` (``shard``, ``deadline``): sparse, holding live emails only; the requeue function
+  reads what is due, shard by shard.
+- ``by-status`` (``status_shard``, ``pk``): listing by status, newest first (ids are ULIDs),
+  write-sharded so that a busy status is not one hot partition.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+from typing import Any
+
+from mailqueue.ids import shard_of
+from mailqueue.settings import Settings
+
+STATUS = "status"
+CONTENT = "content"
+DEADLINE_INDEX = "by-deadline"
+STATUS_INDEX = "by-status"
+_BATCH_WRITE_LIMIT = 25
+_UNPROCESSED_RETRIES = 5
+
+
+class ConditionFailed(Exception):
+    """A conditional write found the record in another state. ``current`` is that record, if any."""
+
+    def __init__(self, current: dict[str, Any] | None) -> None:
+        super().__init__(f"condition failed; current status: {(current or {}).get('status')}")
+        self.current = current
+
+
+def _serializer() -> Any:
+    from boto3.dynamodb.types import TypeSerializer  # noqa: PLC0415
+
+    return TypeSerializer()
+
+
+def _deserializer() -> Any:
+    from boto3.dynamodb.types import TypeDeserializer  # noqa: PLC0415
+
+    return TypeDeserializer()
+
+
+def _to_dynamo_safe(value: Any) -> Any:
+    """DynamoDB numbers are Decimals; caller metadata may hold floats."""
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {key: _to_dynamo_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_dynamo_safe(item) for item in value]
+    return value
+
+
+def _from_dynamo_safe(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {key: _from_dynamo_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo_safe(item) for item in value]
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    return value
+
+
+class EmailStore:
+    def __init__(self, settings: Settings, client: Any) -> None:
+        self.settings = settings
+        self.table = settings.table_name
+        self._client = client
+        self._ser = _serializer()
+        self._de = _deserializer()
+
+    # --- encoding -------------------------------------------------------------------------------------
+
+    def _encode(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {key: self._ser.serialize(_to_dynamo_safe(value)) for key, value in item.items() if value is not None}
+
+    def _decode(self, item: dict[str, Any]) -> dict[str, Any]:
+        decoded = {key: self._de.deserialize(value) for key, value in item.items()}
+        result: dict[str, Any] = _from_dynamo_safe(decoded)
+        return result
+
+    # --- keys and shards ------------------------------------------------------------------------------
+
+    def deadline_shard(self, email_id: str) -> int:
+        return shard_of(email_id, self.settings.deadline_shards)
+
+    def status_shard(self, email_id: str, status: str) -> str:
+        return f"{status}#{shard_of(email_id, self.settings.status_shards)}"
+
+    @staticmethod
+    def key(email_id: str, kind: str = STATUS) -> dict[str, Any]:
+        return {"pk": {"S": email_id}, "sk": {"S": kind}}
+
+    # --- writing new emails ---------------------------------------------------------------------------
+
+    def put_new(self, records: list[tuple[dict[str, Any], dict[str, Any]]]) -> set[str]:
+        """Write (status, content) pairs; returns the ids that could not be written.
+
+        Contents go first, then the status records of the emails whose content landed: a status
+        record never exists without its content, and a content item left alone by a failed status
+        write expires by its TTL, never sent.
+        """
+        contents = {status["pk"]: content for status, content in records}
+        failed = self._batch_put(list(contents.values()))
+        statuses = [status for status, _ in records if status["pk"] not in failed]
+        failed |= self._batch_put(statuses)
+        return failed
+
+    def _batch_put(self, items: list[dict[str, Any]]) -> set[str]:
+        failed: set[str] = set()
+        for start in range(0, len(items), _BATCH_WRITE_LIMIT):
+            chunk = items[start : start + _BATCH_WRITE_LIMIT]
+            requests = [{"PutRequest": {"Item": self._encode(item)}} for item in chunk]
+            for attempt in range(_UNPROCESSED_RETRIES):
+                try:
+                    answer = self._client.batch_write_item(RequestItems={self.table: requests})
+                except self._client.exceptions.ClientError:
+                    if attempt == _UNPROCESSED_RETRIES - 1:
+                        failed.update(item["pk"] for item in chunk)
+                        break
+                    time.sleep(0.05 * 2**attempt)
+                    continue
+                requests = answer.get("UnprocessedItems", {}).get(self.table, [])
+                if not requests:
+                    break
+                time.sleep(0.05 * 2**attempt)
+            else:
+                failed.update(request["PutRequest"]["Item"]["pk"]["S"] for request in requests)
+        return failed
+
+    def put_suppression(self, item: dict[str, Any]) -> None:
+        self._client.put_item(TableName=self.table, Item=self._encode(item))
+
+    # --- reading --------------------------------------------------------------------------------------
+
+    def get(self, email_id: str, kind: str = STATUS, consistent: bool = True) -> dict[str, Any] | None:
+        answer = self._client.get_item(TableName=self.table, Key=self.key(email_id, kind), ConsistentRead=consistent)
+        return self._decode(answer["Item"]) if "Item" in answer else None
+
+    def query_due(
+        self, shard: int, due_before: str, limit: int, start: dict[str, Any] | None = None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """Live emails of one shard whose deadline is at or before ``due_before``, earliest first."""
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": DEADLINE_INDEX,
+            "KeyConditionExpression": "#shard = :shard AND #deadline <= :due",
+            "ExpressionAttributeNames": {"#shard": "shard", "#deadline": "deadline"},
+            "ExpressionAttributeValues": {":shard": {"N": str(shard)}, ":due": {"S": due_before}},
+            "Limit": limit,
+        }
+        if start:
+            params["ExclusiveStartKey"] = start
+        answer = self._client.query(**params)
+        return [self._decode(item) for item in answer.get("Items", [])], answer.get("LastEvaluatedKey")
+
+    def list_by_status(self, status: str, limit: int, before_id: str | None) -> list[dict[str, Any]]:
+        """The newest ``limit`` emails in ``status`` older than ``before_id``, merged across shards."""
+        found: list[dict[str, Any]] = []
+        for shard in range(self.settings.status_shards):
+            params: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": STATUS_INDEX,
+                "KeyConditionExpression": "status_shard = :shard",
+                "ExpressionAttributeValues": {":shard": {"S": f"{status}#{shard}"}},
+                "ScanIndexForward": False,
+                "Limit": limit,
+            }
+            if before_id:
+                params["KeyConditionExpression"] += " AND pk < :before"
+                params["ExpressionAttributeValues"][":before"] = {"S": before_id}
+            found.extend(self._decode(item) for item in self._client.query(**params).get("Items", []))
+        found.sort(key=lambda item: item["pk"], reverse=True)
+        return found[:limit]
+
+    # --- conditional updates --------------------------------------------------------------------------
+
+    def update_status(
+        self, email_id: str, expression: str, condition: str, names: dict[str, str], values: dict[str, Any]
+    ) -> dict[str, Any]:
+        try:
+            answer = self._client.update_item(
+                TableName=self.table,
+                Key=self.key(email_id),
+                UpdateExpression=expression,
+                ConditionExpression=f"attribute_exists(pk) AND {condition}",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={key: self._ser.serialize(_to_dynamo_safe(v)) for key, v in values.items()},
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except self._client.exceptions.ConditionalCheckFailedException as error:
+            old = getattr(error, "response", {}).get("Item")
+            raise ConditionFailed(self._decode(old) if old else None) from None
+        return self._decode(answer["Attributes"])
+
+
+def dumps_compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
