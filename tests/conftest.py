@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -62,13 +64,20 @@ def context() -> LambdaContext:
     return LambdaContext(function_name="mailqueue-test", timeout_seconds=30)
 
 
+def load_handler(module_name: str) -> Any:
+    """Import a handler module afresh, as a new Lambda container would: its settings and clients
+    are built at import, so each test's stack (mock or emulator) gets its own."""
+    if module_name in sys.modules:
+        return importlib.reload(sys.modules[module_name])
+    return importlib.import_module(module_name)
+
+
 class ApiClient:
     """Calls the api handler with HTTP API events, as API Gateway would."""
 
     def __init__(self, context: LambdaContext) -> None:
-        import api  # noqa: PLC0415 - after the mock and the environment are in place
-
-        self._handler = api.handler
+        self.module = load_handler("api")
+        self._handler = self.module.handler
         self._context = context
 
     def request(
