@@ -1,0 +1,237 @@
+"""What the requeue function does: act on every live email whose deadline has passed.
+
+Each live email carries a ``deadline`` (see :mod:`mailqueue.statemachine`), and the sparse
+``by-deadline`` index holds only live emails, so a run reads exactly what is due:
+
+========== ========================================= =====================================================
+status     the deadline that passed                  what the run does
+========== ========================================= =====================================================
+scheduled  ``send_at``                               queued (new deadline), published
+queued     publish time + grace (message lost)       queued again (new deadline), published
+sending    claim expiry (the sender died)            queued, published; failed after the last attempt
+retrying   next attempt time (backoff)               queued, published; failed after the last attempt
+========== ========================================= =====================================================
+
+Every action is a conditional write guarded on the status *and* the deadline the run saw, so two
+runs at once, a run racing the sender, or a run racing a cancel cannot both act: the loser gets
+``ConditionFailed`` and leaves the email alone. The write comes before the publish: if the publish
+fails, the email is queued with its new deadline, and a later run publishes it then.
+
+A run pages through the shards in turn and stops before the function's time runs out, leaving
+what it did not reach for the next run (it is still due, so nothing is skipped).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from mailqueue import clock
+from mailqueue.queue import Publication, SendQueue
+from mailqueue.settings import Settings
+from mailqueue.statemachine import Change, Guard, Status, transition
+from mailqueue.store import ConditionFailed, EmailStore
+
+# Items per index query: one page is acted on, then published, before the next page is read.
+PAGE_SIZE = 100
+# Time kept back for the work in flight when a run stops: finishing one write and publishing
+# one page (ten SendMessageBatch calls), each with botocore's own retries.
+RESERVE_MILLIS = 10_000
+
+GIVEN_UP_REASON = "attempts exhausted"
+
+
+class Reason(StrEnum):
+    """Why a due email was published again; a metric dimension and the history's wording."""
+
+    SEND_AT_REACHED = "send_at_reached"
+    PUBLISH_LOST = "publish_lost"
+    CLAIM_EXPIRED = "claim_expired"
+    BACKOFF_PASSED = "backoff_passed"
+
+
+_REASON_OF: dict[Status, Reason] = {
+    Status.SCHEDULED: Reason.SEND_AT_REACHED,
+    Status.QUEUED: Reason.PUBLISH_LOST,
+    Status.SENDING: Reason.CLAIM_EXPIRED,
+    Status.RETRYING: Reason.BACKOFF_PASSED,
+}
+
+_HISTORY_REASON: dict[Reason, str] = {
+    Reason.SEND_AT_REACHED: "send_at reached",
+    Reason.PUBLISH_LOST: "published again: not sent within the grace period",
+    Reason.CLAIM_EXPIRED: "claim expired: the sender stopped before recording an outcome",
+    Reason.BACKOFF_PASSED: "backoff passed",
+}
+
+# What the email's last attempt ended with, when its claim expired on the last attempt.
+_CLAIM_EXPIRED_ERROR = {
+    "code": "ClaimExpired",
+    "message": "the sender stopped during the last attempt without recording an outcome",
+}
+
+
+@dataclass
+class RequeueSummary:
+    """What one run did."""
+
+    # Emails queued and handed to the publisher, by why they were due.
+    requeued: Counter[Reason] = field(default_factory=Counter)
+    # Emails moved to failed because their last attempt was spent.
+    given_up: int = 0
+    # Emails queued whose publish failed: their new deadline brings them back.
+    publish_failures: int = 0
+    # Due emails that had moved on (sent, cancelled, claimed, or taken by another run) by the time of the write.
+    skipped: int = 0
+    # Index items read.
+    examined: int = 0
+    # True when the run stopped for lack of time with due emails left for the next run.
+    stopped_early: bool = False
+
+    @property
+    def requeued_total(self) -> int:
+        return sum(self.requeued.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requeued": {reason.value: self.requeued.get(reason, 0) for reason in Reason},
+            "requeued_total": self.requeued_total,
+            "given_up": self.given_up,
+            "publish_failures": self.publish_failures,
+            "skipped": self.skipped,
+            "examined": self.examined,
+            "stopped_early": self.stopped_early,
+        }
+
+
+@dataclass
+class _Run:
+    """One run's state: the due cutoff, the time budget, and what is waiting to be published."""
+
+    now: datetime
+    due_before: str
+    remaining_millis: Callable[[], int]
+    reserve_millis: int
+    summary: RequeueSummary = field(default_factory=RequeueSummary)
+    pending: list[Publication] = field(default_factory=list)
+
+    def out_of_time(self) -> bool:
+        return self.remaining_millis() < self.reserve_millis
+
+
+@dataclass
+class Requeuer:
+    """The requeue function's work, bound to one deployment's settings and AWS clients."""
+
+    settings: Settings
+    store: EmailStore
+    queue: SendQueue
+    page_size: int = PAGE_SIZE
+    reserve_millis: int = RESERVE_MILLIS
+
+    def run(self, remaining_millis: Callable[[], int], now: datetime | None = None) -> RequeueSummary:
+        """Act on every email due at ``now``, until done or until ``remaining_millis()`` runs low.
+
+        ``remaining_millis`` is the Lambda context's ``get_remaining_time_in_millis``.
+        """
+        now = now or clock.now()
+        run = _Run(now, clock.iso(now), remaining_millis, self.reserve_millis)
+        # Shards are read a page at a time in turn, so that a run cut short by time leaves every
+        # shard equally behind rather than starving the last ones.
+        cursors: dict[int, dict[str, Any] | None] = dict.fromkeys(range(self.settings.deadline_shards))
+        try:
+            while cursors:
+                for shard in list(cursors):
+                    if run.out_of_time():
+                        run.summary.stopped_early = True
+                        return run.summary
+                    items, cursors[shard] = self.store.query_due(shard, run.due_before, self.page_size, cursors[shard])
+                    finished = self._act_on_page(run, items)
+                    self._publish(run)
+                    if not finished:
+                        run.summary.stopped_early = True
+                        return run.summary
+                    if cursors[shard] is None:
+                        del cursors[shard]
+        finally:
+            # Whatever was queued is published even when the run fails midway: otherwise it
+            # would wait for its new deadline.
+            self._publish(run)
+        return run.summary
+
+    def _act_on_page(self, run: _Run, items: list[dict[str, Any]]) -> bool:
+        """Act on one page of due items; False when time ran out before the page was done."""
+        for item in items:
+            if run.out_of_time():
+                return False
+            run.summary.examined += 1
+            self._act(run, item)
+        return True
+
+    def _act(self, run: _Run, item: dict[str, Any]) -> None:
+        email_id: str = item["pk"]
+        seen_deadline: str = item["deadline"]
+        try:
+            status = Status(item["status"])
+            reason = _REASON_OF[status]
+        except (KeyError, ValueError):
+            # Only live emails have a deadline; anything else in the index is not ours to move.
+            run.summary.skipped += 1
+            return
+        attempts = int(item.get("attempts", 0))
+        gives_up = status in {Status.SENDING, Status.RETRYING} and attempts >= self.settings.max_attempts
+        try:
+            if gives_up:
+                self._give_up(run, email_id, status, seen_deadline)
+            else:
+                self._requeue(run, email_id, status, reason, seen_deadline, item.get("priority", "normal"))
+        except ConditionFailed:
+            # Someone else acted first (the sender, a cancel, another run): the email moved on.
+            run.summary.skipped += 1
+
+    def _requeue(
+        self, run: _Run, email_id: str, status: Status, reason: Reason, seen_deadline: str, priority: str
+    ) -> None:
+        guard = Guard(statuses={status}, deadline=seen_deadline)
+        if status in {Status.SENDING, Status.RETRYING}:
+            # The decision to try again rests on the attempts the index showed: they must still hold.
+            guard = Guard(statuses={status}, deadline=seen_deadline, attempts_below=self.settings.max_attempts)
+        change = Change(
+            Status.QUEUED,
+            reason=_HISTORY_REASON[reason],
+            deadline=clock.after(run.now, self.settings.queued_grace_seconds),
+            # A released claim must not let the dead sender's token write an outcome later.
+            remove=("claim_token",) if status is Status.SENDING else (),
+        )
+        if status is Status.QUEUED:
+            # Only this case can repeat with no sender outcome in between (which is what trims the
+            # history), so rewrite the history trimmed, from a strongly consistent read.
+            current = self.store.get(email_id)
+            if current is None or current.get("status") != status or current.get("deadline") != seen_deadline:
+                run.summary.skipped += 1
+                return
+            change.history = list(current.get("history", []))
+        transition(self.store, email_id, guard, change, run.now)
+        run.summary.requeued[reason] += 1
+        run.pending.append(Publication(email_id, priority))
+
+    def _give_up(self, run: _Run, email_id: str, status: Status, seen_deadline: str) -> None:
+        guard = Guard(statuses={status}, deadline=seen_deadline, attempts_at_least=self.settings.max_attempts)
+        change = Change(Status.FAILED, reason=GIVEN_UP_REASON, remove=("claim_token",))
+        if status is Status.SENDING:
+            change.set = {"last_error": dict(_CLAIM_EXPIRED_ERROR)}
+        # A retrying email keeps the last_error its sender recorded: that is why it was retrying.
+        transition(self.store, email_id, guard, change, run.now)
+        run.summary.given_up += 1
+
+    def _publish(self, run: _Run) -> None:
+        if not run.pending:
+            return
+        # High priority first, so that a slow or failing publish delays the normal queue, not the urgent one.
+        publications = sorted(run.pending, key=lambda publication: publication.priority != "high")
+        run.pending = []
+        run.summary.publish_failures += len(self.queue.publish(publications))
