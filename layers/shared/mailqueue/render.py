@@ -1,0 +1,177 @@
+"""The MIME message SES receives: one complete message per email, built with the standard library.
+
+Every email is sent as SES v2 ``Raw`` content, so there is one path for all of them and the local
+outbox holds byte for byte what SES got. The message is built with ``EmailMessage`` under the SMTP
+policy: CRLF line endings, headers folded to 78 characters, non-ASCII subjects, display names and
+custom header values as RFC 2047 encoded words, non-ASCII attachment names as RFC 2231 parameters,
+and bodies quoted-printable or base64 whenever they are not short-lined ASCII, so no line of the
+message is ever longer than SMTP's 998 characters.
+
+Bcc recipients are listed in the send call's destination, never in a header.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Any
+
+from mailqueue.blobs import BlobStore
+
+# Lines longer than this break SMTP (RFC 5321 §4.5.3.1.6: 998 characters plus CRLF).
+MAX_LINE = 998
+
+
+class RenderError(Exception):
+    """The email's content cannot be made into a message: a fault of the email, not of the moment."""
+
+    code = "RenderError"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One email, ready for SES: the raw message and who receives it."""
+
+    raw: bytes
+    from_address: str
+    to: list[str] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)
+    bcc: list[str] = field(default_factory=list)
+    tags: list[dict[str, str]] = field(default_factory=list)
+    message_id: str = ""
+
+    @property
+    def recipients(self) -> list[str]:
+        return [*self.to, *self.cc, *self.bcc]
+
+
+def load_content(item: dict[str, Any], blobs: BlobStore) -> dict[str, Any]:
+    """The content record's body: kept in the item itself, or in S3 when it was too large for one."""
+    if "s3_key" in item and "from" not in item:
+        return blobs.get_content(str(item["s3_key"]))
+    return item
+
+
+def render(
+    email_id: str,
+    content: dict[str, Any],
+    now: datetime,
+    attachment_bytes: Callable[[str], bytes],
+) -> Rendered:
+    """Build the message for ``content`` (a content record written at enqueue, see ``service``).
+
+    ``attachment_bytes`` reads an attachment uploaded ahead of the email (``s3_key``). Raises
+    :class:`RenderError` when the content cannot form a message.
+    """
+    try:
+        return _render(email_id, content, now, attachment_bytes)
+    except RenderError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        # ValueError covers the email package refusing a header value, and bad base64.
+        raise RenderError(f"the email cannot be rendered: {type(error).__name__}: {error}") from None
+
+
+def _render(
+    email_id: str, content: dict[str, Any], now: datetime, attachment_bytes: Callable[[str], bytes]
+) -> Rendered:
+    sender = _address(content["from"])
+    to = [_address(box) for box in content.get("to", [])]
+    cc = [_address(box) for box in content.get("cc", [])]
+    bcc = [_address(box) for box in content.get("bcc", [])]
+    reply_to = [_address(box) for box in content.get("reply_to", [])]
+    if not (to or cc or bcc):
+        raise RenderError("the email has no recipient")
+
+    message = EmailMessage(policy=policy.SMTP)
+    # A stable Message-ID: if an attempt with an unknown outcome is sent again, receivers can
+    # recognise the second copy as the same message.
+    message_id = f"<{email_id}@{sender.domain}>"
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = message_id
+    message["From"] = sender
+    if to:
+        message["To"] = to
+    if cc:
+        message["Cc"] = cc
+    if reply_to:
+        message["Reply-To"] = reply_to
+    message["Subject"] = content["subject"]
+    for name, value in (content.get("headers") or {}).items():
+        message[name] = value
+
+    text, html = content.get("text"), content.get("html")
+    if text is not None:
+        message.set_content(_lines(text), cte=_transfer_encoding(text))
+        if html is not None:
+            message.add_alternative(_lines(html), subtype="html", cte=_transfer_encoding(html))
+    elif html is not None:
+        message.set_content(_lines(html), subtype="html", cte=_transfer_encoding(html))
+    else:
+        raise RenderError("the email has neither a text nor an html body")
+
+    for attachment in content.get("attachments", []):
+        data = _attachment_data(attachment, attachment_bytes)
+        maintype, _, subtype = str(attachment.get("content_type", "application/octet-stream")).partition("/")
+        message.add_attachment(
+            data, maintype=maintype, subtype=subtype or "octet-stream", filename=attachment["filename"]
+        )
+
+    for part in message.walk():
+        if part is not message:
+            # The email package stamps every part it builds; only the top-level header means anything.
+            del part["MIME-Version"]
+
+    raw = message.as_bytes(policy=policy.SMTP)
+    longest = max(len(line) for line in raw.split(b"\r\n"))
+    if longest > MAX_LINE:
+        raise RenderError(f"the rendered message has a line of {longest} characters (SMTP allows {MAX_LINE})")
+    return Rendered(
+        raw=raw,
+        from_address=sender.addr_spec,
+        to=[box.addr_spec for box in to],
+        cc=[box.addr_spec for box in cc],
+        bcc=[box.addr_spec for box in bcc],
+        tags=[{"name": str(tag["name"]), "value": str(tag["value"])} for tag in content.get("tags", [])],
+        message_id=message_id,
+    )
+
+
+def _address(box: dict[str, str]) -> Address:
+    local, _, domain = box["address"].rpartition("@")
+    if not local or not domain:
+        raise RenderError(f"{box['address']!r} is not an address")
+    return Address(display_name=box.get("name", ""), username=local, domain=domain)
+
+
+def _lines(body: str) -> str:
+    # One line ending convention in, so the SMTP policy writes CRLF everywhere.
+    return body.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _transfer_encoding(body: str) -> str | None:
+    """ASCII keeps the package's choice (7bit, or quoted-printable for long lines); anything else is
+    transfer-encoded, since 8bit bodies need an 8BITMIME path all the way to the recipient."""
+    if body.isascii():
+        return None
+    non_ascii = sum(1 for char in body if not char.isascii())
+    # Mostly-Latin text stays readable as quoted-printable; other scripts are shorter in base64.
+    return "quoted-printable" if non_ascii * 3 < len(body) else "base64"
+
+
+def _attachment_data(attachment: dict[str, Any], attachment_bytes: Callable[[str], bytes]) -> bytes:
+    if attachment.get("content") is not None:
+        try:
+            return base64.b64decode(attachment["content"], validate=True)
+        except binascii.Error:
+            raise RenderError(f"attachment {attachment.get('filename')!r} is not valid base64") from None
+    if attachment.get("s3_key"):
+        return attachment_bytes(str(attachment["s3_key"]))
+    raise RenderError(f"attachment {attachment.get('filename')!r} has no content")

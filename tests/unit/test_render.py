@@ -1,0 +1,260 @@
+"""The MIME message: parsed back with the email package, as a receiving mail server would."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from mailqueue.render import MAX_LINE, RenderError, load_content, render
+
+NOW = datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC)
+EMAIL_ID = "01JP0000000000000000000000"
+
+
+def content(**overrides: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "pk": EMAIL_ID,
+        "sk": "content",
+        "from": {"name": "Shop", "address": "app@example.com"},
+        "to": [{"name": "", "address": "alice@example.org"}],
+        "subject": "Your receipt",
+        "text": "Thanks for your order.",
+    }
+    record.update(overrides)
+    return record
+
+
+def no_uploads(key: str) -> bytes:
+    raise AssertionError(f"no upload expected, asked for {key}")
+
+
+def text_of(part: EmailMessage | None) -> str:
+    """A text part's content as the reader sees it (a 7bit part keeps the wire's CRLF when parsed)."""
+    assert part is not None
+    content = part.get_content()
+    assert isinstance(content, str)
+    return content.replace("\r\n", "\n")
+
+
+def parse(raw: bytes) -> EmailMessage:
+    parsed = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def test_headers_of_a_plain_email() -> None:
+    rendered = render(
+        EMAIL_ID,
+        content(
+            cc=[{"name": "Carol", "address": "carol@example.org"}],
+            reply_to=[{"name": "Support", "address": "help@example.com"}],
+            headers={"X-Campaign": "spring", "List-Unsubscribe": "<mailto:unsubscribe@example.com>"},
+        ),
+        NOW,
+        no_uploads,
+    )
+    message = parse(rendered.raw)
+
+    assert message["From"] == "Shop <app@example.com>"
+    assert message["To"] == "alice@example.org"
+    assert message["Cc"] == "Carol <carol@example.org>"
+    assert message["Reply-To"] == "Support <help@example.com>"
+    assert message["Subject"] == "Your receipt"
+    assert message["Message-ID"] == f"<{EMAIL_ID}@example.com>"
+    assert message["Date"].datetime == NOW
+    assert message["MIME-Version"] == "1.0"
+    assert message["X-Campaign"] == "spring"
+    assert message["List-Unsubscribe"] == "<mailto:unsubscribe@example.com>"
+    assert message.get_content_type() == "text/plain"
+    assert text_of(message) == "Thanks for your order.\n"
+    assert rendered.from_address == "app@example.com"
+    assert rendered.message_id == f"<{EMAIL_ID}@example.com>"
+
+
+def test_lines_end_in_crlf() -> None:
+    raw = render(EMAIL_ID, content(text="one\ntwo\r\nthree\rfour"), NOW, no_uploads).raw
+
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    assert b"\r" not in raw.replace(b"\r\n", b"")
+    assert text_of(parse(raw)) == "one\ntwo\nthree\nfour\n"
+
+
+def test_bcc_receives_but_appears_in_no_header() -> None:
+    rendered = render(
+        EMAIL_ID,
+        content(
+            to=[{"name": "", "address": "alice@example.org"}],
+            cc=[{"name": "", "address": "carol@example.org"}],
+            bcc=[{"name": "Hidden", "address": "secret@example.org"}],
+        ),
+        NOW,
+        no_uploads,
+    )
+
+    assert rendered.to == ["alice@example.org"]
+    assert rendered.cc == ["carol@example.org"]
+    assert rendered.bcc == ["secret@example.org"]
+    assert rendered.recipients == ["alice@example.org", "carol@example.org", "secret@example.org"]
+    assert b"secret" not in rendered.raw
+    assert parse(rendered.raw)["Bcc"] is None
+
+
+def test_bcc_only_email_has_no_to_header() -> None:
+    rendered = render(EMAIL_ID, content(to=[], bcc=[{"name": "", "address": "secret@example.org"}]), NOW, no_uploads)
+
+    message = parse(rendered.raw)
+    assert message["To"] is None
+    assert rendered.recipients == ["secret@example.org"]
+
+
+def test_non_ascii_subject_names_and_bodies() -> None:
+    rendered = render(
+        EMAIL_ID,
+        content(
+            **{"from": {"name": "Boutique Zoë, Paris", "address": "app@example.com"}},
+            to=[{"name": "Åsa Öberg", "address": "asa@example.org"}],
+            subject="Votre reçu — 日本語の件名",
+            text="Merci beaucoup ! Ça arrive bientôt. 🚚",
+            html="<p>Merci beaucoup&nbsp;! Ça arrive bientôt. 🚚</p>",
+            headers={"X-Note": "déjà vu"},
+        ),
+        NOW,
+        no_uploads,
+    )
+
+    # On the wire, the message is ASCII: encoded words in headers, transfer-encoded bodies.
+    rendered.raw.decode("ascii")
+    message = parse(rendered.raw)
+    assert message["Subject"] == "Votre reçu — 日本語の件名"
+    assert message["From"].addresses[0].display_name == "Boutique Zoë, Paris"
+    assert message["From"].addresses[0].addr_spec == "app@example.com"
+    assert message["To"].addresses[0].display_name == "Åsa Öberg"
+    assert message["X-Note"] == "déjà vu"
+    plain = message.get_body(("plain",))
+    assert text_of(plain) == "Merci beaucoup ! Ça arrive bientôt. 🚚\n"
+    assert text_of(message.get_body(("html",))) == "<p>Merci beaucoup&nbsp;! Ça arrive bientôt. 🚚</p>\n"
+    assert plain is not None
+    assert plain.get_content_charset() == "utf-8"
+    assert plain["Content-Transfer-Encoding"] == "quoted-printable"
+
+
+def test_text_and_html_are_alternatives() -> None:
+    message = parse(render(EMAIL_ID, content(html="<p>Thanks</p>"), NOW, no_uploads).raw)
+
+    assert message.get_content_type() == "multipart/alternative"
+    parts = list(message.iter_parts())
+    assert [part.get_content_type() for part in parts] == ["text/plain", "text/html"]
+
+
+def test_html_only() -> None:
+    message = parse(render(EMAIL_ID, content(text=None, html="<p>Thanks</p>"), NOW, no_uploads).raw)
+
+    assert message.get_content_type() == "text/html"
+    assert text_of(message) == "<p>Thanks</p>\n"
+
+
+def test_attachments_inline_and_uploaded() -> None:
+    pdf = b"%PDF-1.7\x00\xff binary"
+    uploaded = bytes(range(256)) * 40
+    wanted: list[str] = []
+
+    def read_upload(key: str) -> bytes:
+        wanted.append(key)
+        return uploaded
+
+    rendered = render(
+        EMAIL_ID,
+        content(
+            html="<p>See attached</p>",
+            attachments=[
+                {
+                    "filename": "receipt.pdf",
+                    "content_type": "application/pdf",
+                    "content": base64.b64encode(pdf).decode(),
+                },
+                {"filename": "données été.bin", "content_type": "application/octet-stream", "s3_key": "uploads/K/f"},
+            ],
+        ),
+        NOW,
+        read_upload,
+    )
+    message = parse(rendered.raw)
+
+    assert wanted == ["uploads/K/f"]
+    assert message.get_content_type() == "multipart/mixed"
+    assert text_of(message.get_body(("plain",))) == "Thanks for your order.\n"
+    attachments = list(message.iter_attachments())
+    assert [part.get_filename() for part in attachments] == ["receipt.pdf", "données été.bin"]
+    assert [part.get_content_type() for part in attachments] == ["application/pdf", "application/octet-stream"]
+    assert attachments[0].get_content() == pdf
+    assert attachments[1].get_content() == uploaded
+
+
+def test_no_line_exceeds_smtp_limit() -> None:
+    long_word = "x" * 5000
+    rendered = render(
+        EMAIL_ID,
+        content(
+            subject="s" * 998,
+            text=f"{long_word}\n{'é' * 3000}",
+            html=f"<p>{long_word}</p>",
+            headers={"X-Long": "y" * 998, "X-Words": "word " * 190},
+            attachments=[
+                {
+                    "filename": "a" * 200 + ".txt",
+                    "content_type": "text/plain",
+                    "content": base64.b64encode(b"x" * 5000).decode(),
+                }
+            ],
+        ),
+        NOW,
+        no_uploads,
+    )
+
+    assert max(len(line) for line in rendered.raw.split(b"\r\n")) <= MAX_LINE
+    message = parse(rendered.raw)
+    assert message["Subject"] == "s" * 998
+    assert message["X-Long"] == "y" * 998
+    assert text_of(message.get_body(("plain",))) == f"{long_word}\n{'é' * 3000}\n"
+
+
+def test_tags_are_carried() -> None:
+    rendered = render(EMAIL_ID, content(tags=[{"name": "campaign", "value": "spring"}]), NOW, no_uploads)
+
+    assert rendered.tags == [{"name": "campaign", "value": "spring"}]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"to": []}, "no recipient"),
+        ({"text": None}, "neither a text nor an html body"),
+        ({"attachments": [{"filename": "x", "content": "not base64!"}]}, "not valid base64"),
+        ({"attachments": [{"filename": "x"}]}, "has no content"),
+        ({"headers": {"X-Bad": "one\r\ntwo"}}, "cannot be rendered"),
+        ({"subject": None, "from": {"address": "nobody"}}, "not an address"),
+    ],
+)
+def test_content_that_cannot_form_a_message(overrides: dict[str, Any], problem: str) -> None:
+    with pytest.raises(RenderError, match=problem):
+        render(EMAIL_ID, content(**overrides), NOW, no_uploads)
+
+
+class FakeBlobs:
+    def __init__(self, stored: dict[str, dict[str, Any]]) -> None:
+        self.stored = stored
+
+    def get_content(self, key: str) -> dict[str, Any]:
+        return self.stored[key]
+
+
+def test_large_content_is_read_from_s3() -> None:
+    body = content()
+    item = {"pk": EMAIL_ID, "sk": "content", "s3_key": f"content/{EMAIL_ID}.json"}
+
+    assert load_content(item, FakeBlobs({f"content/{EMAIL_ID}.json": body})) == body  # type: ignore[arg-type]
+    assert load_content(body, FakeBlobs({})) == body  # type: ignore[arg-type]
