@@ -1,0 +1,170 @@
+"""What an SES error means for the email: send it again later, wait, hold the queue, or give up.
+
+Every SES v2 ``SendEmail`` failure lands in one of these outcomes:
+
+- ``transient``: SES did not take the email, for a reason that passes (throttling, quotas, service
+  errors, a connection that never reached SES). Retried with backoff; counts an attempt.
+- ``unknown``: the request may have reached SES (read timeout, connection dropped after sending).
+  SES may have accepted the email, so it is not sent again until SES's Send event, tagged with
+  the email's id, has had time to settle it. This is the one place a duplicate can come from.
+- ``account``: the account or the configuration is at fault, not the email (sending paused, MAIL
+  FROM domain not verified, configuration set missing, no permission). Every email would fail the
+  same way, so the email waits without spending an attempt and an operator is alerted.
+- ``permanent``: SES refused this email (rejected, malformed, an address it will not send to).
+  Sending it again cannot help.
+
+Codes are SES v2's, with the SES v1 spellings that the emulator and older endpoints use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    TRANSIENT = "transient"
+    UNKNOWN = "unknown"
+    ACCOUNT = "account"
+    PERMANENT = "permanent"
+
+
+CODES: dict[str, Outcome] = {
+    # Rate and quota: SES is fine, we are early.
+    "TooManyRequestsException": Outcome.TRANSIENT,
+    "LimitExceededException": Outcome.TRANSIENT,
+    "Throttling": Outcome.TRANSIENT,
+    "ThrottlingException": Outcome.TRANSIENT,
+    "ThrottledException": Outcome.TRANSIENT,
+    "RequestThrottled": Outcome.TRANSIENT,
+    "RequestLimitExceeded": Outcome.TRANSIENT,
+    "SlowDown": Outcome.TRANSIENT,
+    "ConcurrentModificationException": Outcome.TRANSIENT,
+    # SES itself failed.
+    "InternalFailure": Outcome.TRANSIENT,
+    "InternalServerError": Outcome.TRANSIENT,
+    "InternalServiceError": Outcome.TRANSIENT,
+    "ServiceUnavailable": Outcome.TRANSIENT,
+    "ServiceUnavailableException": Outcome.TRANSIENT,
+    "RequestTimeout": Outcome.TRANSIENT,
+    "RequestTimeoutException": Outcome.TRANSIENT,
+    # The account or the configuration: one operator fix releases every email.
+    "AccountSuspendedException": Outcome.ACCOUNT,
+    "SendingPausedException": Outcome.ACCOUNT,
+    "AccountSendingPausedException": Outcome.ACCOUNT,
+    "ConfigurationSetSendingPausedException": Outcome.ACCOUNT,
+    "MailFromDomainNotVerifiedException": Outcome.ACCOUNT,
+    "MailFromDomainNotVerified": Outcome.ACCOUNT,
+    "NotFoundException": Outcome.ACCOUNT,  # SendEmail's only named resource is the configuration set
+    "ConfigurationSetDoesNotExist": Outcome.ACCOUNT,
+    "ConfigurationSetDoesNotExistException": Outcome.ACCOUNT,
+    "AccessDenied": Outcome.ACCOUNT,
+    "AccessDeniedException": Outcome.ACCOUNT,
+    "UnrecognizedClientException": Outcome.ACCOUNT,
+    "InvalidClientTokenId": Outcome.ACCOUNT,
+    "ExpiredToken": Outcome.ACCOUNT,
+    "ExpiredTokenException": Outcome.ACCOUNT,
+    "SignatureDoesNotMatch": Outcome.ACCOUNT,
+    "IncompleteSignature": Outcome.ACCOUNT,
+    "MissingAuthenticationToken": Outcome.ACCOUNT,
+    "OptInRequired": Outcome.ACCOUNT,
+    # The email: SES will never take it as it is.
+    "MessageRejected": Outcome.PERMANENT,
+    "BadRequestException": Outcome.PERMANENT,
+    "InvalidParameterValue": Outcome.PERMANENT,
+    "InvalidParameterCombination": Outcome.PERMANENT,
+    "ValidationError": Outcome.PERMANENT,
+    "ValidationException": Outcome.PERMANENT,
+    "MalformedQueryString": Outcome.PERMANENT,
+    "SerializationException": Outcome.PERMANENT,
+}
+
+MESSAGE_LIMIT = 300
+
+
+@dataclass(frozen=True)
+class Classified:
+    """An SES call's result in mailqueue's terms, with SES's own code and message for the record."""
+
+    outcome: Outcome
+    code: str
+    message: str = ""
+
+    @property
+    def sent_for_sure(self) -> bool:
+        return self.outcome is Outcome.ACCEPTED
+
+    def as_error(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+def classify_code(code: str, http_status: int | None = None) -> Outcome:
+    """The outcome of an error response: by code, else by HTTP status.
+
+    A code this table does not know is transient: the email is retried a bounded number of times
+    and then fails with SES's code on record, so an unknown code can neither lose nor stall an email.
+    """
+    if code in CODES:
+        return CODES[code]
+    if http_status == 429:
+        return Outcome.TRANSIENT
+    if http_status in {401, 403}:
+        return Outcome.ACCOUNT
+    return Outcome.TRANSIENT
+
+
+# botocore exceptions, by class name (botocore is imported only by the code that calls AWS).
+# Raised before the request left this host: nothing reached SES.
+_NOT_SENT = frozenset(
+    {"ConnectionError", "ConnectTimeoutError", "EndpointConnectionError", "ProxyConnectionError", "SSLError"}
+)
+# Raised after the request may have reached SES: the email may be on its way.
+_MAYBE_SENT = frozenset(
+    {"HTTPClientError", "ReadTimeoutError", "ConnectionClosedError", "ResponseStreamingError", "IncompleteReadError"}
+)
+# This function cannot call SES at all as configured.
+_CANNOT_CALL = frozenset(
+    {
+        "NoCredentialsError",
+        "PartialCredentialsError",
+        "CredentialRetrievalError",
+        "NoRegionError",
+        "UnauthorizedSSOTokenError",
+        "TokenRetrievalError",
+        "EndpointResolutionError",
+    }
+)
+# The request was never built: the email's parameters are wrong.
+_INVALID_REQUEST = frozenset({"ParamValidationError", "ValidationError"})
+
+
+def classify(error: BaseException) -> Classified:
+    """Classify an exception raised by the SES client's ``send_email``."""
+    response: Any = getattr(error, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        details = response.get("Error") or {}
+        code = str(details.get("Code") or "Unknown")
+        status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        return Classified(classify_code(code, status), code, _short(str(details.get("Message") or "")))
+
+    names = [kind.__name__ for kind in type(error).__mro__]
+    # The most specific botocore class decides: ConnectTimeoutError is a ConnectionError (not sent),
+    # ReadTimeoutError an HTTPClientError (maybe sent).
+    for name in names:
+        if name in _NOT_SENT:
+            return Classified(Outcome.TRANSIENT, type(error).__name__, _short(str(error)))
+        if name in _MAYBE_SENT:
+            return Classified(Outcome.UNKNOWN, type(error).__name__, _short(str(error)))
+        if name in _CANNOT_CALL:
+            return Classified(Outcome.ACCOUNT, type(error).__name__, _short(str(error)))
+        if name in _INVALID_REQUEST:
+            return Classified(Outcome.PERMANENT, type(error).__name__, _short(str(error)))
+    # Anything else happened somewhere between building the request and reading the answer:
+    # assume SES may have the email rather than risk sending it twice.
+    return Classified(Outcome.UNKNOWN, type(error).__name__, _short(str(error)))
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 1] + "…"
