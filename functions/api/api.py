@@ -6,7 +6,6 @@ from typing import Annotated, Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
 from aws_lambda_powertools.logging import correlation_paths
@@ -40,7 +39,7 @@ from mailqueue.queue import SendQueue
 from mailqueue.service import Mailqueue, field_path
 from mailqueue.settings import get_settings
 from mailqueue.store import EmailStore
-from mailqueue.web import check_body, error_payload, parse_json
+from mailqueue.web import error_payload, refusal
 
 logger = Logger()
 tracer = Tracer()
@@ -163,17 +162,6 @@ def _error(status: int, code: str, message: str, details: list[FieldError] | Non
     )
 
 
-def _check_request(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
-    event = app.current_event
-    check_body(event.http_method, event.headers.get("content-type"), event.body)
-    if event.body and event.http_method == "POST":
-        parse_json(event.decoded_body or "")
-    return next_middleware(app)
-
-
-app.use(middlewares=[_check_request])
-
-
 @app.exception_handler(MailqueueError)
 def _domain_error(error: MailqueueError) -> Response[Any]:
     return _error(error.http_status, error.code, error.message, error.details)
@@ -220,4 +208,4 @@ def _not_found(_: NotFoundError) -> Response[Any]:
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency.register_lambda_context(context)
-    return app.resolve(event, context)
+    return refusal(event) or app.resolve(event, context)

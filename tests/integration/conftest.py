@@ -6,9 +6,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-
 from mailqueue_dev.emulator import Emulator, running
 from mailqueue_dev.template import Stack, build
+
 from tests.conftest import ApiClient, configure
 
 

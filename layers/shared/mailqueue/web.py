@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
@@ -64,3 +66,31 @@ def parse_json(body: str) -> Any:
         ) from None
     except RecursionError:
         raise BadRequest("the JSON body is nested too deeply", [FieldError("body", "nested too deeply")]) from None
+
+
+def refusal(event: dict[str, Any]) -> dict[str, Any] | None:
+    """An HTTP API v2 answer refusing the request before routing, or None to let it through.
+
+    Runs before the resolver so that a form-encoded or oversize body is refused as such rather
+    than parsed, and malformed JSON gets a 400 that says where it broke.
+    """
+    method = event.get("requestContext", {}).get("http", {}).get("method", "")
+    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
+    body = event.get("body")
+    try:
+        if body and event.get("isBase64Encoded"):
+            try:
+                body = base64.b64decode(body).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                raise BadRequest("the body is not UTF-8 text", [FieldError("body", "not UTF-8")]) from None
+        check_body(method, headers.get("content-type"), body)
+        if body and method in {"POST", "PUT", "PATCH"}:
+            parse_json(body)
+    except MailqueueError as error:
+        return {
+            "statusCode": error.http_status,
+            "headers": {"Content-Type": "application/json"},
+            "body": error_json(error),
+            "isBase64Encoded": False,
+        }
+    return None

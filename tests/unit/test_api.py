@@ -1,0 +1,436 @@
+"""The HTTP API, through its Lambda handler with HTTP API v2 events, against moto."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+from mailqueue import clock
+
+from tests.conftest import an_email
+
+
+def receive_all(stack, queue: str = "SendQueue") -> list[dict[str, Any]]:
+    sqs = boto3.client("sqs")
+    messages = sqs.receive_message(QueueUrl=stack.names[queue], MaxNumberOfMessages=10).get("Messages", [])
+    return [json.loads(message["Body"]) for message in messages]
+
+
+def table_items(stack) -> list[dict[str, Any]]:
+    return boto3.client("dynamodb").scan(TableName=stack.names["EmailsTable"])["Items"]
+
+
+def assert_error_shape(body: dict[str, Any], code: str | None = None) -> dict[str, Any]:
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"code", "message", "details"}
+    assert error["message"]
+    assert all(set(detail) == {"field", "message"} for detail in error["details"])
+    if code:
+        assert error["code"] == code
+    return error
+
+
+def fail_calls(api, service_attr: str, event: str, error: Exception) -> None:
+    """Make every ``event`` call of one of the api module's clients raise ``error``."""
+
+    def raise_error(**_: Any) -> None:
+        raise error
+
+    client = getattr(api.module.mailqueue, service_attr)._client
+    client.meta.events.register(event, raise_error)
+
+
+# --- POST /emails ------------------------------------------------------------------------------------------
+
+
+def test_an_accepted_email_is_stored_then_published(api, stack):
+    status, body = api.post("/emails", an_email(metadata={"order": 42}))
+
+    assert status == 202
+    assert body == {"id": body["id"], "status": "queued", "published": True, "message": None}
+    assert receive_all(stack) == [{"id": body["id"]}]
+    status, email = api.get(f"/emails/{body['id']}")
+    assert status == 200
+    assert email["status"] == "queued"
+    assert email["to"] == "alice@example.org"
+    assert email["metadata"] == {"order": 42}
+    assert email["history"][0]["status"] == "queued"
+    assert email["deadline"] > email["created_at"]
+
+
+def test_the_status_record_is_readable_and_small(api, stack):
+    _, body = api.post("/emails", an_email(subject="A rather long subject line that goes on and on and on"))
+
+    item = boto3.client("dynamodb").get_item(
+        TableName=stack.names["EmailsTable"], Key={"pk": {"S": body["id"]}, "sk": {"S": "status"}}
+    )["Item"]
+
+    assert item["status"]["S"] == "queued"
+    assert item["to"]["S"] == "alice@example.org"
+    assert item["subject"]["S"] == "A rather long subject line that goes on…"
+    assert len(json.dumps(item)) < 1024
+
+
+def test_a_high_priority_email_goes_to_the_high_priority_queue(api, stack):
+    _, body = api.post("/emails", an_email(priority="high"))
+
+    assert receive_all(stack, "HighPrioritySendQueue") == [{"id": body["id"]}]
+    assert receive_all(stack) == []
+
+
+def test_an_email_far_ahead_is_scheduled_and_not_published(api, stack):
+    send_at = clock.now() + timedelta(hours=2)
+
+    _, body = api.post("/emails", an_email(send_at=send_at.isoformat()))
+
+    assert body["status"] == "scheduled"
+    assert receive_all(stack) == []
+    _, email = api.get(f"/emails/{body['id']}")
+    assert email["deadline"] == clock.iso(send_at)
+
+
+def test_an_email_a_few_minutes_ahead_is_published_with_a_delay(api, stack):
+    send_at = clock.now() + timedelta(minutes=5)
+
+    _, body = api.post("/emails", an_email(send_at=send_at.isoformat()))
+
+    assert body["status"] == "queued"
+    assert receive_all(stack) == []  # not visible before its delay
+    _, email = api.get(f"/emails/{body['id']}")
+    assert clock.parse_iso(email["deadline"]) > send_at
+
+
+def test_a_failed_publish_leaves_the_email_queued_with_its_deadline(api, stack):
+    fail_calls(api, "queue", "before-call.sqs.SendMessage", EndpointConnectionError(endpoint_url="https://sqs"))
+
+    status, body = api.post("/emails", an_email())
+
+    assert status == 202
+    assert body["status"] == "queued"
+    assert body["published"] is False
+    assert "deadline" in body["message"]
+    _, email = api.get(f"/emails/{body['id']}")
+    assert email["status"] == "queued"
+    assert email["deadline"]
+
+
+def test_a_storage_outage_is_a_503_and_nothing_is_published(api, stack):
+    throttled = ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}}, "Batch")
+    fail_calls(api, "store", "before-call.dynamodb.BatchWriteItem", throttled)
+
+    status, body = api.post("/emails", an_email())
+
+    assert status == 503
+    assert_error_shape(body, "unavailable")
+    assert receive_all(stack) == []
+
+
+def test_a_from_outside_the_sending_identities_is_refused(api, stack):
+    status, body = api.post("/emails", an_email(**{"from": "ceo@elsewhere.example"}))
+
+    assert status == 422
+    error = assert_error_shape(body, "invalid_email")
+    assert error["details"] == [{"field": "from", "message": error["details"][0]["message"]}]
+    assert "ceo@elsewhere.example" in error["message"]
+    assert table_items(stack) == []
+    assert receive_all(stack) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"subject": "Hi\r\nBcc: victim@example.net"}, "subject"),
+        ({"to": [f"user{index}@example.org" for index in range(51)]}, "body"),
+        ({"unknown": 1}, "unknown"),
+        ({"headers": {"From": "boss@example.com"}}, "headers"),
+        ({"attachments": [{"filename": "../x", "content": "eA=="}]}, "attachments[0].filename"),
+        ({"text": "y" * 2_000_000}, "text"),
+    ],
+)
+def test_invalid_emails_get_a_422_naming_the_field_and_store_nothing(api, stack, overrides, field):
+    status, body = api.post("/emails", an_email(**overrides))
+
+    assert status == 422
+    error = assert_error_shape(body, "invalid_request")
+    assert field in [detail["field"] for detail in error["details"]], error
+    assert table_items(stack) == []
+
+
+def test_an_s3_attachment_must_have_been_uploaded(api, stack):
+    status, body = api.post("/emails", an_email(attachments=[{"filename": "a.pdf", "s3_key": "uploads/01J/a.pdf"}]))
+
+    assert status == 422
+    assert assert_error_shape(body)["details"][0]["field"] == "attachments[0].s3_key"
+
+
+def test_an_uploaded_attachment_is_accepted(api, stack):
+    status, ticket = api.post("/attachments", {"filename": "big.pdf", "content_type": "application/pdf", "size": 5})
+    assert status == 201
+    assert ticket["s3_key"].startswith("uploads/") and ticket["s3_key"].endswith("/big.pdf")
+    assert ticket["upload_url"].startswith("https://")
+    boto3.client("s3").put_object(Bucket=stack.names["AttachmentsBucket"], Key=ticket["s3_key"], Body=b"%PDF-")
+
+    status, body = api.post("/emails", an_email(attachments=[{"filename": "big.pdf", "s3_key": ticket["s3_key"]}]))
+
+    assert status == 202, body
+
+
+def test_large_content_is_kept_in_s3_and_the_item_keeps_a_reference(api, stack):
+    _, body = api.post("/emails", an_email(text="z" * 600_000))
+
+    item = boto3.client("dynamodb").get_item(
+        TableName=stack.names["EmailsTable"], Key={"pk": {"S": body["id"]}, "sk": {"S": "content"}}
+    )["Item"]
+    assert item["s3_key"]["S"] == f"content/{body['id']}.json"
+    assert "text" not in item
+    stored = boto3.client("s3").get_object(Bucket=stack.names["AttachmentsBucket"], Key=item["s3_key"]["S"])
+    assert json.loads(stored["Body"].read())["text"] == "z" * 600_000
+
+
+# --- malformed requests ------------------------------------------------------------------------------------
+
+
+def test_malformed_json_is_a_400_that_says_where(api, stack):
+    status, body = api.post("/emails", raw='{"from": "app@example.com", ')
+
+    assert status == 400
+    assert "not valid JSON" in assert_error_shape(body, "bad_request")["message"]
+
+
+def test_deeply_nested_json_is_a_400(api, stack):
+    status, body = api.post("/emails", raw="[" * 100_000 + "]" * 100_000)
+
+    assert status in (400, 422)
+    assert_error_shape(body)
+
+
+def test_a_body_that_is_not_json_is_a_415(api, stack):
+    status, body = api.post("/emails", raw="from=app@example.com", headers={"content-type": "text/plain"})
+
+    assert status == 415
+    assert_error_shape(body, "unsupported_media_type")
+
+
+def test_form_encoded_bodies_are_refused_too(api, stack):
+    status, body = api.post(
+        "/emails", raw="from=app@example.com", headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+
+    assert status == 415
+    assert_error_shape(body)
+
+
+def test_an_oversize_body_is_a_413(api, stack):
+    status, body = api.post("/emails", raw='{"text": "' + "x" * (10 * 1024 * 1024) + '"}')
+
+    assert status == 413
+    assert_error_shape(body, "payload_too_large")
+
+
+def test_unknown_routes_and_methods_are_404_in_the_error_shape(api, stack):
+    for method, path in [("GET", "/nope"), ("PUT", "/emails"), ("PATCH", "/emails/01J")]:
+        status, body = api.request(method, path)
+        assert status == 404
+        assert_error_shape(body, "not_found")
+
+
+def test_an_unknown_email_is_a_404(api, stack):
+    for path in ["/emails/01JAAAAAAAAAAAAAAAAAAAAAAA", "/emails/not-an-id"]:
+        status, body = api.get(path)
+        assert status == 404
+        assert_error_shape(body, "not_found")
+
+
+# --- idempotency ---------------------------------------------------------------------------------------------
+
+
+def test_the_same_idempotency_key_and_body_replay_the_first_answer(api, stack):
+    first = api.post("/emails", an_email(), headers={"Idempotency-Key": "order-42"})
+    second = api.post("/emails", an_email(), headers={"Idempotency-Key": "order-42"})
+
+    assert first[0] == second[0] == 202
+    assert first[1] == second[1]
+    assert len(receive_all(stack)) == 1
+    assert len(table_items(stack)) == 2  # one email: its status and content records
+
+
+def test_the_same_idempotency_key_with_another_body_is_a_409(api, stack):
+    api.post("/emails", an_email(), headers={"Idempotency-Key": "order-43"})
+
+    status, body = api.post("/emails", an_email(subject="Other"), headers={"Idempotency-Key": "order-43"})
+
+    assert status == 409
+    assert assert_error_shape(body, "idempotency_conflict")["details"][0]["field"] == "Idempotency-Key"
+
+
+def test_idempotent_batches_replay_too(api, stack):
+    batch = {"emails": [an_email(), an_email(to=["bob@example.org"])]}
+    first = api.post("/emails/batch", batch, headers={"Idempotency-Key": "batch-1"})
+    second = api.post("/emails/batch", batch, headers={"Idempotency-Key": "batch-1"})
+
+    assert first == second
+    assert len(table_items(stack)) == 4
+
+
+# --- batch ---------------------------------------------------------------------------------------------------
+
+
+def test_a_batch_accepts_the_good_emails_and_explains_the_bad(api, stack):
+    emails = [
+        an_email(),
+        an_email(subject="bad\nsubject"),
+        an_email(**{"from": "x@not-ours.example"}),
+        an_email(priority="high"),
+        {"nonsense": True},
+    ]
+
+    status, body = api.post("/emails/batch", {"emails": emails})
+
+    assert status == 202
+    assert body["accepted"] == 2
+    assert body["rejected"] == 3
+    results = body["results"]
+    assert [result["index"] for result in results] == [0, 1, 2, 3, 4]
+    assert results[0]["status"] == "queued" and results[0]["published"] is True
+    assert results[1]["error"]["details"][0]["field"] == "subject"
+    assert results[2]["error"]["details"][0]["field"] == "from"
+    assert results[4]["error"]["code"] == "invalid_email"
+    assert receive_all(stack) == [{"id": results[0]["id"]}]
+    assert receive_all(stack, "HighPrioritySendQueue") == [{"id": results[3]["id"]}]
+
+
+def test_a_batch_of_one_hundred_uses_batch_calls(api, stack):
+    calls: list[str] = []
+    for client in (api.module.mailqueue.store._client, api.module.mailqueue.queue._client):
+        client.meta.events.register("before-call.*.*", lambda model, **_: calls.append(model.name))
+
+    status, body = api.post("/emails/batch", {"emails": [an_email(to=[f"u{i}@example.org"]) for i in range(100)]})
+
+    assert status == 202
+    assert body["accepted"] == 100
+    assert calls.count("BatchWriteItem") == 8  # 200 items, 25 a call
+    assert calls.count("SendMessageBatch") == 10
+    assert "PutItem" not in calls and "SendMessage" not in calls
+
+
+def test_a_batch_over_one_hundred_is_refused(api, stack):
+    status, body = api.post("/emails/batch", {"emails": [an_email()] * 101})
+
+    assert status == 422
+    assert assert_error_shape(body)["details"][0]["field"] == "emails"
+
+
+# --- listing -------------------------------------------------------------------------------------------------
+
+
+def test_listing_pages_newest_first_with_an_opaque_cursor(api, stack):
+    ids = [api.post("/emails", an_email(subject=f"n{index}"))[1]["id"] for index in range(5)]
+
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        query = "status=queued&limit=2" + (f"&cursor={cursor}" if cursor else "")
+        status, page = api.get("/emails", query=query)
+        assert status == 200
+        seen += [email["id"] for email in page["emails"]]
+        pages += 1
+        cursor = page.get("cursor")
+        if not cursor:
+            break
+
+    assert seen == sorted(ids, reverse=True)
+    assert pages == 3
+
+
+@pytest.mark.parametrize("query", ["status=bogus", "status=queued&limit=0", "status=queued&cursor=%21%21", ""])
+def test_bad_list_queries_are_4xx_in_the_error_shape(api, stack, query):
+    status, body = api.get("/emails", query=query)
+
+    assert status == 422
+    assert_error_shape(body)
+
+
+# --- cancel and retry ----------------------------------------------------------------------------------------
+
+
+def test_cancel_a_queued_email_then_a_second_cancel_conflicts(api, stack):
+    _, body = api.post("/emails", an_email())
+
+    status, email = api.delete(f"/emails/{body['id']}")
+    assert status == 200
+    assert email["status"] == "cancelled"
+    assert email["deadline"] is None
+
+    status, conflict = api.delete(f"/emails/{body['id']}")
+    assert status == 409
+    assert "cancelled" in assert_error_shape(conflict, "status_conflict")["message"]
+
+
+def test_retry_is_only_for_failed_emails(api, stack):
+    _, body = api.post("/emails", an_email())
+
+    status, conflict = api.post(f"/emails/{body['id']}/retry")
+
+    assert status == 409
+    assert "queued" in assert_error_shape(conflict)["message"]
+
+
+def test_retry_puts_a_failed_email_back_in_the_queue(api, stack):
+    from mailqueue.statemachine import Change, Guard, Status, transition
+
+    _, body = api.post("/emails", an_email())
+    store = api.module.mailqueue.store
+    now = clock.now()
+    transition(store, body["id"], Guard({Status.QUEUED}), Change(Status.SENDING, deadline=now), now)
+    transition(store, body["id"], Guard({Status.SENDING}), Change(Status.FAILED, reason="rejected"), now)
+    receive_all(stack)
+
+    status, email = api.post(f"/emails/{body['id']}/retry")
+
+    assert status == 202
+    assert email["status"] == "queued"
+    assert email["attempts"] == 0
+    assert [entry["status"] for entry in email["history"]] == ["queued", "sending", "failed", "queued"]
+    assert receive_all(stack) == [{"id": body["id"]}]
+
+
+def test_cancel_of_an_unknown_email_is_a_404(api, stack):
+    status, body = api.delete("/emails/01JAAAAAAAAAAAAAAAAAAAAAAA")
+
+    assert status == 404
+    assert_error_shape(body)
+
+
+# --- OpenAPI -------------------------------------------------------------------------------------------------
+
+
+def test_the_openapi_document_describes_the_routes(api, stack):
+    status, document = api.get("/openapi.json")
+
+    assert status == 200
+    assert document["openapi"].startswith("3.")
+    assert {"/emails", "/emails/batch", "/emails/{email_id}", "/emails/{email_id}/retry", "/attachments"} <= set(
+        document["paths"]
+    )
+    schemas = document["components"]["schemas"]
+    assert "from" in schemas["EmailRequest"]["properties"]
+    assert schemas["EmailRequest"].get("additionalProperties") is False
+
+
+def test_base64_bodies_from_api_gateway_are_understood(api, stack):
+    from mailqueue_dev.lambda_events import http_api_event
+
+    event = http_api_event("POST", "/emails", json.dumps(an_email()), {"content-type": "application/json"})
+    event["body"] = base64.b64encode(event["body"].encode()).decode()
+    event["isBase64Encoded"] = True
+
+    answer = api.module.handler(event, api._context)
+
+    assert answer["statusCode"] == 202, answer
