@@ -1,0 +1,689 @@
+"""The whole queue on one machine: ``python -m mailqueue_dev.local`` (what ``make dev`` runs).
+
+One process, a few threads, no Docker and no AWS account:
+
+- moto in server mode on loopback, the AWS that every handler talks to (``AWS_ENDPOINT_URL``);
+- the tables, queues and bucket of ``template.yaml``, built by :mod:`mailqueue_dev.template`;
+- the API on http://127.0.0.1:3000, each request handed to the API function as an HTTP API v2 event;
+- a poller per SQS event source, feeding batches to its function as the event source mapping does;
+- each scheduled function on a short local schedule;
+- an outbox: every email SES accepted, written as ``<email id>.eml``.
+
+Everything is read from the template (functions, handlers, environments, event sources), so the
+local stack runs the same handler code, with the same settings, as Lambda does.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from mailqueue_dev import emulator, lambda_events
+from mailqueue_dev.template import Stack, build
+
+log = logging.getLogger("mailqueue_dev.local")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_API_PORT = 3000
+DEFAULT_EMULATOR_PORT = 4566
+DEFAULT_OUTBOX = Path(".mailqueue") / "outbox"
+DEFAULT_REQUEUE_SECONDS = 5.0
+# HTTP API refuses larger request bodies itself.
+MAX_BODY_BYTES = 10 * 1024 * 1024
+# A message its function reported as failed is visible again after this long, not after the queue's
+# visibility timeout (minutes): locally, a retry should be seen at once.
+LOCAL_RETRY_VISIBILITY_SECONDS = 1
+
+# What differs locally from Lambda, beyond AWS_ENDPOINT_URL:
+LOCAL_ENVIRONMENT = {
+    # No X-Ray daemon here.
+    "POWERTOOLS_TRACE_DISABLED": "1",
+    # One sender invocation runs at a time (see LocalStack.invoke), so it may use the whole send rate.
+    "SENDER_CONCURRENCY": "1",
+}
+
+
+class PortInUse(RuntimeError):
+    pass
+
+
+@dataclass
+class Function:
+    """One function of the template, and its handler once imported."""
+
+    logical_id: str
+    folder: Path
+    module_name: str
+    attribute: str
+    timeout: float
+    handler: Callable[[dict[str, Any], Any], Any] | None = None
+    missing: str | None = None
+
+
+@dataclass
+class Route:
+    """An HttpApi event of a function: a method and a path template such as /{proxy+}."""
+
+    method: str
+    pattern: re.Pattern[str]
+    function: Function
+
+    @classmethod
+    def of(cls, method: str, path: str, function: Function) -> Route:
+        regex = re.sub(r"\\\{[^/]+?\\\+\\\}", ".+", re.escape(path))
+        regex = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", regex)
+        return cls(method.upper(), re.compile(f"^{regex}$"), function)
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.method in {"ANY", method.upper()} and bool(self.pattern.match(path))
+
+
+@dataclass
+class Poller:
+    """An SQS event source mapping: receive a batch, invoke, delete what succeeded."""
+
+    function: Function
+    queue_url: str
+    queue_arn: str
+    batch_size: int
+    reports_item_failures: bool
+
+
+@dataclass
+class Schedule:
+    function: Function
+    every: float
+
+
+@dataclass
+class LocalStack:
+    """The template's resources in moto, its functions behind a local API, pollers and schedules.
+
+    ``start()`` and ``stop()``, or use it as a context manager. Ports of 0 pick free ones.
+    ``parameters`` override the template's parameters; ``environment`` overrides the functions'
+    environment after the template's (e.g. ``{"BACKOFF_BASE_SECONDS": "1"}``).
+    """
+
+    api_port: int = DEFAULT_API_PORT
+    emulator_port: int = DEFAULT_EMULATOR_PORT
+    outbox_dir: Path = DEFAULT_OUTBOX
+    requeue_seconds: float = DEFAULT_REQUEUE_SECONDS
+    poll_interval: float = 0.2
+    identities: tuple[str, ...] = ("example.com",)
+    parameters: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
+    host: str = DEFAULT_HOST
+    # Where the functions' EMF metric lines go (CloudWatch reads them on Lambda); None leaves them on stdout.
+    metrics_file: Path | None = None
+
+    stack: Stack | None = field(default=None, init=False)
+    functions: dict[str, Function] = field(default_factory=dict, init=False)
+    routes: list[Route] = field(default_factory=list, init=False)
+    pollers: list[Poller] = field(default_factory=list, init=False)
+    schedules: list[Schedule] = field(default_factory=list, init=False)
+    emulator: emulator.Emulator | None = field(default=None, init=False)
+    runs: dict[str, int] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._exit = ExitStack()
+        self._saved_environment: dict[str, str | None] = {}
+        self._added_paths: list[str] = []
+        self._http: ThreadingHTTPServer | None = None
+        # Powertools keeps metrics and log keys per process, as Lambda runs one invocation per
+        # container at a time: handlers here take turns, so no invocation sees another's state.
+        self._invoke_lock = threading.Lock()
+        self._runs_changed = threading.Condition()
+        self._metrics_sink: IO[str] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.emulator_port}"
+
+    def start(self) -> LocalStack:
+        self.api_port = self.api_port or emulator.free_port(self.host)
+        self.emulator_port = self.emulator_port or emulator.free_port(self.host)
+        _check_free(self.host, self.emulator_port, "MAILQUEUE_EMULATOR_PORT")
+        _check_free(self.host, self.api_port, "MAILQUEUE_API_PORT")
+        self.outbox_dir = self.outbox_dir.resolve()
+        self.outbox_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self.emulator = self._exit.enter_context(emulator.running(self.host, self.emulator_port))
+        # The emulator's state lives in this process: start from nothing, as a fresh `sam deploy` would.
+        self.emulator.reset()
+        self._set_environment({**emulator.FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint_url})
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+            self._set_environment({name: None})
+
+        session = self.emulator.session()
+        overrides = {"SendingIdentities": ",".join(self.identities), **self.parameters}
+        overrides.setdefault("LogLevel", "WARNING")
+        self.stack = build(session, overrides=overrides)
+        self._verify_identities(session)
+
+        function_ids = list(self.stack.resources("AWS::Serverless::Function"))
+        for logical_id in function_ids:
+            self._set_environment(self.stack.function_environment(logical_id))
+        self._set_environment({**LOCAL_ENVIRONMENT, **self.environment})
+        _forget_cached_configuration()
+        if self.metrics_file is not None:
+            self.metrics_file.parent.mkdir(parents=True, exist_ok=True)
+            self._metrics_sink = self.metrics_file.open("a", encoding="utf-8")
+
+        for logical_id in function_ids:
+            self.functions[logical_id] = self._load(logical_id)
+        self._install_outbox()
+        self._wire_events()
+
+        self._start_api()
+        for poller in self.pollers:
+            if poller.function.handler is not None:
+                self._spawn(f"poll-{poller.queue_arn.rsplit(':', 1)[-1]}", self._poll, poller)
+        for schedule in self.schedules:
+            if schedule.function.handler is not None:
+                self._spawn(f"schedule-{schedule.function.logical_id}", self._tick, schedule)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._threads.clear()
+        self._exit.close()
+        if self._metrics_sink is not None:
+            self._metrics_sink.close()
+            self._metrics_sink = None
+        for path in self._added_paths:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(path)
+        self._added_paths.clear()
+        for name, value in self._saved_environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_environment.clear()
+        _forget_cached_configuration()
+
+    def wait(self) -> None:
+        """Block until ``stop()`` is called (from a signal handler, say)."""
+        while not self._stop.wait(0.5):
+            pass
+
+    # --- building -----------------------------------------------------------------------------------------
+
+    def _set_environment(self, values: Mapping[str, str | None]) -> None:
+        for name, value in values.items():
+            self._saved_environment.setdefault(name, os.environ.get(name))
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    def _verify_identities(self, session: Any) -> None:
+        sesv2, ses = session.client("sesv2"), session.client("ses")
+        for identity in self.identities:
+            sesv2.create_email_identity(EmailIdentity=identity)
+            if "@" in identity:
+                ses.verify_email_identity(EmailAddress=identity)
+            else:
+                ses.verify_domain_identity(Domain=identity)
+
+    def _load(self, logical_id: str) -> Function:
+        assert self.stack is not None
+        folder, module_name, attribute = self.stack.function_handler(logical_id)
+        properties = self.stack.template["Resources"][logical_id]["Properties"]
+        timeout = properties.get("Timeout", self.stack.template.get("Globals", {}).get("Function", {}).get("Timeout"))
+        function = Function(logical_id, folder, module_name, attribute, float(timeout or 3))
+        if not (folder / f"{module_name}.py").exists():
+            function.missing = f"{_relative(folder / f'{module_name}.py')} does not exist"
+            return function
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+            self._added_paths.append(str(folder))
+        # Import afresh, as a new container would: the module builds its settings and clients at import.
+        if module_name in sys.modules:
+            module = importlib.reload(sys.modules[module_name])
+        else:
+            module = importlib.import_module(module_name)
+        function.handler = getattr(module, attribute)
+        return function
+
+    def _wire_events(self) -> None:
+        assert self.stack is not None
+        queue_ids = {arn: logical_id for logical_id, arn in self.stack.arns.items()}
+        for logical_id, function in self.functions.items():
+            events = self.stack.template["Resources"][logical_id]["Properties"].get("Events", {})
+            for event in events.values():
+                properties = self.stack.resolve(event.get("Properties", {}))
+                kind = event["Type"]
+                if kind == "HttpApi":
+                    self.routes.append(
+                        Route.of(properties.get("Method", "ANY"), properties.get("Path", "/{proxy+}"), function)
+                    )
+                elif kind == "SQS":
+                    arn = properties["Queue"]
+                    self.pollers.append(
+                        Poller(
+                            function=function,
+                            queue_url=self.stack.names[queue_ids[arn]],
+                            queue_arn=arn,
+                            batch_size=min(10, int(properties.get("BatchSize", 10))),
+                            reports_item_failures="ReportBatchItemFailures"
+                            in properties.get("FunctionResponseTypes", []),
+                        )
+                    )
+                elif kind in {"Schedule", "ScheduleV2"}:
+                    self.schedules.append(Schedule(function, self.requeue_seconds))
+
+    # --- invoking -----------------------------------------------------------------------------------------
+
+    def invoke(self, function: Function, event: dict[str, Any]) -> Any:
+        """Call a handler in-process with a Lambda context, one invocation at a time."""
+        if function.handler is None:
+            raise RuntimeError(f"{function.logical_id} has no handler: {function.missing}")
+        context = lambda_events.LambdaContext(
+            function_name=f"mailqueue-{function.logical_id}", timeout_seconds=function.timeout
+        )
+        with self._invoke_lock:
+            sink = self._metrics_sink
+            redirect = contextlib.redirect_stdout(sink) if sink is not None else contextlib.nullcontext()
+            with redirect:
+                try:
+                    return function.handler(event, context)
+                finally:
+                    if sink is not None:
+                        sink.flush()
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _poll(self, poller: Poller) -> None:
+        assert self.emulator is not None
+        sqs = self.emulator.client("sqs")
+        while not self._stop.is_set():
+            try:
+                messages = sqs.receive_message(
+                    QueueUrl=poller.queue_url,
+                    MaxNumberOfMessages=poller.batch_size,
+                    AttributeNames=["All"],
+                    WaitTimeSeconds=0,
+                ).get("Messages", [])
+            except Exception:
+                if self._stop.is_set():
+                    return
+                log.exception("could not receive from %s", poller.queue_url)
+                self._stop.wait(1)
+                continue
+            if not messages:
+                self._stop.wait(self.poll_interval)
+                continue
+            self._deliver(sqs, poller, messages)
+
+    def _deliver(self, sqs: Any, poller: Poller, messages: list[dict[str, Any]]) -> None:
+        by_id = {message["MessageId"]: message for message in messages}
+        try:
+            answer = self.invoke(poller.function, lambda_events.sqs_event(messages, poller.queue_arn))
+        except Exception:
+            # A function error fails the whole batch, as Lambda does.
+            log.error("%s failed a batch of %d:\n%s", poller.function.logical_id, len(messages), _short_trace())
+            failed = set(by_id)
+        else:
+            failed = set()
+            if poller.reports_item_failures and isinstance(answer, dict):
+                failed = {item.get("itemIdentifier") for item in answer.get("batchItemFailures") or []}
+                # An unknown or empty identifier makes Lambda treat the whole batch as failed.
+                if not failed <= set(by_id):
+                    failed = set(by_id)
+        done = [by_id[message_id] for message_id in by_id if message_id not in failed]
+        if done:
+            sqs.delete_message_batch(
+                QueueUrl=poller.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+            )
+        retry = [by_id[message_id] for message_id in failed]
+        if retry:
+            sqs.change_message_visibility_batch(
+                QueueUrl=poller.queue_url,
+                Entries=[
+                    {
+                        "Id": str(i),
+                        "ReceiptHandle": m["ReceiptHandle"],
+                        "VisibilityTimeout": LOCAL_RETRY_VISIBILITY_SECONDS,
+                    }
+                    for i, m in enumerate(retry)
+                ],
+            )
+
+    def _tick(self, schedule: Schedule) -> None:
+        while not self._stop.wait(schedule.every):
+            try:
+                self.invoke(schedule.function, lambda_events.scheduled_event())
+            except Exception:
+                log.error("%s failed:\n%s", schedule.function.logical_id, _short_trace())
+            with self._runs_changed:
+                self.runs[schedule.function.logical_id] = self.runs.get(schedule.function.logical_id, 0) + 1
+                self._runs_changed.notify_all()
+
+    def wait_for_runs(self, logical_id: str, count: int, timeout: float = 30.0) -> bool:
+        """Wait until the scheduled function ``logical_id`` has run ``count`` more times."""
+        with self._runs_changed:
+            target = self.runs.get(logical_id, 0) + count
+            return self._runs_changed.wait_for(lambda: self.runs.get(logical_id, 0) >= target, timeout)
+
+    # --- the outbox ---------------------------------------------------------------------------------------
+
+    def _install_outbox(self) -> None:
+        """Write what SES accepted to the outbox, from the SES client the sender shares (mailqueue.aws)."""
+        from mailqueue import aws  # noqa: PLC0415 - after the environment is set
+
+        events = aws.client("sesv2").meta.events
+        events.register("before-parameter-build.sesv2.SendEmail", _remember_params, unique_id="mailqueue-outbox-params")
+        events.register("after-call.sesv2.SendEmail", self._write_outbox, unique_id="mailqueue-outbox-write")
+
+    def _write_outbox(self, http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        params = context.get(_PARAMS_KEY) or {}
+        if getattr(http_response, "status_code", 500) >= 300:
+            return
+        raw = params.get("Content", {}).get("Raw", {}).get("Data")
+        if raw is None:
+            return
+        data = raw if isinstance(raw, bytes) else str(raw).encode()
+        tags = {tag.get("Name"): tag.get("Value") for tag in params.get("EmailTags", [])}
+        name = _safe_name(tags.get("email_id") or parsed.get("MessageId") or str(time.time_ns()))
+        target = self.outbox_dir / f"{name}.eml"
+        partial = target.with_suffix(".eml.partial")
+        partial.write_bytes(data)
+        partial.replace(target)  # readers never see half a message
+        log.info("sent      %s -> %s", name, _relative(target))
+
+    # --- the API ------------------------------------------------------------------------------------------
+
+    def _start_api(self) -> None:
+        if not self.routes:
+            return
+        stack = self
+
+        class Handler(_ApiRequestHandler):
+            local = stack
+
+        self._http = _QuietServer((self.host, self.api_port), Handler)
+        self._http.daemon_threads = True
+        server = self._http
+        self._spawn("api", server.serve_forever)
+
+    def handle_http(
+        self, method: str, target: str, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP request through the API function, as API Gateway's HTTP API would pass it."""
+        parts = urlsplit(target)
+        route = next((route for route in self.routes if route.matches(method, parts.path)), None)
+        if route is None or route.function.handler is None:
+            return 404, {"content-type": "application/json"}, b'{"message":"Not Found"}'
+        event = lambda_events.http_api_event(method, parts.path, body, headers, parts.query)
+        try:
+            answer = self.invoke(route.function, event)
+        except Exception:
+            log.error("%s failed:\n%s", route.function.logical_id, _short_trace())
+            return 500, {"content-type": "application/json"}, b'{"message":"Internal Server Error"}'
+        return _http_answer(answer)
+
+    # --- what to tell the user ----------------------------------------------------------------------------
+
+    def describe(self) -> list[str]:
+        assert self.stack is not None
+        lines = [
+            f"emulator   {self.endpoint_url}  (moto: DynamoDB, SQS, SES, S3)",
+            f"api        {self.api_url}",
+            f"outbox     {_relative(self.outbox_dir)}",
+        ]
+        lines += [f"table      {name}" for logical_id, name in self.stack.names.items() if logical_id.endswith("Table")]
+        for poller in self.pollers:
+            target = poller.function.logical_id
+            lines.append(f"queue      {poller.queue_url}  -> {target} (batches of {poller.batch_size})")
+        for schedule in self.schedules:
+            lines.append(f"schedule   {schedule.function.logical_id} every {schedule.every:g}s")
+        lines.append(f"identities {', '.join(self.identities)}")
+        if self.metrics_file is not None:
+            lines.append(f"metrics    {_relative(self.metrics_file)}")
+        lines += [f"missing    {f.logical_id}: {f.missing}" for f in self.functions.values() if f.missing]
+        return lines
+
+    def example_sender(self) -> str:
+        identity = self.identities[0] if self.identities else "example.com"
+        return identity if "@" in identity else f"app@{identity}"
+
+    def first_curl(self) -> str:
+        email = {
+            "from": self.example_sender(),
+            "to": ["you@example.org"],
+            "subject": "Hello from mailqueue",
+            "text": "It works.",
+        }
+        return f"curl -sS {self.api_url}/emails -H 'content-type: application/json' -d '{json.dumps(email)}'"
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up early (curl | head) is not an error of the API.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _ApiRequestHandler(BaseHTTPRequestHandler):
+    local: LocalStack
+    protocol_version = "HTTP/1.1"
+    server_version = "mailqueue-local"
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        if length > MAX_BODY_BYTES:
+            from mailqueue.web import error_payload  # noqa: PLC0415
+
+            payload = error_payload("payload_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+            self._answer(413, {"content-type": "application/json"}, json.dumps(payload).encode(), close=True)
+            return
+        body = self.rfile.read(length) if length else None
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]},{value}" if key in headers else value
+        status, answer_headers, answer = self.local.handle_http(self.command, self.path, headers, body)
+        self._answer(status, answer_headers, answer)
+
+    def _answer(self, status: int, headers: dict[str, str], body: bytes, close: bool = False) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            if name.lower() not in {"content-length", "connection", "transfer-encoding"}:
+                self.send_header(name, value)
+        self.send_header("content-length", str(len(body)))
+        if close:
+            self.send_header("connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve  # noqa: N815 - http.server's names
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.info("api       %s", format % args)
+
+
+def _http_answer(answer: Any) -> tuple[int, dict[str, str], bytes]:
+    """A Lambda proxy answer (payload format 2.0) as status, headers and bytes."""
+    if not isinstance(answer, dict) or "statusCode" not in answer:
+        # HTTP API treats any other value as a 200 with that value as the JSON body.
+        return 200, {"content-type": "application/json"}, json.dumps(answer).encode()
+    headers = {str(name).lower(): str(value) for name, value in (answer.get("headers") or {}).items()}
+    for name, values in (answer.get("multiValueHeaders") or {}).items():
+        headers[str(name).lower()] = ",".join(str(value) for value in values)
+    if answer.get("cookies"):
+        headers["set-cookie"] = ", ".join(answer["cookies"])
+    raw = answer.get("body") or ""
+    body = base64.b64decode(raw) if answer.get("isBase64Encoded") else str(raw).encode()
+    return int(answer["statusCode"]), headers, body
+
+
+_PARAMS_KEY = "mailqueue_outbox_params"
+
+
+def _remember_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    # after-call sees the response but not the request: keep the request in its (per-call) context.
+    context[_PARAMS_KEY] = params
+
+
+def _safe_name(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", value)[:200] or "email"
+
+
+def _forget_cached_configuration() -> None:
+    """Settings and clients are cached per process; the next import builds them from the new environment."""
+    from mailqueue import aws  # noqa: PLC0415
+    from mailqueue.settings import get_settings  # noqa: PLC0415
+
+    get_settings.cache_clear()
+    aws.client.cache_clear()
+
+
+def _check_free(host: str, port: int, variable: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise PortInUse(
+                f"{host}:{port} is in use; stop what holds it or choose another port with {variable}"
+            ) from None
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _short_trace() -> str:
+    return "".join(traceback.format_exc(limit=8)).rstrip()
+
+
+# --- `python -m mailqueue_dev.local` --------------------------------------------------------------------------
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    return float(raw) if raw.strip() else default
+
+
+def from_environment() -> LocalStack:
+    identities = tuple(
+        part.strip() for part in os.environ.get("MAILQUEUE_IDENTITIES", "example.com").split(",") if part.strip()
+    )
+    return LocalStack(
+        api_port=int(_env_float("MAILQUEUE_API_PORT", DEFAULT_API_PORT)),
+        emulator_port=int(_env_float("MAILQUEUE_EMULATOR_PORT", DEFAULT_EMULATOR_PORT)),
+        outbox_dir=Path(os.environ.get("MAILQUEUE_OUTBOX") or DEFAULT_OUTBOX),
+        requeue_seconds=_env_float("MAILQUEUE_REQUEUE_SECONDS", DEFAULT_REQUEUE_SECONDS),
+        identities=identities,
+        parameters={"LogLevel": os.environ.get("MAILQUEUE_LOG_LEVEL", "WARNING").upper()},
+        metrics_file=Path(".mailqueue") / "metrics.log",
+    )
+
+
+def _cli_hint() -> str:
+    installed = Path(sys.executable).parent / "mailqueue"
+    return _relative(installed) if installed.exists() else "mailqueue"
+
+
+@contextlib.contextmanager
+def _stop_on_signals(local: LocalStack) -> Iterator[None]:
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        local._stop.set()  # the main thread sees it in wait() and stops everything
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def main() -> int:
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(console)
+    log.setLevel(logging.INFO)
+    # moto's web server logs every AWS call; the lines above say what matters.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    local = from_environment()
+    try:
+        local.start()
+    except PortInUse as error:
+        print(f"mailqueue: {error}", file=sys.stderr)
+        return 1
+    with _stop_on_signals(local):
+        print("mailqueue is running locally. Ctrl-C stops it.", flush=True)
+        for line in local.describe():
+            print(f"  {line}", flush=True)
+        cli = _cli_hint()
+        print(
+            "\nSend a first email:\n"
+            f"  {local.first_curl()}\n"
+            f"Then follow it:  {cli} status <id>    and read it:  {cli} outbox\n",
+            flush=True,
+        )
+        try:
+            local.wait()
+        finally:
+            print("stopping…", file=sys.stderr, flush=True)
+            local.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
