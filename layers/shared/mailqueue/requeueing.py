@@ -36,10 +36,13 @@ from mailqueue.settings import Settings
 from mailqueue.statemachine import Change, Guard, Status, transition
 from mailqueue.store import ConditionFailed, EmailStore
 
-# Items per index query: one page is acted on, then published, before the next page is read.
+# Items per index query.
 PAGE_SIZE = 100
-# Time kept back for the work in flight when a run stops: finishing one write and publishing
-# one page (ten SendMessageBatch calls), each with botocore's own retries.
+# Publications are sent once this many are waiting (a full SendMessageBatch), and at the end of the
+# run: a few due emails spread over several shards still go out in one call.
+PUBLISH_AT = 10
+# Time kept back for the work in flight when a run stops: finishing one write and publishing what
+# waits (at most a page and a batch: eleven SendMessageBatch calls), each with botocore's own retries.
 RESERVE_MILLIS = 10_000
 
 GIVEN_UP_REASON = "attempts exhausted"
@@ -151,15 +154,16 @@ class Requeuer:
                         return run.summary
                     items, cursors[shard] = self.store.query_due(shard, run.due_before, self.page_size, cursors[shard])
                     finished = self._act_on_page(run, items)
-                    self._publish(run)
+                    if len(run.pending) >= PUBLISH_AT:
+                        self._publish(run)
                     if not finished:
                         run.summary.stopped_early = True
                         return run.summary
                     if cursors[shard] is None:
                         del cursors[shard]
         finally:
-            # Whatever was queued is published even when the run fails midway: otherwise it
-            # would wait for its new deadline.
+            # Whatever was queued is published, also when the run stops early or fails midway:
+            # otherwise it would wait for its new deadline.
             self._publish(run)
         return run.summary
 

@@ -1,0 +1,49 @@
+"""The scheduled requeue function: publish again what is due, release expired claims, give up after the last attempt.
+
+The work is in mailqueue.requeueing; this module reports it as metrics and one summary log line.
+"""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from mailqueue import aws
+from mailqueue.queue import SendQueue
+from mailqueue.requeueing import Requeuer, RequeueSummary
+from mailqueue.settings import get_settings
+from mailqueue.store import EmailStore
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+settings = get_settings()
+requeuer = Requeuer(
+    settings=settings,
+    store=EmailStore(settings, aws.client("dynamodb")),
+    queue=SendQueue(settings, aws.client("sqs")),
+)
+
+
+def _record_metrics(summary: RequeueSummary) -> None:
+    # One metric with a reason dimension, so a dashboard can stack the reasons and an alarm can
+    # watch one (a lasting rise of claim_expired means senders are dying).
+    for reason, count in summary.requeued.items():
+        with single_metric(
+            name="EmailsRequeued", unit=MetricUnit.Count, value=count, default_dimensions=metrics.default_dimensions
+        ) as metric:
+            metric.add_dimension(name="reason", value=reason.value)
+    metrics.add_metric(name="EmailsGivenUp", unit=MetricUnit.Count, value=summary.given_up)
+    metrics.add_metric(name="RequeuePublishFailures", unit=MetricUnit.Count, value=summary.publish_failures)
+    metrics.add_metric(name="RequeueStoppedEarly", unit=MetricUnit.Count, value=int(summary.stopped_early))
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    summary = requeuer.run(context.get_remaining_time_in_millis)
+    _record_metrics(summary)
+    result = summary.as_dict()
+    logger.info("requeue run finished", extra=result)
+    return result
