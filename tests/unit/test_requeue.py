@@ -1,0 +1,474 @@
+"""The requeue function against moto: every due live email is acted on once, and only due ones."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mailqueue import aws, clock
+from mailqueue.queue import SendQueue
+from mailqueue.requeueing import GIVEN_UP_REASON, Reason, Requeuer
+from mailqueue.settings import Settings, get_settings
+from mailqueue.statemachine import Change, Guard, Status, transition
+from mailqueue.store import EmailStore
+
+from tests.conftest import ApiClient, an_email, load_handler
+
+EVENT = json.loads((Path(__file__).parents[2] / "events" / "requeue" / "scheduled.json").read_text())
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+def store() -> EmailStore:
+    return EmailStore(settings(), aws.client("dynamodb"))
+
+
+def requeuer(**overrides: Any) -> Requeuer:
+    return Requeuer(settings(), store(), SendQueue(settings(), aws.client("sqs")), **overrides)
+
+
+def plenty() -> int:
+    """A remaining-time budget that never runs low."""
+    return 60_000
+
+
+def ago(seconds: float = 60) -> datetime:
+    return clock.now() - timedelta(seconds=seconds)
+
+
+def drain(priority: str = "normal") -> list[str]:
+    """The email ids waiting in the send queue of ``priority``; the queue is left empty."""
+    sqs = aws.client("sqs")
+    url = settings().queue_url(priority)
+    ids: list[str] = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            return ids
+        for message in messages:
+            ids.append(json.loads(message["Body"])["id"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def enqueue(api: ApiClient, **overrides: Any) -> str:
+    """An accepted email, its enqueue message already consumed."""
+    status, body = api.post("/emails", an_email(**overrides))
+    assert status == 202, body
+    drain(overrides.get("priority", "normal"))
+    return str(body["id"])
+
+
+def set_deadline(email_id: str, deadline: datetime) -> None:
+    """Write the deadline directly: a scheduled or queued email's deadline passing, without waiting for it."""
+    aws.client("dynamodb").update_item(
+        TableName=settings().table_name,
+        Key=EmailStore.key(email_id),
+        UpdateExpression="SET #deadline = :deadline",
+        ExpressionAttributeNames={"#deadline": "deadline"},
+        ExpressionAttributeValues={":deadline": {"S": clock.iso(deadline)}},
+    )
+
+
+def claim(email_id: str, deadline: datetime, attempts: int | None = None) -> None:
+    """Move a queued email to sending as the sender's claim does, with the claim expiring at ``deadline``."""
+    change = Change(Status.SENDING, reason="claimed", deadline=deadline, set={"claim_token": "token-1"})
+    if attempts is None:
+        change.attempts_delta = 1
+    else:
+        change.set["attempts"] = attempts
+    transition(store(), email_id, Guard({Status.QUEUED}), change, ago(300))
+
+
+def back_off(email_id: str, deadline: datetime, attempts: int | None = None) -> None:
+    """A queued email that was claimed, hit a transient error and waits until ``deadline``."""
+    claim(email_id, clock.after(clock.now(), 180), attempts)
+    transition(
+        store(),
+        email_id,
+        Guard({Status.SENDING}, claim_token="token-1"),
+        Change(
+            Status.RETRYING,
+            reason="Throttling: Maximum sending rate exceeded.",
+            deadline=deadline,
+            set={"last_error": {"code": "Throttling", "message": "Maximum sending rate exceeded."}},
+            remove=("claim_token",),
+        ),
+        ago(200),
+    )
+
+
+def record(email_id: str) -> dict[str, Any]:
+    found = store().get(email_id)
+    assert found is not None
+    return found
+
+
+def run_handler(context: Any) -> dict[str, Any]:
+    result: dict[str, Any] = load_handler("requeue").handler(EVENT, context)
+    return result
+
+
+def assert_requeued(email_id: str, history_reason: str, priority: str = "normal") -> dict[str, Any]:
+    current = record(email_id)
+    assert current["status"] == "queued"
+    assert clock.parse_iso(current["deadline"]) > clock.now() + timedelta(seconds=settings().queued_grace_seconds - 60)
+    assert current["history"][-1]["status"] == "queued"
+    assert current["history"][-1]["reason"] == history_reason
+    assert "claim_token" not in current
+    assert drain(priority) == [email_id]
+    return current
+
+
+# --- the four cases, through the handler --------------------------------------------------------------------
+
+
+def test_a_scheduled_email_whose_send_at_came_is_queued_and_published(api, context):
+    send_at = clock.now() + timedelta(hours=2)
+    email_id = enqueue(api, send_at=send_at.isoformat())
+    assert record(email_id)["status"] == "scheduled"
+    set_deadline(email_id, ago())
+
+    result = run_handler(context)
+
+    assert result["requeued"][Reason.SEND_AT_REACHED] == 1
+    assert_requeued(email_id, "send_at reached")
+
+
+def test_a_queued_email_whose_publish_was_lost_is_published_again(api, context):
+    # The enqueue's publish fails: the email is stored, queued, and no message exists.
+    def refuse(**_: Any) -> None:
+        raise ConnectionError("queue unreachable")
+
+    aws.client("sqs").meta.events.register("before-call.sqs.SendMessage", refuse)
+    status, body = api.post("/emails", an_email(priority="high"))
+    aws.client("sqs").meta.events.unregister("before-call.sqs.SendMessage", refuse)
+    assert status == 202
+    assert body["published"] is False
+    email_id = body["id"]
+    assert drain("high") == []
+    set_deadline(email_id, ago())
+
+    result = run_handler(context)
+
+    assert result["requeued"][Reason.PUBLISH_LOST] == 1
+    current = assert_requeued(email_id, "published again: not sent within the grace period", priority="high")
+    assert [entry["status"] for entry in current["history"]] == ["queued", "queued"]
+
+
+def test_a_sending_email_whose_claim_expired_is_queued_and_published(api, context):
+    email_id = enqueue(api)
+    claim(email_id, deadline=ago())
+
+    result = run_handler(context)
+
+    assert result["requeued"][Reason.CLAIM_EXPIRED] == 1
+    current = assert_requeued(email_id, "claim expired: the sender stopped before recording an outcome")
+    # The attempt the dead sender started is counted.
+    assert current["attempts"] == 1
+
+
+def test_a_retrying_email_whose_backoff_passed_is_queued_and_published(api, context):
+    email_id = enqueue(api)
+    back_off(email_id, deadline=ago())
+
+    result = run_handler(context)
+
+    assert result["requeued"][Reason.BACKOFF_PASSED] == 1
+    current = assert_requeued(email_id, "backoff passed")
+    assert current["attempts"] == 1
+    assert [entry["status"] for entry in current["history"]] == ["queued", "sending", "retrying", "queued"]
+
+
+# --- giving up ----------------------------------------------------------------------------------------------
+
+
+def test_an_expired_claim_on_the_last_attempt_ends_failed_with_the_reason(api, context):
+    email_id = enqueue(api)
+    claim(email_id, deadline=ago(), attempts=settings().max_attempts)
+
+    result = run_handler(context)
+
+    assert result["given_up"] == 1
+    assert result["requeued_total"] == 0
+    current = record(email_id)
+    assert current["status"] == "failed"
+    assert current["history"][-1] == {"status": "failed", "at": current["updated_at"], "reason": GIVEN_UP_REASON}
+    assert current["last_error"]["code"] == "ClaimExpired"
+    assert "deadline" not in current
+    assert "claim_token" not in current
+    assert "expires_at" in current
+    assert drain() == []
+
+
+def test_a_retrying_email_out_of_attempts_ends_failed_keeping_its_last_error(api):
+    email_id = enqueue(api)
+    back_off(email_id, deadline=ago(), attempts=settings().max_attempts)
+
+    summary = requeuer().run(plenty)
+
+    assert summary.given_up == 1
+    current = record(email_id)
+    assert current["status"] == "failed"
+    assert current["history"][-1]["reason"] == GIVEN_UP_REASON
+    assert current["last_error"] == {"code": "Throttling", "message": "Maximum sending rate exceeded."}
+    assert drain() == []
+
+
+# --- what must be left alone --------------------------------------------------------------------------------
+
+
+def test_emails_whose_deadline_is_ahead_are_left_alone(api):
+    queued = enqueue(api)
+    scheduled = enqueue(api, send_at=(clock.now() + timedelta(hours=1)).isoformat())
+    retrying = enqueue(api)
+    back_off(retrying, deadline=clock.after(clock.now(), 300))
+    before = {email_id: record(email_id) for email_id in (queued, scheduled, retrying)}
+
+    summary = requeuer().run(plenty)
+
+    assert summary.examined == 0
+    assert summary.requeued_total == 0
+    assert {email_id: record(email_id) for email_id in before} == before
+    assert drain() == []
+
+
+def test_a_cancelled_email_is_never_resurrected(api):
+    email_id = enqueue(api)
+    assert api.delete(f"/emails/{email_id}")[0] == 200
+    assert "deadline" not in record(email_id)
+    assert requeuer().run(plenty).examined == 0
+    # Even a deadline written onto it (as a stale index entry would show) does not bring it back.
+    set_deadline(email_id, ago())
+
+    summary = requeuer().run(plenty)
+
+    assert summary.examined == 1
+    assert summary.skipped == 1
+    assert record(email_id)["status"] == "cancelled"
+    assert drain() == []
+
+
+def test_a_cancel_between_the_read_and_the_write_wins(api):
+    """The run read the email as due, then the caller cancelled it: the run's guarded write loses."""
+    email_id = enqueue(api, send_at=(clock.now() + timedelta(hours=1)).isoformat())
+    set_deadline(email_id, ago())
+    service = requeuer()
+    query_due = service.store.query_due
+
+    def cancel_after_reading(*args: Any, **kwargs: Any) -> Any:
+        page = query_due(*args, **kwargs)
+        if any(item["pk"] == email_id for item in page[0]):
+            assert api.delete(f"/emails/{email_id}")[0] == 200
+        return page
+
+    service.store.query_due = cancel_after_reading
+
+    summary = service.run(plenty)
+
+    assert summary.skipped == 1
+    assert summary.requeued_total == 0
+    assert record(email_id)["status"] == "cancelled"
+    assert drain() == []
+
+
+# --- two runs at once ----------------------------------------------------------------------------------------
+
+
+def test_two_runs_on_the_same_due_page_publish_each_email_once(api):
+    """Run B does all its work between run A's read of a page and A's writes: A's writes all lose."""
+    email_ids = [enqueue(api) for _ in range(6)]
+    for email_id in email_ids[:3]:
+        claim(email_id, deadline=ago())
+    for email_id in email_ids[3:]:
+        set_deadline(email_id, ago())
+    first, second = requeuer(), requeuer()
+    query_due = first.store.query_due
+    summaries = {}
+
+    def interleaved(*args: Any, **kwargs: Any) -> Any:
+        page = query_due(*args, **kwargs)
+        if page[0] and "second" not in summaries:
+            summaries["second"] = second.run(plenty)
+        return page
+
+    first.store.query_due = interleaved
+    summaries["first"] = first.run(plenty)
+
+    published = drain()
+    assert Counter(published) == Counter(email_ids)
+    assert summaries["second"].requeued_total == 6
+    assert summaries["first"].requeued_total == 0
+    assert summaries["first"].examined > 0
+    assert summaries["first"].skipped == summaries["first"].examined
+    for email_id in email_ids:
+        assert record(email_id)["status"] == "queued"
+        assert [entry["status"] for entry in record(email_id)["history"]].count("queued") == 2
+
+
+def test_two_runs_one_after_the_other_act_once(api):
+    email_id = enqueue(api)
+    back_off(email_id, deadline=ago())
+
+    first = requeuer().run(plenty)
+    second = requeuer().run(plenty)
+
+    assert first.requeued_total == 1
+    assert second.examined == 0
+    assert drain() == [email_id]
+
+
+# --- more than one run can take -----------------------------------------------------------------------------
+
+
+class Budget:
+    """A remaining-time callable that spends ``cost`` each time it is asked: deterministic, no clock."""
+
+    def __init__(self, millis: int, cost: int) -> None:
+        self.millis = millis
+        self.cost = cost
+
+    def __call__(self) -> int:
+        self.millis -= self.cost
+        return self.millis
+
+
+def test_a_run_that_runs_out_of_time_leaves_the_rest_to_the_next(api):
+    email_ids = [enqueue(api) for _ in range(12)]
+    for email_id in email_ids:
+        set_deadline(email_id, ago())
+
+    # Room for a handful of checks only, and small pages: the first run cannot finish.
+    first = requeuer(page_size=2, reserve_millis=1_000).run(Budget(millis=1_000 + 8 * 100, cost=100))
+    after_first = drain()
+    second = requeuer(page_size=2, reserve_millis=1_000).run(plenty)
+    after_second = drain()
+
+    assert first.stopped_early is True
+    assert 0 < first.requeued_total < len(email_ids)
+    assert second.stopped_early is False
+    assert first.requeued_total + second.requeued_total == len(email_ids)
+    assert Counter(after_first + after_second) == Counter(email_ids)
+    assert all(record(email_id)["status"] == "queued" for email_id in email_ids)
+
+
+def test_pages_of_every_shard_are_read_to_the_end(api):
+    email_ids = [enqueue(api) for _ in range(9)]
+    for email_id in email_ids:
+        set_deadline(email_id, ago())
+
+    summary = requeuer(page_size=1).run(plenty)
+
+    assert summary.requeued == Counter({Reason.PUBLISH_LOST: 9})
+    assert summary.stopped_early is False
+    assert sorted(drain()) == sorted(email_ids)
+
+
+# --- publishing -------------------------------------------------------------------------------------------
+
+
+def test_a_failed_publish_leaves_the_email_queued_with_its_new_deadline(api):
+    email_id = enqueue(api)
+    claim(email_id, deadline=ago())
+
+    def refuse(**_: Any) -> None:
+        raise ConnectionError("queue unreachable")
+
+    sqs = aws.client("sqs")
+    sqs.meta.events.register("before-call.sqs.SendMessage", refuse)
+    try:
+        summary = requeuer().run(plenty)
+    finally:
+        sqs.meta.events.unregister("before-call.sqs.SendMessage", refuse)
+
+    assert summary.publish_failures == 1
+    current = record(email_id)
+    assert current["status"] == "queued"
+    assert drain() == []
+    # When the new deadline passes, a later run publishes it.
+    later = clock.parse_iso(current["deadline"]) + timedelta(seconds=1)
+    retried = requeuer().run(plenty, now=later)
+    assert retried.requeued == Counter({Reason.PUBLISH_LOST: 1})
+    assert drain() == [email_id]
+
+
+def test_publishes_in_batches_of_ten_to_the_queue_of_each_priority(api):
+    normal = [enqueue(api) for _ in range(12)]
+    high = [enqueue(api, priority="high") for _ in range(3)]
+    for email_id in normal + high:
+        set_deadline(email_id, ago())
+    calls: list[int] = []
+
+    def count(params: dict[str, Any], **_: Any) -> None:
+        calls.append(len(params.get("Entries", [params])))
+
+    sqs = aws.client("sqs")
+    for operation in ("SendMessage", "SendMessageBatch"):
+        sqs.meta.events.register(f"provide-client-params.sqs.{operation}", count)
+    try:
+        summary = requeuer(page_size=100).run(plenty)
+    finally:
+        for operation in ("SendMessage", "SendMessageBatch"):
+            sqs.meta.events.unregister(f"provide-client-params.sqs.{operation}", count)
+
+    assert summary.requeued_total == 15
+    assert sum(calls) == 15
+    assert all(size <= 10 for size in calls)
+    # Batched across the shards' pages: at most two publishes, each one or two calls per queue.
+    assert len(calls) <= 5
+    assert sorted(drain("normal")) == sorted(normal)
+    assert sorted(drain("high")) == sorted(high)
+
+
+# --- the history stays small ----------------------------------------------------------------------------------
+
+
+def test_a_queued_email_requeued_again_and_again_keeps_a_bounded_history(api):
+    email_id = enqueue(api)
+    now = clock.now()
+    for _ in range(20):
+        now = clock.parse_iso(record(email_id)["deadline"]) + timedelta(seconds=1)
+        assert requeuer().run(plenty, now=now).requeued_total == 1
+
+    history = record(email_id)["history"]
+    assert len(history) <= 8
+    assert history[0]["reason"] == "accepted"
+    assert len(drain()) == 20
+
+
+@pytest.mark.parametrize("status", ["scheduled", "queued", "sending", "retrying"])
+def test_the_summary_log_line_and_metrics_name_the_reason(api, context, capsys, caplog, status):
+    email_id = enqueue(api, send_at=(clock.now() + timedelta(hours=1)).isoformat()) if status == "scheduled" else None
+    if email_id is None:
+        email_id = enqueue(api)
+        if status == "sending":
+            claim(email_id, deadline=ago())
+        elif status == "retrying":
+            back_off(email_id, deadline=ago())
+    set_deadline(email_id, ago())
+    capsys.readouterr()
+
+    run_handler(context)
+
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    reason = {
+        "scheduled": Reason.SEND_AT_REACHED,
+        "queued": Reason.PUBLISH_LOST,
+        "sending": Reason.CLAIM_EXPIRED,
+        "retrying": Reason.BACKOFF_PASSED,
+    }[status]
+    requeued = [line for line in lines if "EmailsRequeued" in line]
+    assert [(line["reason"], line["EmailsRequeued"]) for line in requeued] == [(reason.value, [1.0])]
+    assert next(line for line in lines if "EmailsGivenUp" in line)["EmailsGivenUp"] == [0.0]
+    (summary,) = [entry for entry in caplog.records if entry.getMessage() == "requeue run finished"]
+    assert summary.requeued[reason.value] == 1
+    assert summary.requeued_total == 1
+    assert summary.stopped_early is False
