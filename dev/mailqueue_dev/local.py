@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -660,6 +661,8 @@ def main() -> int:
     log.setLevel(logging.INFO)
     # moto's web server logs every AWS call; the lines above say what matters.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # Powertools warns on every invocation that adds no metric; on Lambda that goes unseen.
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
     local = from_environment()
     try:
         local.start()
