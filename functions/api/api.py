@@ -2,6 +2,7 @@
 
 from http import HTTPStatus
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
@@ -32,13 +33,14 @@ from mailqueue.models import (
     EmailView,
     EnqueueResult,
     ErrorResponse,
+    SuppressionPage,
     UploadRequest,
     UploadTicket,
 )
 from mailqueue.queue import SendQueue
 from mailqueue.service import Mailqueue, field_path
 from mailqueue.settings import get_settings
-from mailqueue.store import EmailStore
+from mailqueue.store import EmailStore, SuppressionList
 from mailqueue.web import error_payload, refusal
 
 logger = Logger()
@@ -51,6 +53,7 @@ mailqueue = Mailqueue(
     store=EmailStore(settings, aws.client("dynamodb")),
     queue=SendQueue(settings, aws.client("sqs")),
     blobs=BlobStore(settings, aws.client("s3")),
+    suppressions=SuppressionList(settings, aws.client("dynamodb")),
 )
 idempotency = IdempotencyConfig(
     event_key_jmespath="key", payload_validation_jmespath="body", expires_after_seconds=24 * 3600
@@ -128,6 +131,20 @@ def retry_email(email_id: str) -> Response[EmailView]:
 @app.post("/attachments", responses=ERRORS, summary="A presigned URL to upload a large attachment")
 def upload_attachment(upload: Annotated[UploadRequest, Body()]) -> Response[UploadTicket]:
     return _json(HTTPStatus.CREATED, mailqueue.upload_ticket(upload).model_dump())
+
+
+@app.get("/suppressions", responses=ERRORS, summary="Addresses that bounced permanently or complained")
+def list_suppressions(
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+) -> SuppressionPage:
+    return mailqueue.list_suppressions(limit, cursor)
+
+
+@app.delete("/suppressions/<address>", responses=ERRORS, summary="Lift an address from the suppression list")
+def lift_suppression(address: str) -> Response[None]:
+    mailqueue.lift_suppression(unquote(address))
+    return Response(status_code=HTTPStatus.NO_CONTENT.value, content_type=None, body=None)
 
 
 @app.get("/openapi.json", include_in_schema=False)

@@ -205,6 +205,10 @@ class EmailRequest(BaseModel):
         default=None,
         description="ISO 8601 with an offset. In the past means now; more than 15 minutes ahead is scheduled.",
     )
+    skip_suppressed: bool = Field(
+        default=False,
+        description="Drop recipients on the suppression list instead of refusing the email (when others remain).",
+    )
     metadata: dict[str, Any] | None = Field(
         default=None,
         description=f"Your own reference data, returned on reads; at most {MAX_METADATA_BYTES} bytes as JSON.",
@@ -383,6 +387,18 @@ class UploadTicket(BaseModel):
     method: str = "PUT"
     headers: dict[str, str]
     expires_at: str
+
+
+class Suppression(BaseModel):
+    address: str
+    reason: str
+    added_at: str
+    email_id: str | None = Field(default=None, description="The email whose bounce or complaint added it.")
+
+
+class SuppressionPage(BaseModel):
+    suppressions: list[Suppression]
+    cursor: str | None = None
 
 
 class ErrorDetail(BaseModel):

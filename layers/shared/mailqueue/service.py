@@ -30,6 +30,8 @@ from mailqueue.models import (
     EnqueueResult,
     HistoryEntry,
     Mailbox,
+    Suppression,
+    SuppressionPage,
     UploadRequest,
     UploadTicket,
     summary_subject,
@@ -37,7 +39,7 @@ from mailqueue.models import (
 from mailqueue.queue import MAX_DELAY_SECONDS, Publication, SendQueue
 from mailqueue.settings import Settings
 from mailqueue.statemachine import Change, Guard, Status, history_entry, transition
-from mailqueue.store import ConditionFailed, EmailStore
+from mailqueue.store import ConditionFailed, EmailStore, SuppressionList
 
 UNPUBLISHED_MESSAGE = (
     "stored, but the send queue could not be reached: the email stays queued and is published "
@@ -53,12 +55,13 @@ class Mailqueue:
     store: EmailStore
     queue: SendQueue
     blobs: BlobStore
+    suppressions: SuppressionList
 
     # --- enqueue --------------------------------------------------------------------------------------
 
     def enqueue(self, request: EmailRequest, now: datetime | None = None) -> EnqueueResult:
         now = now or clock.now()
-        prepared = self._prepare(request, now)
+        prepared = self._prepare(request, now, self._suppressed([request]))
         if self.store.put_new([(prepared.record, prepared.content)]):
             raise Unavailable("the email could not be stored; nothing was accepted, send it again")
         return self._publish([prepared])[0]
@@ -67,11 +70,16 @@ class Mailqueue:
         now = now or clock.now()
         results: list[BatchItemResult] = []
         prepared: list[tuple[int, _Prepared]] = []
+        valid: list[tuple[int, EmailRequest]] = []
         for index, item in enumerate(items):
             try:
-                prepared.append((index, self._prepare(EmailRequest.model_validate(item), now)))
+                valid.append((index, EmailRequest.model_validate(item)))
             except ValidationError as error:
                 results.append(BatchItemResult(index=index, error=error_body(validation_failure(error))))
+        suppressed = self._suppressed([request for _, request in valid])
+        for index, request in valid:
+            try:
+                prepared.append((index, self._prepare(request, now, suppressed)))
             except InvalidEmail as error:
                 results.append(BatchItemResult(index=index, error=error_body(error)))
         not_stored = self.store.put_new([(p.record, p.content) for _, p in prepared])
@@ -88,9 +96,10 @@ class Mailqueue:
         accepted = sum(1 for result in results if result.id)
         return BatchResult(accepted=accepted, rejected=len(results) - accepted, results=results)
 
-    def _prepare(self, request: EmailRequest, now: datetime) -> _Prepared:
+    def _prepare(self, request: EmailRequest, now: datetime, suppressed: dict[str, dict[str, Any]]) -> _Prepared:
         sender = request.sender
         self._check_identity(sender)
+        request = self._without_suppressed(request, suppressed)
         self._check_uploads(request)
 
         email_id = new_email_id()
@@ -157,6 +166,36 @@ class Mailqueue:
             "from",
             f"{sender.address} is not a sending identity of this queue (allowed: {', '.join(identities) or 'none'})",
         )
+
+    def _suppressed(self, requests: list[EmailRequest]) -> dict[str, dict[str, Any]]:
+        addresses = {mailbox.key() for request in requests for mailbox in request.recipients()}
+        return self.suppressions.find(addresses) if addresses else {}
+
+    def _without_suppressed(self, request: EmailRequest, suppressed: dict[str, dict[str, Any]]) -> EmailRequest:
+        """The email without its suppressed recipients, if it may drop them; else a 422 naming them."""
+        if not suppressed:
+            return request
+        hits = {
+            field: [value for value in getattr(request, field) if Mailbox.parse(value).key() in suppressed]
+            for field in ("to", "cc", "bcc")
+        }
+        found = [(field, value) for field, values in hits.items() for value in values]
+        if not found:
+            return request
+        remaining = len(request.recipients()) - len(found)
+        if not request.skip_suppressed or remaining == 0:
+            details = [
+                FieldError(
+                    field,
+                    f"{Mailbox.parse(value).key()} is on the suppression list "
+                    f"({suppressed[Mailbox.parse(value).key()].get('reason', 'suppressed')})",
+                )
+                for field, value in found
+            ]
+            hint = "" if request.skip_suppressed else "; set skip_suppressed to send to the others"
+            raise InvalidEmail(f"{', '.join(d.message for d in details)}{hint}", details)
+        kept = {field: [v for v in getattr(request, field) if v not in hits[field]] for field in ("to", "cc", "bcc")}
+        return request.model_copy(update=kept)
 
     def _check_uploads(self, request: EmailRequest) -> None:
         total = sum(attachment.decoded_size() for attachment in request.attachments)
@@ -237,6 +276,20 @@ class Mailqueue:
                 raise EmailNotFound(f"no email has the id {email_id}") from None
             raise StatusConflict(email_id, current.get("status"), change.to.value) from None
 
+    # --- suppression list ---------------------------------------------------------------------------------
+
+    def list_suppressions(self, limit: int = 50, cursor: str | None = None) -> SuppressionPage:
+        after = decode_cursor(cursor, "after") if cursor else None
+        items, last = self.suppressions.page(limit, after)
+        return SuppressionPage(
+            suppressions=[Suppression(**{k: item.get(k) for k in Suppression.model_fields}) for item in items],
+            cursor=encode_cursor(last, "after") if last else None,
+        )
+
+    def lift_suppression(self, address: str) -> None:
+        if not self.suppressions.remove(address.strip().lower()):
+            raise EmailNotFound(f"{address} is not on the suppression list")
+
     # --- uploads --------------------------------------------------------------------------------------
 
     def upload_ticket(self, request: UploadRequest, now: datetime | None = None) -> UploadTicket:
@@ -280,16 +333,16 @@ def view(record: dict[str, Any]) -> EmailView:
     )
 
 
-def encode_cursor(email_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"before": email_id}).encode()).decode().rstrip("=")
+def encode_cursor(position: str, name: str = "before") -> str:
+    return base64.urlsafe_b64encode(json.dumps({name: position}).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> str:
+def decode_cursor(cursor: str, name: str = "before") -> str:
     try:
-        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["before"]
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))[name]
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise InvalidEmail.on("cursor", "is not a cursor this API returned") from None
-    if not isinstance(value, str) or not is_email_id(value):
+    if not isinstance(value, str) or (name == "before" and not is_email_id(value)):
         raise InvalidEmail.on("cursor", "is not a cursor this API returned")
     return value
 

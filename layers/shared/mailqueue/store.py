@@ -210,3 +210,72 @@ class EmailStore:
 
 def dumps_compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
+
+
+SUPPRESSION_PARTITION = "suppression"
+
+
+class SuppressionList:
+    """Addresses that bounced permanently or complained: one partition, one item per address.
+
+    Writes are rare (a bounce, a complaint, an operator's lift); reads happen at every enqueue,
+    one BatchGetItem for all the recipients of up to 100 emails.
+    """
+
+    _GET_LIMIT = 100
+
+    def __init__(self, settings: Settings, client: Any) -> None:
+        self.table = settings.table_name
+        self._client = client
+        self._ser = _serializer()
+        self._de = _deserializer()
+
+    def _key(self, address: str) -> dict[str, Any]:
+        return {"pk": {"S": SUPPRESSION_PARTITION}, "sk": {"S": address}}
+
+    def _decode(self, item: dict[str, Any]) -> dict[str, Any]:
+        decoded: dict[str, Any] = _from_dynamo_safe({key: self._de.deserialize(value) for key, value in item.items()})
+        return decoded
+
+    def add(self, address: str, reason: str, at: str, email_id: str | None = None) -> None:
+        item = {"pk": SUPPRESSION_PARTITION, "sk": address, "address": address, "reason": reason, "added_at": at}
+        if email_id:
+            item["email_id"] = email_id
+        self._client.put_item(
+            TableName=self.table, Item={key: self._ser.serialize(value) for key, value in item.items()}
+        )
+
+    def remove(self, address: str) -> bool:
+        answer = self._client.delete_item(TableName=self.table, Key=self._key(address), ReturnValues="ALL_OLD")
+        return "Attributes" in answer
+
+    def find(self, addresses: set[str]) -> dict[str, dict[str, Any]]:
+        """Which of ``addresses`` are suppressed, with why."""
+        found: dict[str, dict[str, Any]] = {}
+        pending = sorted(addresses)
+        for start in range(0, len(pending), self._GET_LIMIT):
+            keys = [self._key(address) for address in pending[start : start + self._GET_LIMIT]]
+            request: dict[str, Any] = {self.table: {"Keys": keys}}
+            for attempt in range(_UNPROCESSED_RETRIES):
+                answer = self._client.batch_get_item(RequestItems=request)
+                for item in answer.get("Responses", {}).get(self.table, []):
+                    record = self._decode(item)
+                    found[record["address"]] = record
+                request = answer.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(0.05 * 2**attempt)
+        return found
+
+    def page(self, limit: int, after: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": SUPPRESSION_PARTITION}},
+            "Limit": limit,
+        }
+        if after:
+            params["ExclusiveStartKey"] = self._key(after)
+        answer = self._client.query(**params)
+        last = answer.get("LastEvaluatedKey")
+        return [self._decode(item) for item in answer.get("Items", [])], (last["sk"]["S"] if last else None)

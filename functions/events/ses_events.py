@@ -1,0 +1,56 @@
+"""SES events (through EventBridge): delivered, bounced, complained, rejected. The work is in mailqueue.delivery."""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mailqueue import aws
+from mailqueue.delivery import DeliveryEvents
+from mailqueue.settings import get_settings
+from mailqueue.store import EmailStore, SuppressionList
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+settings = get_settings()
+events = DeliveryEvents(
+    store=EmailStore(settings, aws.client("dynamodb")),
+    suppressions=SuppressionList(settings, aws.client("dynamodb")),
+)
+
+METRIC_NAMES = {
+    "Delivery": "EmailsDelivered",
+    "Bounce": "EmailsBounced",
+    "Complaint": "EmailsComplained",
+    "Reject": "EmailsRejected",
+    "Rendering Failure": "EmailsRenderingFailed",
+    "DeliveryDelay": "EmailsDelayed",
+}
+
+
+@logger.inject_lambda_context(correlation_id_path="detail.mail.tags.email_id[0]")
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    outcome = events.handle(event)
+    if outcome.result == "foreign":
+        logger.warning("not an SES event of mailqueue's; acknowledged", extra={"detail_type": event.get("detail-type")})
+    elif outcome.result == "unknown-email":
+        logger.warning("SES event for no known email; acknowledged", extra={"event_type": outcome.event_type})
+    else:
+        logger.info(
+            "SES event",
+            extra={"event_type": outcome.event_type, "result": outcome.result, "status": outcome.status},
+        )
+    name = METRIC_NAMES.get(outcome.event_type)
+    if name and outcome.result == "applied":
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+        if outcome.bounce_type:
+            # Bounce rates by type (Permanent, Transient): their own dimension, apart from the totals.
+            with single_metric(name="EmailsBouncedByType", unit=MetricUnit.Count, value=1) as metric:
+                metric.add_dimension(name="bounce_type", value=outcome.bounce_type.split("/", 1)[0])
+    if outcome.suppressed:
+        metrics.add_metric(name="AddressesSuppressed", unit=MetricUnit.Count, value=len(outcome.suppressed))
+    return {"event_type": outcome.event_type, "email_id": outcome.email_id, "result": outcome.result}

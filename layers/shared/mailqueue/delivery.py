@@ -1,0 +1,187 @@
+"""What SES says happened after it accepted an email: delivered, bounced, complained, rejected.
+
+SES publishes events through the configuration set to EventBridge, tagged with the ``email_id``
+the sender set. Events come late, out of order and more than once, so each one is a guarded
+transition: a repeat, or an event that an earlier one outranks (a delivery after a bounce), finds
+the guard false and changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from mailqueue import clock
+from mailqueue.ids import is_email_id
+from mailqueue.statemachine import Change, Guard, Status, transition
+from mailqueue.store import ConditionFailed, EmailStore, SuppressionList
+
+# Statuses an event may move an email out of, and where to.
+_SENT_OR_LATER = {Status.SENT, Status.DELIVERED}
+OUTCOMES: dict[str, tuple[frozenset[Status], Status | None]] = {
+    "Send": (frozenset({Status.RETRYING}), Status.SENT),
+    "Delivery": (frozenset({Status.SENT}), Status.DELIVERED),
+    "Bounce": (frozenset(_SENT_OR_LATER), Status.BOUNCED),
+    "Complaint": (frozenset({*_SENT_OR_LATER, Status.BOUNCED}), Status.COMPLAINED),
+    "Reject": (frozenset({Status.SENT}), Status.FAILED),
+    "Rendering Failure": (frozenset({Status.SENT}), Status.FAILED),
+    "DeliveryDelay": (frozenset(), None),
+}
+# Events that prove SES accepted the email: they settle an attempt whose outcome was unknown.
+_PROVES_ACCEPTED = {"Send", "Delivery", "Bounce", "Complaint", "DeliveryDelay"}
+
+
+class NotYetRecorded(Exception):
+    """The sender has not recorded the send yet; the event is retried (Lambda's async retries)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    event_type: str
+    email_id: str | None
+    result: str  # applied, ignored, unknown-email, foreign
+    status: str | None = None
+    bounce_type: str | None = None
+    suppressed: tuple[str, ...] = ()
+
+
+def event_type_of(detail: dict[str, Any]) -> str:
+    return str(detail.get("eventType") or detail.get("notificationType") or "")
+
+
+def email_id_of(detail: dict[str, Any]) -> str | None:
+    values = detail.get("mail", {}).get("tags", {}).get("email_id") or []
+    email_id = values[0] if isinstance(values, list) and values else None
+    return email_id if isinstance(email_id, str) and is_email_id(email_id) else None
+
+
+def _reason(event_type: str, detail: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A short history reason, and what to record on the status record."""
+    if event_type == "Bounce":
+        bounce = detail.get("bounce", {})
+        recipients = [
+            {
+                "address": str(recipient.get("emailAddress", "")),
+                "status": str(recipient.get("status", "")),
+                "diagnostic": str(recipient.get("diagnosticCode", ""))[:200],
+            }
+            for recipient in bounce.get("bouncedRecipients", [])[:5]
+        ]
+        kind = f"{bounce.get('bounceType', 'Undetermined')}/{bounce.get('bounceSubType', 'General')}"
+        return f"bounce {kind}", {"bounce": {"type": kind, "recipients": recipients}}
+    if event_type == "Complaint":
+        feedback = detail.get("complaint", {}).get("complaintFeedbackType", "complaint")
+        return f"complaint: {feedback}", {}
+    if event_type == "Reject":
+        reason = str(detail.get("reject", {}).get("reason", "rejected by SES"))
+        return f"rejected: {reason}", {"last_error": {"code": "Reject", "message": reason[:300]}}
+    if event_type == "Rendering Failure":
+        message = str(detail.get("failure", {}).get("errorMessage", "rendering failed"))
+        return "rendering failure", {"last_error": {"code": "RenderingFailure", "message": message[:300]}}
+    if event_type == "Send":
+        return "SES Send event: accepted", {}
+    return event_type.lower(), {}
+
+
+def suppressions_from(event_type: str, detail: dict[str, Any]) -> list[tuple[str, str]]:
+    """(address, reason) pairs that a permanent bounce or a complaint puts on the suppression list."""
+    if event_type == "Bounce":
+        bounce = detail.get("bounce", {})
+        if bounce.get("bounceType") != "Permanent":
+            return []
+        reason = f"permanent bounce ({bounce.get('bounceSubType', 'General')})"
+        return [
+            (str(r["emailAddress"]).lower(), reason)
+            for r in bounce.get("bouncedRecipients", [])
+            if r.get("emailAddress")
+        ]
+    if event_type == "Complaint":
+        recipients = detail.get("complaint", {}).get("complainedRecipients", [])
+        return [(str(r["emailAddress"]).lower(), "complaint") for r in recipients if r.get("emailAddress")]
+    return []
+
+
+@dataclass
+class DeliveryEvents:
+    store: EmailStore
+    suppressions: SuppressionList
+
+    def handle(self, event: dict[str, Any], now: datetime | None = None) -> Outcome:
+        now = now or clock.now()
+        detail = event.get("detail") if event.get("source") == "aws.ses" else None
+        if not isinstance(detail, dict):
+            return Outcome(event_type=str(event.get("detail-type", "")), email_id=None, result="foreign")
+        event_type = event_type_of(detail)
+        email_id = email_id_of(detail)
+        suppressed = self._suppress(event_type, detail, email_id, now)
+        if event_type not in OUTCOMES or email_id is None:
+            return Outcome(
+                event_type,
+                email_id,
+                "foreign" if event_type not in OUTCOMES else "unknown-email",
+                suppressed=suppressed,
+            )
+        record = self.store.get(email_id)
+        if record is None:
+            return Outcome(event_type, email_id, "unknown-email", suppressed=suppressed)
+        status = Status(record["status"])
+        message_id = str(detail.get("mail", {}).get("messageId", ""))
+
+        if status is Status.SENDING:
+            raise NotYetRecorded(f"{email_id} is still being sent; {event_type} will be retried")
+        if status is Status.RETRYING and event_type in _PROVES_ACCEPTED:
+            # The last attempt's outcome was unknown; SES proves it accepted it. Never send it again.
+            record = self._apply(
+                email_id,
+                record,
+                {Status.RETRYING},
+                Status.SENT,
+                "SES Send event: accepted",
+                {"ses_message_id": message_id},
+                now,
+            )
+            status = Status(record["status"])
+            if event_type == "Send":
+                return Outcome(event_type, email_id, "applied", status.value, suppressed=suppressed)
+
+        sources, target = OUTCOMES[event_type]
+        if target is None or status not in sources:
+            return Outcome(event_type, email_id, "ignored", status.value, suppressed=suppressed)
+        reason, extra = _reason(event_type, detail)
+        if message_id and not record.get("ses_message_id"):
+            extra["ses_message_id"] = message_id
+        record = self._apply(email_id, record, {status}, target, reason, extra, now)
+        bounce_type = extra.get("bounce", {}).get("type")
+        return Outcome(
+            event_type,
+            email_id,
+            "applied" if record["status"] == target.value else "ignored",
+            record["status"],
+            bounce_type,
+            suppressed,
+        )
+
+    def _apply(
+        self,
+        email_id: str,
+        record: dict[str, Any],
+        sources: set[Status],
+        target: Status,
+        reason: str,
+        extra: dict[str, Any],
+        now: datetime,
+    ) -> dict[str, Any]:
+        try:
+            return transition(self.store, email_id, Guard(sources), Change(target, reason=reason, set=extra), now)
+        except ConditionFailed as failure:
+            # Another event (or a repeat of this one) got there first: nothing to do.
+            return failure.current or record
+
+    def _suppress(
+        self, event_type: str, detail: dict[str, Any], email_id: str | None, now: datetime
+    ) -> tuple[str, ...]:
+        entries = suppressions_from(event_type, detail)
+        for address, reason in entries:
+            self.suppressions.add(address, reason, clock.iso(now), email_id)
+        return tuple(address for address, _ in entries)

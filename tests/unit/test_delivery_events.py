@@ -1,0 +1,224 @@
+"""SES events move sent emails on, idempotently and in any order, and feed the suppression list."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailqueue import clock
+from mailqueue.delivery import NotYetRecorded
+from mailqueue.statemachine import Change, Guard, Status, transition
+from tests.conftest import an_email, load_handler
+
+SAMPLES = Path(__file__).resolve().parents[2] / "events" / "events"
+
+
+def sample(name: str, email_id: str) -> dict[str, Any]:
+    event = json.loads((SAMPLES / f"{name}.json").read_text())
+    event = copy.deepcopy(event)
+    event["detail"]["mail"]["tags"]["email_id"] = [email_id]
+    return event
+
+
+@pytest.fixture
+def handler(api, context):
+    module = load_handler("ses_events")
+    return lambda event: module.handler(event, context)
+
+
+def email_in(api, status: Status, to: str = "alice@example.org") -> str:
+    """An email moved through the real transitions into ``status``."""
+    _, body = api.post("/emails", an_email(to=[to]))
+    email_id = body["id"]
+    store = api.module.mailqueue.store
+    now = clock.now()
+    transition(store, email_id, Guard({Status.QUEUED}), Change(Status.SENDING, deadline=now), now)
+    if status is Status.RETRYING:
+        unknown = Change(Status.RETRYING, reason="outcome unknown: read timeout", deadline=clock.after(now, 900))
+        transition(store, email_id, Guard({Status.SENDING}), unknown, now)
+    elif status is not Status.SENDING:
+        sent = Change(Status.SENT, reason="accepted", set={"ses_message_id": "0100-first"})
+        transition(store, email_id, Guard({Status.SENDING}), sent, now)
+    return email_id
+
+
+def read(api, email_id: str) -> dict[str, Any]:
+    return api.get(f"/emails/{email_id}")[1]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("delivery", "delivered"),
+        ("bounce-permanent", "bounced"),
+        ("bounce-transient", "bounced"),
+        ("bounce-suppressed", "bounced"),
+        ("complaint", "complained"),
+        ("reject", "failed"),
+        ("rendering-failure", "failed"),
+        ("delivery-delay", "sent"),
+        ("send", "sent"),
+    ],
+)
+def test_each_event_type_on_a_sent_email(api, handler, name, expected):
+    email_id = email_in(api, Status.SENT)
+
+    first = handler(sample(name, email_id))
+    after_first = read(api, email_id)
+    handler(sample(name, email_id))
+    after_repeat = read(api, email_id)
+
+    assert after_first["status"] == expected
+    assert after_repeat == after_first  # a repeated event changes nothing
+    assert first["result"] == ("applied" if expected != "sent" else "ignored")
+    if expected != "sent":
+        assert after_first["history"][-1]["status"] == expected
+
+
+def test_a_bounce_records_type_and_diagnostic_and_suppresses_the_address(api, handler):
+    email_id = email_in(api, Status.SENT)
+
+    handler(sample("bounce-permanent", email_id))
+
+    email = read(api, email_id)
+    assert email["history"][-1]["reason"] == "bounce Permanent/General"
+    status, page = api.get("/suppressions")
+    assert status == 200
+    assert [(s["address"], s["email_id"]) for s in page["suppressions"]] == [("alice@example.org", email_id)]
+    assert "permanent bounce" in page["suppressions"][0]["reason"]
+
+
+def test_an_account_suppression_list_bounce_is_bounced_with_that_reason(api, handler):
+    email_id = email_in(api, Status.SENT)
+
+    handler(sample("bounce-suppressed", email_id))
+
+    assert read(api, email_id)["history"][-1]["reason"] == "bounce Permanent/OnAccountSuppressionList"
+
+
+def test_a_transient_bounce_does_not_suppress(api, handler):
+    handler(sample("bounce-transient", email_in(api, Status.SENT)))
+
+    assert api.get("/suppressions")[1]["suppressions"] == []
+
+
+def test_a_delivery_never_overwrites_a_bounce_but_a_late_bounce_overwrites_a_delivery(api, handler):
+    bounced_first = email_in(api, Status.SENT)
+    handler(sample("bounce-permanent", bounced_first))
+    handler(sample("delivery", bounced_first))
+
+    delivered_first = email_in(api, Status.SENT, to="bob@example.org")  # alice is suppressed by now
+    handler(sample("delivery", delivered_first))
+    handler(sample("bounce-permanent", delivered_first))
+
+    assert read(api, bounced_first)["status"] == "bounced"
+    assert read(api, delivered_first)["status"] == "bounced"
+
+
+def test_a_complaint_after_delivery_is_recorded(api, handler):
+    email_id = email_in(api, Status.SENT)
+    handler(sample("delivery", email_id))
+
+    handler(sample("complaint", email_id))
+
+    assert [entry["status"] for entry in read(api, email_id)["history"]][-2:] == ["delivered", "complained"]
+
+
+def test_a_send_event_settles_an_unknown_outcome_as_sent(api, handler):
+    email_id = email_in(api, Status.RETRYING)
+
+    handler(sample("send", email_id))
+
+    email = read(api, email_id)
+    assert email["status"] == "sent"
+    assert email["deadline"] is None  # the requeue function will never send it again
+    assert email["ses_message_id"] == sample("send", email_id)["detail"]["mail"]["messageId"]
+
+
+def test_a_delivery_alone_also_settles_an_unknown_outcome(api, handler):
+    email_id = email_in(api, Status.RETRYING)
+
+    handler(sample("delivery", email_id))
+
+    assert [entry["status"] for entry in read(api, email_id)["history"]][-2:] == ["sent", "delivered"]
+
+
+def test_an_event_racing_the_sender_is_retried(api, handler):
+    email_id = email_in(api, Status.SENDING)
+
+    with pytest.raises(NotYetRecorded):
+        handler(sample("delivery", email_id))
+
+
+def test_unknown_and_foreign_events_are_acknowledged(api, handler):
+    unknown = handler(sample("delivery", "01JAAAAAAAAAAAAAAAAAAAAAAA"))
+    untagged = sample("delivery", "x")
+    del untagged["detail"]["mail"]["tags"]["email_id"]
+    foreign = {"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification", "detail": {}}
+    odd = sample("delivery", "01JAAAAAAAAAAAAAAAAAAAAAAA")
+    odd["detail"]["eventType"] = "Open"
+
+    assert unknown["result"] == "unknown-email"
+    assert handler(untagged)["result"] == "unknown-email"
+    assert handler(foreign)["result"] == "foreign"
+    assert handler(odd)["result"] == "foreign"
+    assert handler({})["result"] == "foreign"
+
+
+# --- the suppression list at enqueue ----------------------------------------------------------------------
+
+
+def suppress_alice(api, handler) -> None:
+    handler(sample("complaint", email_in(api, Status.SENT)))
+
+
+def test_enqueueing_to_a_suppressed_address_is_refused_naming_it(api, handler):
+    suppress_alice(api, handler)
+
+    status, body = api.post("/emails", an_email(cc=["bob@example.org"]))
+
+    assert status == 422
+    assert body["error"]["details"] == [
+        {"field": "to", "message": "alice@example.org is on the suppression list (complaint)"}
+    ]
+
+
+def test_skip_suppressed_drops_the_address_when_others_remain(api, handler, stack):
+    import boto3
+
+    suppress_alice(api, handler)
+
+    status, body = api.post("/emails", an_email(cc=["bob@example.org"], skip_suppressed=True))
+    alone = api.post("/emails", an_email(skip_suppressed=True))
+
+    assert status == 202
+    content = boto3.client("dynamodb").get_item(
+        TableName=stack.names["EmailsTable"], Key={"pk": {"S": body["id"]}, "sk": {"S": "content"}}
+    )["Item"]
+    assert "to" not in content
+    assert content["cc"]["L"][0]["M"]["address"]["S"] == "bob@example.org"
+    assert alone[0] == 422
+
+
+def test_a_batch_refuses_only_the_emails_to_suppressed_addresses(api, handler):
+    suppress_alice(api, handler)
+
+    _, body = api.post("/emails/batch", {"emails": [an_email(), an_email(to=["bob@example.org"])]})
+
+    assert body["accepted"] == 1
+    assert body["results"][0]["error"]["details"][0]["field"] == "to"
+
+
+def test_lifting_a_suppression_allows_the_address_again(api, handler):
+    suppress_alice(api, handler)
+
+    status, _ = api.delete("/suppressions/alice%40example.org")
+    again, _ = api.delete("/suppressions/alice%40example.org")
+
+    assert status == 204
+    assert again == 404
+    assert api.post("/emails", an_email())[0] == 202
