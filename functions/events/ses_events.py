@@ -5,7 +5,6 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from mailqueue import aws
 from mailqueue.delivery import DeliveryEvents
 from mailqueue.settings import get_settings

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from mailqueue import clock
 from mailqueue.delivery import NotYetRecorded
 from mailqueue.statemachine import Change, Guard, Status, transition
+
 from tests.conftest import an_email, load_handler
 
 SAMPLES = Path(__file__).resolve().parents[2] / "events" / "events"
