@@ -188,6 +188,8 @@ class LocalStack:
         return self
 
     def _start(self) -> None:
+        # moto's web server logs every AWS call at INFO: far too much to read next to the handlers' logs.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.emulator = self._exit.enter_context(emulator.running(self.host, self.emulator_port))
         # The emulator's state lives in this process: start from nothing, as a fresh `sam deploy` would.
         self.emulator.reset()
@@ -659,8 +661,6 @@ def main() -> int:
     console.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(console)
     log.setLevel(logging.INFO)
-    # moto's web server logs every AWS call; the lines above say what matters.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     # Powertools warns on every invocation that adds no metric; on Lambda that goes unseen.
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     local = from_environment()
