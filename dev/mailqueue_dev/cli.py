@@ -159,7 +159,6 @@ class Api:
             raise Failure(EXIT_REFUSED, f"refused ({status}): {_error_message(decoded)}", decoded)
         return Answer(status, decoded)
 
-
     def upload(self, method: str, url: str, headers: dict[str, str], data: bytes) -> int:
         """Send a file to a presigned URL: it carries its own signature, so the request is not signed again."""
         status, _ = self._transport(method, url, headers, data)
