@@ -647,6 +647,8 @@ def _cli_hint() -> str:
 def _stop_on_signals(local: LocalStack) -> Iterator[None]:
     def stop(signum: int, _frame: FrameType | None) -> None:
         local._stop.set()  # the main thread sees it in wait() and stops everything
+        # A second Ctrl-C ends the process at once, should stopping hang.
+        signal.signal(signum, signal.SIG_DFL)
 
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -669,6 +671,8 @@ def main() -> int:
     except PortInUse as error:
         print(f"mailqueue: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     with _stop_on_signals(local):
         print("mailqueue is running locally. Ctrl-C stops it.", flush=True)
         for line in local.describe():
