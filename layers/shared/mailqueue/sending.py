@@ -1,0 +1,402 @@
+"""What the sender function does with each send-queue message: claim, render, send, record.
+
+1. **Claim**: one conditional write moves a ``queued`` email with attempts left to ``sending``,
+   with a fresh claim token, ``attempts + 1`` and the claim expiry as its deadline. Whatever else
+   the email is (cancelled, sent, already sending under another claim, waiting to retry) the
+   message is a duplicate or stale: it is acknowledged, logged and counted, never sent again.
+2. **Render** the content record into one MIME message (:mod:`mailqueue.render`).
+3. **Send** once through SES v2 (:mod:`mailqueue.mailer`), paced so that all sender invocations
+   together stay under the account's send rate.
+4. **Record** the outcome with a write guarded by the claim token, rewriting the history from
+   the claimed record (trimmed):
+
+   ========== ================================================================================
+   accepted   ``sent``, with SES's message id; no deadline, a TTL
+   transient  ``retrying`` until the next attempt (exponential backoff, full jitter); at the last
+              attempt ``failed``
+   unknown    ``retrying`` for ``unknown_outcome_seconds``: SES may have accepted the email, and
+              its Send event (tagged with the email id) moves it to ``sent`` in that time. Only
+              if none comes is it sent again. This is the one window in which mailqueue can send
+              an email twice; each such attempt is logged and counted (``UnknownOutcomes``).
+   account    ``retrying`` for ``account_error_seconds``, the attempt given back: the account or
+              the configuration is at fault, every email would fail alike, and an operator's fix
+              must release the queue rather than find it failed. Logged as an error and counted
+              (``AccountErrors``) for an alarm.
+   permanent  ``failed`` with SES's code and message
+   ========== ================================================================================
+
+A message that is not a mailqueue message, or names no stored email, is acknowledged and
+logged: retrying it cannot help. Any other exception propagates, so that the batch reports only
+that message as failed and SQS delivers it again.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from mailqueue import clock
+from mailqueue.blobs import BlobStore
+from mailqueue.ids import is_email_id
+from mailqueue.mailer import Mailer, SendResult
+from mailqueue.queue import email_id_of
+from mailqueue.render import Rendered, RenderError, load_content, render
+from mailqueue.ses_errors import Classified, Outcome
+from mailqueue.settings import Settings
+from mailqueue.statemachine import Change, Guard, Status, transition
+from mailqueue.store import CONTENT, ConditionFailed, EmailStore
+
+# Time kept back, past the pacing wait, for one claim, render, send and record: a message that
+# cannot be finished before the function's timeout is left to SQS, unclaimed.
+RESERVE_SECONDS = 8.0
+ATTEMPTS_EXHAUSTED = "attempts exhausted"
+
+
+class Result(StrEnum):
+    """What handling one message did."""
+
+    SENT = "sent"
+    RETRYING = "retrying"  # a transient error: tried again after a backoff
+    UNKNOWN = "unknown"  # the outcome is unknown: waits for SES's Send event
+    HELD = "held"  # an account or configuration error: waits, the attempt not counted
+    FAILED = "failed"
+    SKIPPED = "skipped"  # a duplicate or stale message: the email is not (or no longer) to be sent
+    IGNORED = "ignored"  # not a mailqueue message, or no such email
+    CLAIM_LOST = "claim_lost"  # the claim was taken over before the outcome was recorded
+
+
+@dataclass(frozen=True)
+class Report:
+    result: Result
+    email_id: str | None
+    detail: str = ""
+    record: dict[str, Any] | None = None
+
+
+class NoTimeLeft(Exception):
+    """The invocation would time out before this email is sent: leave the message to SQS, unclaimed."""
+
+
+def invocation_rate(settings: Settings) -> float:
+    """Emails per second one invocation may send, so that ``sender_concurrency`` invocations at
+    once (the template's event source maximum concurrency) stay within the account's send rate."""
+    return settings.send_rate / settings.sender_concurrency
+
+
+def backoff_seconds(attempt: int, settings: Settings, draw: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(max, base × 2^(attempt-1))].
+
+    Full jitter spreads out emails that failed together (a throttle hits a whole batch), so they
+    do not come back together and fail together again.
+    """
+    doubling: int = 2 ** max(0, attempt - 1)
+    ceiling = min(settings.backoff_max_seconds, settings.backoff_base_seconds * doubling)
+    return round(draw() * ceiling, 3)
+
+
+@dataclass
+class Pacer:
+    """Spaces SES calls at least ``1 / rate`` seconds apart, across the invocations of one container."""
+
+    rate: float
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    _next: float = field(default=0.0, init=False)
+
+    def delay(self) -> float:
+        """Seconds until the next send may start."""
+        return max(0.0, self._next - self.monotonic())
+
+    def wait(self) -> None:
+        """Wait for the next slot and take it."""
+        now = self.monotonic()
+        slot = max(now, self._next)
+        if slot > now:
+            self.sleep(slot - now)
+        self._next = slot + 1.0 / self.rate
+
+
+def email_id_in(body: str) -> str | None:
+    """The email id a message names, if it is a mailqueue message: the handler's correlation id."""
+    try:
+        email_id = email_id_of(body)
+    except ValueError:
+        return None
+    return email_id if is_email_id(email_id) else None
+
+
+@dataclass
+class Sender:
+    """The sender function's work, bound to one deployment's settings, clients and telemetry."""
+
+    settings: Settings
+    store: EmailStore
+    blobs: BlobStore
+    mailer: Mailer
+    pacer: Pacer
+    logger: Logger
+    metrics: Metrics
+    now: Callable[[], datetime] = clock.now
+    draw: Callable[[], float] = random.random
+
+    # --- one message ----------------------------------------------------------------------------------
+
+    def handle_message(self, body: str, time_left: Callable[[], float] | None = None) -> Report:
+        """Handle one send-queue message. ``time_left`` gives the seconds before the function times out."""
+        email_id = email_id_in(body)
+        if email_id is None:
+            self.logger.warning("ignored a message that is not a mailqueue message")
+            self._count("IgnoredMessages")
+            return Report(Result.IGNORED, None, "not a mailqueue message")
+        return self.send(email_id, time_left)
+
+    def send(self, email_id: str, time_left: Callable[[], float] | None = None) -> Report:
+        """Claim, render, send and record one email."""
+        if time_left is not None and time_left() < self.pacer.delay() + RESERVE_SECONDS:
+            self.logger.warning("no time left in this invocation: the message returns to the queue")
+            raise NoTimeLeft(email_id)
+
+        token = secrets.token_hex(16)
+        claimed = self._claim(email_id, token)
+        if isinstance(claimed, Report):
+            return claimed
+        attempt = int(claimed["attempts"])
+
+        try:
+            rendered = self._render(email_id)
+        except RenderError as error:
+            unrenderable = Classified(Outcome.PERMANENT, error.code, str(error))
+            return self._record(claimed, token, SendResult(unrenderable, 0.0))
+        except Exception as error:
+            # Reading the content failed (DynamoDB or S3): nothing was sent, so hand the email back
+            # as a transient failure rather than leave it claimed until the claim expires.
+            failure = Classified(Outcome.TRANSIENT, type(error).__name__, "the content could not be read")
+            try:
+                self._record(claimed, token, SendResult(failure, 0.0))
+            except Exception:
+                self.logger.exception("could not release the claim; it expires on its own")
+            raise
+
+        self.pacer.wait()
+        result = self.mailer.send(email_id, rendered)
+        self.metrics.add_metric(name="SesLatency", unit=MetricUnit.Milliseconds, value=result.latency_ms)
+        self.logger.debug("SES answered", extra={"attempt": attempt, "latency_ms": result.latency_ms})
+        return self._record(claimed, token, result)
+
+    # --- claim ----------------------------------------------------------------------------------------
+
+    def _claim(self, email_id: str, token: str) -> dict[str, Any] | Report:
+        now = self.now()
+        change = Change(
+            Status.SENDING,
+            reason="claimed by the sender",
+            deadline=clock.after(now, self.settings.claim_seconds),
+            attempts_delta=1,
+            set={"claim_token": token},
+        )
+        guard = Guard(statuses={Status.QUEUED}, attempts_below=self.settings.max_attempts)
+        try:
+            return transition(self.store, email_id, guard, change, now)
+        except ConditionFailed as failure:
+            current = failure.current or self.store.get(email_id)
+        return self._not_claimed(email_id, current, now)
+
+    def _not_claimed(self, email_id: str, current: dict[str, Any] | None, now: datetime) -> Report:
+        if current is None:
+            self.logger.warning("ignored a message for an email that does not exist")
+            self._count("IgnoredMessages")
+            return Report(Result.IGNORED, email_id, "no such email")
+        status = str(current.get("status"))
+        attempts = int(current.get("attempts", 0))
+        if status == Status.QUEUED and attempts >= self.settings.max_attempts:
+            return self._fail_exhausted(email_id, now)
+        if status == Status.SENDING:
+            live = str(current.get("deadline", "")) > clock.iso(now)
+            detail = "already sending under a live claim" if live else "sending under an expired claim"
+        else:
+            detail = f"already {status}"
+        self.logger.info("skipped a duplicate or stale message", extra={"status": status, "detail": detail})
+        self._count("SkippedDuplicates")
+        return Report(Result.SKIPPED, email_id, detail, current)
+
+    def _fail_exhausted(self, email_id: str, now: datetime) -> Report:
+        """Fail a queued email that has no attempts left (max_attempts was lowered, or a requeue raced).
+
+        The state machine moves a queued email only to sending, so it is claimed without spending
+        an attempt, then failed under that claim; the history keeps no trace of the bridging claim.
+        """
+        token = secrets.token_hex(16)
+        guard = Guard(statuses={Status.QUEUED}, attempts_at_least=self.settings.max_attempts)
+        bridge = Change(
+            Status.SENDING,
+            reason=ATTEMPTS_EXHAUSTED,
+            deadline=clock.after(now, self.settings.claim_seconds),
+            set={"claim_token": token},
+        )
+        try:
+            claimed = transition(self.store, email_id, guard, bridge, now)
+            history = list(claimed.get("history", []))[:-1]
+            error = claimed.get("last_error") or {"code": "AttemptsExhausted", "message": ATTEMPTS_EXHAUSTED}
+            record = transition(
+                self.store,
+                email_id,
+                Guard(statuses={Status.SENDING}, claim_token=token),
+                Change(
+                    Status.FAILED,
+                    reason=ATTEMPTS_EXHAUSTED,
+                    set={"last_error": error},
+                    remove=("claim_token",),
+                    history=history,
+                ),
+                now,
+            )
+        except ConditionFailed as failure:
+            status = (failure.current or {}).get("status")
+            self.logger.info("skipped a stale message", extra={"status": status})
+            self._count("SkippedDuplicates")
+            return Report(Result.SKIPPED, email_id, f"already {status}", failure.current)
+        self.logger.warning("failed an email with no attempts left", extra={"attempts": claimed.get("attempts")})
+        self._count_failed(str(error.get("code", "AttemptsExhausted")))
+        return Report(Result.FAILED, email_id, ATTEMPTS_EXHAUSTED, record)
+
+    # --- render ---------------------------------------------------------------------------------------
+
+    def _render(self, email_id: str) -> Rendered:
+        item = self.store.get(email_id, CONTENT)
+        if item is None:
+            raise RenderError("the email's content is gone (expired or never written)")
+        return render(email_id, load_content(item, self.blobs), self.now(), self._attachment)
+
+    def _attachment(self, key: str) -> bytes:
+        try:
+            return self.blobs.get_bytes(key)
+        except Exception as error:
+            code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code")
+            if code in {"NoSuchKey", "404", "NotFound"}:
+                raise RenderError(f"the attachment uploaded as {key} is gone") from None
+            raise
+
+    # --- record ---------------------------------------------------------------------------------------
+
+    def _record(self, claimed: dict[str, Any], token: str, result: SendResult) -> Report:
+        email_id: str = claimed["pk"]
+        attempt = int(claimed["attempts"])
+        limit = self.settings.max_attempts
+        now = self.now()
+        outcome, code = result.outcome, result.classified.code
+        # This sender holds the claim, so it rewrites the history it read, trimmed to size.
+        history = list(claimed.get("history", []))
+        last_error = {"last_error": result.classified.as_error()}
+        released = ("claim_token",)
+
+        if outcome is Outcome.ACCEPTED:
+            report_as = Result.SENT
+            change = Change(
+                Status.SENT,
+                reason="accepted by SES",
+                set={"ses_message_id": result.message_id},
+                remove=("claim_token", "last_error"),
+                history=history,
+            )
+        elif outcome is Outcome.TRANSIENT and attempt < limit:
+            report_as = Result.RETRYING
+            delay = backoff_seconds(attempt, self.settings, self.draw)
+            change = Change(
+                Status.RETRYING,
+                reason=f"{code}: attempt {attempt} of {limit}, next in {delay:.0f}s",
+                deadline=clock.after(now, delay),
+                set=last_error,
+                remove=released,
+                history=history,
+            )
+        elif outcome is Outcome.UNKNOWN:
+            # Even at the last attempt: SES may have the email, and only a live email can still be
+            # settled as sent by its Send event. The requeue function fails it if none comes.
+            report_as = Result.UNKNOWN
+            change = Change(
+                Status.RETRYING,
+                reason=f"outcome unknown ({code}): waiting for SES's Send event before sending again",
+                deadline=clock.after(now, self.settings.unknown_outcome_seconds),
+                set=last_error,
+                remove=released,
+                history=history,
+            )
+        elif outcome is Outcome.ACCOUNT:
+            report_as = Result.HELD
+            change = Change(
+                Status.RETRYING,
+                reason=f"held: {code} is an account or configuration error; attempt not counted",
+                deadline=clock.after(now, self.settings.account_error_seconds),
+                attempts_delta=-1,
+                set=last_error,
+                remove=released,
+                history=history,
+            )
+        else:
+            report_as = Result.FAILED
+            why = f"{code} at the last attempt ({attempt} of {limit})" if outcome is Outcome.TRANSIENT else code
+            change = Change(Status.FAILED, reason=f"failed: {why}", set=last_error, remove=released, history=history)
+
+        try:
+            record = transition(self.store, email_id, Guard(statuses={Status.SENDING}, claim_token=token), change, now)
+        except ConditionFailed as failure:
+            # The claim was released (it expired, so the requeue function took the email back)
+            # before this outcome was written. If SES accepted it, its Send event can still settle it.
+            self.logger.error(
+                "the claim was lost before the outcome was recorded",
+                extra={"outcome": outcome.value, "code": code, "status": (failure.current or {}).get("status")},
+            )
+            self._count("ClaimsLost")
+            return Report(Result.CLAIM_LOST, email_id, f"{outcome.value}: {code}", failure.current)
+
+        self._observe(report_as, result, attempt)
+        return Report(report_as, email_id, change.reason or "", record)
+
+    def _observe(self, result: Result, sent: SendResult, attempt: int) -> None:
+        details = {"attempt": attempt, "code": sent.classified.code}
+        if result is Result.SENT:
+            self.logger.info("sent", extra={"attempt": attempt, "ses_message_id": sent.message_id})
+            self._count("EmailsSent")
+        elif result is Result.RETRYING:
+            self.logger.warning(
+                "transient error: will retry", extra={**details, "error_message": sent.classified.message}
+            )
+            self._count("EmailsRetried")
+        elif result is Result.UNKNOWN:
+            self.logger.warning("outcome unknown: waiting for SES's Send event before sending again", extra=details)
+            self._count("UnknownOutcomes")
+        elif result is Result.HELD:
+            self.logger.error(
+                "SES refused the send for a reason of the account or configuration; the email waits",
+                extra={**details, "error_message": sent.classified.message},
+            )
+            self._count("AccountErrors")
+        else:
+            self.logger.warning("failed", extra={**details, "error_message": sent.classified.message})
+            self._count_failed(sent.classified.code)
+
+    # --- metrics --------------------------------------------------------------------------------------
+
+    def _count(self, name: str) -> None:
+        self.metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+
+    def _count_failed(self, code: str) -> None:
+        self._count("EmailsFailed")
+        # Per reason in its own metric: a dimension on the shared set would apply to every metric in it.
+        with single_metric(
+            name="EmailsFailedByReason",
+            unit=MetricUnit.Count,
+            value=1,
+            namespace=self.metrics.namespace,
+            default_dimensions=self.metrics.default_dimensions,
+        ) as metric:
+            metric.add_dimension(name="reason", value=code)
