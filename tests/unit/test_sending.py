@@ -1,0 +1,680 @@
+"""The sender: SQS batches through its Lambda handler, against moto, with SES faults injected through botocore."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
+from mailqueue import aws, clock
+from mailqueue.mailer import Mailer
+from mailqueue.render import Rendered
+from mailqueue.sending import NoTimeLeft, Pacer, Result, backoff_seconds, invocation_rate
+from mailqueue.settings import Settings, get_settings
+from mailqueue.statemachine import Change, Guard, Status, transition
+from mailqueue.store import EmailStore
+from mailqueue_dev.lambda_events import LambdaContext, sqs_event
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ses.models import ses_backends
+
+from tests.conftest import an_email, load_handler
+
+SES_URL = "https://email.us-east-1.amazonaws.com/v2/email/outbound-emails"
+
+# --- fixtures and helpers ----------------------------------------------------------------------------------
+
+
+class Sender:
+    """The sender handler, loaded against the test's stack, with its SES calls observable."""
+
+    def __init__(self, stack: Any, context: LambdaContext) -> None:
+        self.stack = stack
+        self.context = context
+        self.module = load_handler("sender")
+        self.module.metrics.clear_metrics()
+        # Pacing runs on a clock of its own that a wait moves forward: tests never wait on the wall clock.
+        self.waits: list[float] = []
+        self.moment = 1000.0
+        self.module.sender.pacer.monotonic = lambda: self.moment
+        self.module.sender.pacer.sleep = self._sleep
+        # Log lines as Powertools formats them (JSON, with the correlation id), kept apart from stdout.
+        self.log = io.StringIO()
+        self._log_handler = logging.StreamHandler(self.log)
+        self._log_handler.setFormatter(self.module.logger.registered_formatter)
+        self.module.logger.addHandler(self._log_handler)
+        self.ses = aws.client("sesv2")
+        assert self.module.sender.mailer._client is self.ses
+        self.requests: list[dict[str, Any]] = []
+        self.ses.meta.events.register("before-parameter-build.sesv2.SendEmail", self._remember)
+
+    def _sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.moment += seconds
+
+    def close(self) -> None:
+        self.module.logger.removeHandler(self._log_handler)
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log.getvalue().splitlines() if line.startswith("{")]
+
+    def _remember(self, params: dict[str, Any], **_: Any) -> None:
+        self.requests.append(params)
+
+    @property
+    def calls(self) -> int:
+        """SendEmail calls the sender made."""
+        return len(self.requests)
+
+    def invoke(self, messages: list[dict[str, Any]], queue: str = "SendQueue") -> dict[str, Any]:
+        answer: dict[str, Any] = self.module.handler(sqs_event(messages, self.stack.arns[queue]), self.context)
+        return answer
+
+    def answer_ses(self, code: str, message: str, status: int = 400) -> None:
+        """SES answers every SendEmail with this error (as its REST-JSON protocol parses)."""
+
+        def respond(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+            parsed = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
+            return AWSResponse(SES_URL, status, {"x-amzn-ErrorType": code}, None), parsed
+
+        self.ses.meta.events.register("before-call.sesv2.SendEmail", respond)
+
+    def break_connection(self, error: Exception) -> list[int]:
+        """Every HTTP attempt at SendEmail raises ``error``; returns the list the attempts are counted in."""
+        attempts: list[int] = []
+
+        def fail(**_: Any) -> None:
+            attempts.append(1)
+            raise error
+
+        # First, ahead of moto's own handler: the request never reaches the emulated SES.
+        self.ses.meta.events.register_first("before-send.sesv2.SendEmail", fail)
+        return attempts
+
+
+@pytest.fixture
+def sender(stack: Any, context: LambdaContext) -> Iterator[Sender]:
+    handler = Sender(stack, context)
+    yield handler
+    handler.close()
+
+
+def enqueue(api: Any, **overrides: Any) -> str:
+    status, body = api.post("/emails", an_email(**overrides))
+    assert status == 202, body
+    email_id: str = body["id"]
+    return email_id
+
+
+def receive(stack: Any, queue: str = "SendQueue") -> list[dict[str, Any]]:
+    sqs = boto3.client("sqs")
+    messages: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(QueueUrl=stack.names[queue], MaxNumberOfMessages=10).get("Messages", []):
+        messages.extend(batch)
+    return messages
+
+
+def message(body: Any, message_id: str = "m-foreign") -> dict[str, Any]:
+    """An SQS message as ReceiveMessage returns it, for bodies the queue never carried."""
+    return {"MessageId": message_id, "ReceiptHandle": f"rh-{message_id}", "Body": body}
+
+
+def outbox() -> list[Any]:
+    sent: list[Any] = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
+    return sent
+
+
+def parse(raw: str | bytes) -> EmailMessage:
+    parsed = message_from_bytes(raw.encode() if isinstance(raw, str) else raw, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def text_of(part: EmailMessage | None) -> str:
+    assert part is not None
+    content = part.get_content()
+    assert isinstance(content, str)
+    return content.replace("\r\n", "\n")
+
+
+def aws_store() -> EmailStore:
+    return EmailStore(get_settings(), aws.client("dynamodb"))
+
+
+def record(stack: Any, email_id: str) -> dict[str, Any]:
+    """The status record as stored (a consistent read)."""
+    item = aws_store().get(email_id)
+    assert item is not None
+    return item
+
+
+def history(email: dict[str, Any]) -> list[tuple[str, str | None]]:
+    return [(entry["status"], entry.get("reason")) for entry in email["history"]]
+
+
+def emitted_metrics(output: str) -> dict[str, float]:
+    """Metric totals from the EMF blobs Powertools printed."""
+    totals: dict[str, float] = {}
+    for line in output.splitlines():
+        try:
+            blob = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(blob, dict) or "_aws" not in blob:
+            continue
+        for directive in blob["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                value = blob[metric["Name"]]
+                totals[metric["Name"]] = totals.get(metric["Name"], 0) + sum(
+                    value if isinstance(value, list) else [value]
+                )
+    return totals
+
+
+def between(value: str, earliest: datetime, latest: datetime) -> bool:
+    return earliest <= clock.parse_iso(value) <= latest + timedelta(milliseconds=1)
+
+
+# --- a successful send -------------------------------------------------------------------------------------
+
+
+def test_a_queued_email_is_sent_once_with_its_headers_and_attachments(api, stack, sender, capsys):
+    upload = api.post("/attachments", {"filename": "terms.txt", "content_type": "text/plain", "size": 11})[1]
+    boto3.client("s3").put_object(Bucket=stack.names["AttachmentsBucket"], Key=upload["s3_key"], Body=b"terms apply")
+    pdf = b"%PDF-1.7 \x00\x01\x02 receipt"
+    email_id = enqueue(
+        api,
+        to=["Alice <alice@example.org>"],
+        cc=["carol@example.org"],
+        bcc=["Auditor <audit@example.org>"],
+        reply_to=["Support <help@example.com>"],
+        html="<p>Thanks for your order.</p>",
+        headers={"X-Order": "42"},
+        tags=[{"name": "campaign", "value": "receipts"}],
+        attachments=[
+            {"filename": "receipt.pdf", "content_type": "application/pdf", "content": base64.b64encode(pdf).decode()},
+            {"filename": "terms.txt", "content_type": "text/plain", "s3_key": upload["s3_key"]},
+        ],
+    )
+    messages = receive(stack)
+
+    answer = sender.invoke(messages)
+
+    assert answer == {"batchItemFailures": []}
+    assert len(outbox()) == 1
+    sent = outbox()[0]
+    # Moto adds the header recipients to the destination; Bcc can only come from the call.
+    assert "audit@example.org" in sent.destinations
+    raw = parse(sent.raw_data)
+    assert raw["From"] == "Shop <app@example.com>"
+    assert raw["To"] == "Alice <alice@example.org>"
+    assert raw["Cc"] == "carol@example.org"
+    assert raw["Reply-To"] == "Support <help@example.com>"
+    assert raw["Subject"] == "Your receipt"
+    assert raw["Message-ID"] == f"<{email_id}@example.com>"
+    assert raw["X-Order"] == "42"
+    assert raw["Bcc"] is None
+    assert "audit@example.org" not in sent.raw_data
+    assert text_of(raw.get_body(("plain",))) == "Thanks for your order.\n"
+    assert text_of(raw.get_body(("html",))) == "<p>Thanks for your order.</p>\n"
+    attachments = {part.get_filename(): part.get_content() for part in raw.iter_attachments()}
+    assert attachments == {"receipt.pdf": pdf, "terms.txt": "terms apply"}
+    assert max(len(line) for line in sent.raw_data.encode().split(b"\r\n")) <= 998
+
+    (request,) = sender.requests
+    assert sender.calls == 1
+    assert request["FromEmailAddress"] == "app@example.com"
+    assert request["Destination"] == {
+        "ToAddresses": ["alice@example.org"],
+        "CcAddresses": ["carol@example.org"],
+        "BccAddresses": ["audit@example.org"],
+    }
+    assert request["EmailTags"] == [
+        {"Name": "email_id", "Value": email_id},
+        {"Name": "campaign", "Value": "receipts"},
+    ]
+    assert "ConfigurationSetName" not in request
+
+    email = record(stack, email_id)
+    assert email["status"] == "sent"
+    assert email["ses_message_id"] == sent.id
+    assert email["attempts"] == 1
+    assert "deadline" not in email
+    assert "claim_token" not in email
+    assert email["expires_at"] > 0
+    assert history(email) == [("queued", "accepted"), ("sending", "claimed by the sender"), ("sent", "accepted by SES")]
+    metrics = emitted_metrics(capsys.readouterr().out)
+    assert metrics["EmailsSent"] == 1
+    assert "SesLatency" in metrics
+
+
+def test_non_ascii_subject_names_and_body_arrive_intact(api, stack, sender):
+    enqueue(
+        api,
+        **{"from": "Boutique Zoë <app@example.com>"},
+        to=["Åsa Öberg <asa@example.org>"],
+        subject="Votre reçu — 注文確認",
+        text="Merci ! Ça arrive bientôt. 🚚\n" + "long line " * 200,
+    )
+
+    assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
+
+    raw_data = outbox()[0].raw_data
+    raw_data.encode("ascii")  # the wire form is ASCII: encoded words and transfer encodings
+    raw = parse(raw_data)
+    assert raw["Subject"] == "Votre reçu — 注文確認"
+    assert raw["From"].addresses[0].display_name == "Boutique Zoë"
+    assert raw["To"].addresses[0].display_name == "Åsa Öberg"
+    assert text_of(raw.get_body(("plain",))) == "Merci ! Ça arrive bientôt. 🚚\n" + "long line " * 200 + "\n"
+    assert max(len(line) for line in raw_data.encode().split(b"\r\n")) <= 998
+
+
+def test_content_too_large_for_the_table_is_read_from_s3(api, stack, sender):
+    text = "A long letter.\n" * 25_000
+    email_id = enqueue(api, text=text)
+    content = boto3.client("dynamodb").get_item(
+        TableName=stack.names["EmailsTable"], Key={"pk": {"S": email_id}, "sk": {"S": "content"}}
+    )["Item"]
+    assert "s3_key" in content
+
+    assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
+
+    assert text_of(parse(outbox()[0].raw_data).get_body(("plain",))) == text
+    assert record(stack, email_id)["status"] == "sent"
+
+
+def test_the_configuration_set_is_named_when_configured():
+    mailer = Mailer(Settings(configuration_set="mailqueue-events"), client=None)
+    rendered = Rendered(raw=b"raw", from_address="app@example.com", bcc=["secret@example.org"])
+
+    params = mailer.request("01JP0000000000000000000000", rendered)
+
+    assert params["ConfigurationSetName"] == "mailqueue-events"
+    assert params["Destination"] == {"BccAddresses": ["secret@example.org"]}
+    assert params["Content"] == {"Raw": {"Data": b"raw"}}
+
+
+def test_high_priority_messages_are_sent_too(api, stack, sender):
+    email_id = enqueue(api, priority="high")
+
+    assert sender.invoke(receive(stack, "HighPrioritySendQueue"), "HighPrioritySendQueue") == {"batchItemFailures": []}
+
+    assert record(stack, email_id)["status"] == "sent"
+
+
+# --- at most one SES call per claim ------------------------------------------------------------------------
+
+
+def test_a_duplicate_delivery_sends_once(api, stack, sender, capsys):
+    email_id = enqueue(api)
+    messages = receive(stack)
+
+    assert sender.invoke(messages) == {"batchItemFailures": []}
+    assert sender.invoke(messages) == {"batchItemFailures": []}
+
+    assert len(outbox()) == 1
+    assert sender.calls == 1
+    email = record(stack, email_id)
+    assert email["status"] == "sent"
+    assert email["attempts"] == 1
+    metrics = emitted_metrics(capsys.readouterr().out)
+    assert metrics["EmailsSent"] == 1
+    assert metrics["SkippedDuplicates"] == 1
+
+
+def test_two_concurrent_claims_one_wins(api, stack, sender):
+    """A second delivery of the same message claims the email while the first one's claim is in flight."""
+    email_id = enqueue(api)
+    messages = receive(stack)
+    dynamodb = aws.client("dynamodb")
+    reports = []
+
+    def race(params: dict[str, Any], **_: Any) -> None:
+        if params.get("Key", {}).get("pk", {}).get("S") == email_id and not reports:
+            reports.append("racing")
+            reports.append(sender.module.sender.handle_message(messages[0]["Body"]))
+
+    dynamodb.meta.events.register("before-parameter-build.dynamodb.UpdateItem", race)
+    first = sender.module.sender.handle_message(messages[0]["Body"])
+    dynamodb.meta.events.unregister("before-parameter-build.dynamodb.UpdateItem", race)
+
+    second = reports[1]
+    assert second.result is Result.SENT
+    assert first.result is Result.SKIPPED
+    assert first.detail == "already sent"
+    assert len(outbox()) == 1
+    assert sender.calls == 1
+    assert record(stack, email_id)["attempts"] == 1
+
+
+def test_an_email_sending_under_a_live_claim_is_left_alone(api, stack, sender):
+    email_id = enqueue(api)
+    now = clock.now()
+    transition(
+        aws_store(),
+        email_id,
+        Guard(statuses={Status.QUEUED}),
+        Change(Status.SENDING, deadline=clock.after(now, 180), attempts_delta=1, set={"claim_token": "theirs"}),
+        now,
+    )
+
+    assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
+
+    assert sender.calls == 0
+    email = record(stack, email_id)
+    assert email["status"] == "sending"
+    assert email["claim_token"] == "theirs"
+    assert email["attempts"] == 1
+
+
+def test_a_cancelled_email_is_not_sent(api, stack, sender, capsys):
+    email_id = enqueue(api)
+    assert api.delete(f"/emails/{email_id}")[0] == 200
+
+    assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
+
+    assert sender.calls == 0
+    assert record(stack, email_id)["status"] == "cancelled"
+    assert emitted_metrics(capsys.readouterr().out)["SkippedDuplicates"] == 1
+
+
+# --- the outcome of each SES error --------------------------------------------------------------------------
+
+
+def test_a_throttle_is_retried_with_backoff(api, stack, sender, capsys):
+    email_id = enqueue(api)
+    sender.answer_ses("TooManyRequestsException", "Maximum sending rate exceeded.", 429)
+    before = clock.now()
+
+    assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
+
+    after = clock.now()
+    assert sender.calls == 1
+    assert outbox() == []
+    email = record(stack, email_id)
+    assert email["status"] == "retrying"
+    assert email["attempts"] == 1
+    assert "claim_token" not in email
+    assert email["last_error"] == {"code": "TooManyRequestsException", "message": "Maximum sending rate exceeded."}
+    settings = sender.module.settings
+    assert between(email["deadline"], before, after + timedelta(seconds=settings.backoff_base_seconds))
+    assert history(email)[-1][0] == "retrying"
+    assert history(email)[-1][1].startswith("TooManyRequestsException: attempt 1 of 5, next in ")
+    assert emitted_metrics(capsys.readouterr().out)["EmailsRetried"] == 1
+
+
+def test_a_refused_connection_sent_nothing_and_is_retried(api, stack, sender):
+    email_id = enqueue(api)
+    attempts = sender.break_connection(ConnectTimeoutError(endpoint_url=SES_URL))
+
+    assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
+
+    assert attempts == [1]
+    assert outbox() == []
+    email = record(stack, email_id)
+    assert email["status"] == "retrying"
+    assert email["last_error"]["code"] == "ConnectTimeoutError"
+    assert history(email)[-1][1].startswith("ConnectTimeoutError: attempt 1 of 5")
+
+
+def test_a_rejected_email_fails_with_the_reason(api, stack, sender, capsys):
+    email_id = enqueue(api)
+    sender.answer_ses("MessageRejected", "Email address is not verified.")
+
+    assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
+
+    email = record(stack, email_id)
+    assert email["status"] == "failed"
+    assert email["last_error"] == {"code": "MessageRejected", "message": "Email address is not verified."}
+    assert "deadline" not in email
+    assert "claim_token" not in email
+    assert history(email)[-1] == ("failed", "failed: MessageRejected")
+    output = capsys.readouterr().out
+    assert emitted_metrics(output)["EmailsFailed"] == 1
+    assert emitted_metrics(output)["EmailsFailedByReason"] == 1
+    assert '"reason":"MessageRejected"' in output
+
+
+def test_a_read_timeout_waits_for_the_send_event(api, stack, sender, capsys):
+    email_id = enqueue(api)
+    attempts = sender.break_connection(ReadTimeoutError(endpoint_url=SES_URL))
+    before = clock.now()
+
+    assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
+
+    after = clock.now()
+    assert attempts == [1]  # botocore never resent it: SES may have it
+    email = record(stack, email_id)
+    assert email["status"] == "retrying"
+    assert email["attempts"] == 1
+    wait = sender.module.settings.unknown_outcome_seconds
+    assert between(email["deadline"], before + timedelta(seconds=wait), after + timedelta(seconds=wait))
+    assert history(email)[-1] == (
+        "retrying",
+        "outcome unknown (ReadTimeoutError): waiting for SES's Send event before sending again",
+    )
+    assert email["last_error"]["code"] == "ReadTimeoutError"
+    assert emitted_metrics(capsys.readouterr().out)["UnknownOutcomes"] == 1
+
+
+@pytest.mark.parametrize(
+    "code", ["AccountSendingPausedException", "SendingPausedException", "MailFromDomainNotVerifiedException"]
+)
+def test_an_account_error_holds_the_email_without_spending_an_attempt(api, stack, sender, capsys, code):
+    email_id = enqueue(api)
+    sender.answer_ses(code, "Sending is paused for this account.")
+    before = clock.now()
+
+    assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
+
+    after = clock.now()
+    email = record(stack, email_id)
+    assert email["status"] == "retrying"
+    assert email["attempts"] == 0
+    wait = sender.module.settings.account_error_seconds
+    assert between(email["deadline"], before + timedelta(seconds=wait), after + timedelta(seconds=wait))
+    assert history(email)[-1] == (
+        "retrying",
+        f"held: {code} is an account or configuration error; attempt not counted",
+    )
+    output = capsys.readouterr().out
+    assert emitted_metrics(output)["AccountErrors"] == 1
+    errors = [line for line in sender.log_lines() if line["level"] == "ERROR"]
+    assert len(errors) == 1
+    assert errors[0]["correlation_id"] == email_id
+    assert errors[0]["code"] == code
+
+
+def test_the_last_attempt_ends_in_failed(api, stack, sender):
+    email_id = enqueue(api)
+    sender.answer_ses("TooManyRequestsException", "Maximum sending rate exceeded.", 429)
+    limit = sender.module.settings.max_attempts
+    store = aws_store()
+
+    for attempt in range(1, limit + 1):
+        if attempt > 1:
+            # What the requeue function does when the backoff has passed.
+            now = clock.now()
+            due = store.get(email_id)
+            transition(
+                store,
+                email_id,
+                Guard(statuses={Status.RETRYING}, deadline=due["deadline"]),
+                Change(Status.QUEUED, reason="backoff passed", deadline=clock.after(now, 900)),
+                now,
+            )
+        assert sender.invoke([message(json.dumps({"id": email_id}), f"m{attempt}")]) == {"batchItemFailures": []}
+
+    assert sender.calls == limit
+    email = record(stack, email_id)
+    assert email["status"] == "failed"
+    assert email["attempts"] == limit
+    assert email["last_error"]["code"] == "TooManyRequestsException"
+    assert history(email)[-1] == (
+        "failed",
+        f"failed: TooManyRequestsException at the last attempt ({limit} of {limit})",
+    )
+    assert len(email["history"]) <= 8
+
+
+def test_a_queued_email_with_no_attempts_left_is_failed_unsent(api, stack, sender):
+    email_id = enqueue(api)
+    limit = sender.module.settings.max_attempts
+    boto3.client("dynamodb").update_item(
+        TableName=stack.names["EmailsTable"],
+        Key={"pk": {"S": email_id}, "sk": {"S": "status"}},
+        UpdateExpression="SET attempts = :limit",
+        ExpressionAttributeValues={":limit": {"N": str(limit)}},
+    )
+
+    assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
+
+    assert sender.calls == 0
+    email = record(stack, email_id)
+    assert email["status"] == "failed"
+    assert email["attempts"] == limit
+    assert email["last_error"]["code"] == "AttemptsExhausted"
+    assert history(email) == [("queued", "accepted"), ("failed", "attempts exhausted")]
+    assert "claim_token" not in email
+
+
+def test_an_attachment_gone_from_s3_fails_the_email(api, stack, sender):
+    upload = api.post("/attachments", {"filename": "terms.txt", "size": 5})[1]
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=stack.names["AttachmentsBucket"], Key=upload["s3_key"], Body=b"terms")
+    email_id = enqueue(api, attachments=[{"filename": "terms.txt", "s3_key": upload["s3_key"]}])
+    s3.delete_object(Bucket=stack.names["AttachmentsBucket"], Key=upload["s3_key"])
+
+    assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
+
+    assert sender.calls == 0
+    email = record(stack, email_id)
+    assert email["status"] == "failed"
+    assert email["last_error"]["code"] == "RenderError"
+    assert upload["s3_key"] in email["last_error"]["message"]
+
+
+# --- one bad message does not sink the batch ----------------------------------------------------------------
+
+
+def test_a_poisoned_message_is_the_only_failure_of_its_batch(api, stack, sender):
+    ids = [enqueue(api, to=[f"user{index}@example.org"]) for index in range(3)]
+    messages = receive(stack)
+    poisoned = ids[1]
+    poisoned_message = next(m for m in messages if json.loads(m["Body"])["id"] == poisoned)
+
+    def storage_down(params: dict[str, Any], **_: Any) -> None:
+        if params["Key"]["pk"]["S"] == poisoned:
+            raise ClientError({"Error": {"Code": "InternalServerError", "Message": "storage down"}}, "UpdateItem")
+
+    aws.client("dynamodb").meta.events.register("before-parameter-build.dynamodb.UpdateItem", storage_down)
+    foreign = [message("not json", "m-not-json"), message(json.dumps({"id": "01JP0000000000000000000000"}), "m-gone")]
+
+    answer = sender.invoke([*messages, *foreign])
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": poisoned_message["MessageId"]}]}
+    assert sorted(request["EmailTags"][0]["Value"] for request in sender.requests) == sorted([ids[0], ids[2]])
+    assert record(stack, ids[0])["status"] == "sent"
+    assert record(stack, ids[2])["status"] == "sent"
+    assert record(stack, poisoned)["status"] == "queued"
+
+
+def test_a_content_read_failure_releases_the_claim(api, stack, sender):
+    email_id = enqueue(api, text="x" * 400_000)
+    messages = receive(stack)
+
+    def s3_down(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "slow down"}}, "GetObject")
+
+    aws.client("s3").meta.events.register("before-call.s3.GetObject", s3_down)
+
+    answer = sender.invoke(messages)
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
+    assert sender.calls == 0
+    email = record(stack, email_id)
+    assert email["status"] == "retrying"
+    assert email["last_error"] == {"code": "ClientError", "message": "the content could not be read"}
+    assert "claim_token" not in email
+
+
+def test_foreign_and_unknown_messages_are_acknowledged(stack, sender, capsys):
+    answer = sender.invoke(
+        [
+            message("hello", "m1"),
+            message(json.dumps({"id": 42}), "m2"),
+            message(json.dumps({"id": "../etc"}), "m3"),
+            message(json.dumps({"id": "01JP0000000000000000000000"}), "m4"),
+        ]
+    )
+
+    assert answer == {"batchItemFailures": []}
+    assert sender.calls == 0
+    assert emitted_metrics(capsys.readouterr().out)["IgnoredMessages"] == 4
+
+
+# --- pacing and time -----------------------------------------------------------------------------------------
+
+
+def test_a_batch_is_paced_to_the_invocation_rate(api, stack, sender):
+    for index in range(4):
+        enqueue(api, to=[f"user{index}@example.org"])
+
+    assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
+
+    assert len(outbox()) == 4
+    interval = 1 / invocation_rate(sender.module.settings)
+    # The first send goes at once; each later one waits for its slot.
+    assert sender.waits == [pytest.approx(interval)] * 3
+
+
+def test_no_email_is_claimed_without_time_to_send_it(api, stack, sender):
+    email_id = enqueue(api)
+    messages = receive(stack)
+    sender.context = LambdaContext(timeout_seconds=5)
+
+    answer = sender.invoke(messages)
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
+    assert sender.calls == 0
+    assert record(stack, email_id)["status"] == "queued"
+    with pytest.raises(NoTimeLeft):
+        sender.module.sender.send(email_id, time_left=lambda: 1.0)
+
+
+def test_invocation_rate_keeps_all_invocations_under_the_send_rate():
+    settings = Settings(send_rate=14, sender_concurrency=4)
+
+    assert invocation_rate(settings) * settings.sender_concurrency == 14
+
+
+def test_pacer_spaces_sends():
+    moments = iter([0.0, 0.0, 0.1, 0.1, 5.0])
+    slept: list[float] = []
+    pacer = Pacer(rate=2.0, monotonic=lambda: next(moments), sleep=slept.append)
+
+    pacer.wait()  # at 0.0: goes at once, next slot 0.5
+    assert pacer.delay() == 0.5  # asked at 0.0
+    pacer.wait()  # at 0.1: waits 0.4, next slot 1.0
+    assert pacer.delay() == 0.9  # asked at 0.1
+    pacer.wait()  # at 5.0: the slot passed long ago
+
+    assert slept == [pytest.approx(0.4)]
+
+
+@pytest.mark.parametrize(("attempt", "ceiling"), [(1, 30), (2, 60), (3, 120), (7, 1920), (8, 3600), (20, 3600)])
+def test_backoff_has_full_jitter_under_an_exponential_ceiling(attempt, ceiling):
+    settings = Settings(backoff_base_seconds=30, backoff_max_seconds=3600)
+
+    assert backoff_seconds(attempt, settings, lambda: 0.0) == 0
+    assert backoff_seconds(attempt, settings, lambda: 0.5) == ceiling / 2
+    assert backoff_seconds(attempt, settings, lambda: 0.999999) == pytest.approx(ceiling, rel=1e-5)
