@@ -603,7 +603,7 @@ def test_a_content_read_failure_releases_the_claim(api, stack, sender):
     assert sender.calls == 0
     email = record(stack, email_id)
     assert email["status"] == "retrying"
-    assert email["last_error"] == {"code": "ClientError", "message": "the content could not be read"}
+    assert email["last_error"] == {"code": "ServiceUnavailable", "message": "the content could not be read"}
     assert "claim_token" not in email
 
 

@@ -28,6 +28,11 @@
 A message that is not a mailqueue message, or names no stored email, is acknowledged and
 logged: retrying it cannot help. Any other exception propagates, so that the batch reports only
 that message as failed and SQS delivers it again.
+
+Besides an unknown outcome, one more path can repeat a send: SES accepted the email but the
+``sent`` write failed (DynamoDB unreachable even after its client's retries). The email then stays
+``sending`` until its claim expires; SES's Send event settles it as sent before that, unless the
+event is lost too.
 """
 
 from __future__ import annotations
@@ -179,7 +184,9 @@ class Sender:
         except Exception as error:
             # Reading the content failed (DynamoDB or S3): nothing was sent, so hand the email back
             # as a transient failure rather than leave it claimed until the claim expires.
-            failure = Classified(Outcome.TRANSIENT, type(error).__name__, "the content could not be read")
+            failure = Classified(
+                Outcome.TRANSIENT, _aws_code(error) or type(error).__name__, "the content could not be read"
+            )
             try:
                 self._record(claimed, token, SendResult(failure, 0.0))
             except Exception:
@@ -280,8 +287,7 @@ class Sender:
         try:
             return self.blobs.get_bytes(key)
         except Exception as error:
-            code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code")
-            if code in {"NoSuchKey", "404", "NotFound"}:
+            if _aws_code(error) in {"NoSuchKey", "404", "NotFound"}:
                 raise RenderError(f"the attachment uploaded as {key} is gone") from None
             raise
 
@@ -400,3 +406,10 @@ class Sender:
             default_dimensions=self.metrics.default_dimensions,
         ) as metric:
             metric.add_dimension(name="reason", value=code)
+
+
+def _aws_code(error: BaseException) -> str | None:
+    """The error code of an AWS error response (botocore's ClientError), without importing botocore."""
+    response = getattr(error, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return str(code) if code else None
