@@ -9,12 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.awsrequest import AWSResponse
 from mailqueue import aws, clock
 from mailqueue.queue import SendQueue
 from mailqueue.requeueing import GIVEN_UP_REASON, Reason, Requeuer
 from mailqueue.settings import Settings, get_settings
 from mailqueue.statemachine import Change, Guard, Status, transition
 from mailqueue.store import EmailStore
+from mailqueue_dev.lambda_events import sqs_event
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ses.models import ses_backends
 
 from tests.conftest import ApiClient, an_email, load_handler
 
@@ -444,31 +448,161 @@ def test_a_queued_email_requeued_again_and_again_keeps_a_bounded_history(api):
     assert len(drain()) == 20
 
 
-@pytest.mark.parametrize("status", ["scheduled", "queued", "sending", "retrying"])
-def test_the_summary_log_line_and_metrics_name_the_reason(api, context, capsys, caplog, status):
-    email_id = enqueue(api, send_at=(clock.now() + timedelta(hours=1)).isoformat()) if status == "scheduled" else None
-    if email_id is None:
-        email_id = enqueue(api)
-        if status == "sending":
-            claim(email_id, deadline=ago())
-        elif status == "retrying":
-            back_off(email_id, deadline=ago())
-    set_deadline(email_id, ago())
+def test_the_summary_log_line_and_metrics_name_each_reason(api, context, capsys, caplog):
+    scheduled = enqueue(api, send_at=(clock.now() + timedelta(hours=1)).isoformat())
+    queued, sending, retrying, exhausted = (enqueue(api) for _ in range(4))
+    claim(sending, deadline=ago())
+    back_off(retrying, deadline=ago())
+    claim(exhausted, deadline=ago(), attempts=settings().max_attempts)
+    for email_id in (scheduled, queued):
+        set_deadline(email_id, ago())
     capsys.readouterr()
 
     run_handler(context)
 
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    reason = {
-        "scheduled": Reason.SEND_AT_REACHED,
-        "queued": Reason.PUBLISH_LOST,
-        "sending": Reason.CLAIM_EXPIRED,
-        "retrying": Reason.BACKOFF_PASSED,
-    }[status]
-    requeued = [line for line in lines if "EmailsRequeued" in line]
-    assert [(line["reason"], line["EmailsRequeued"]) for line in requeued] == [(reason.value, [1.0])]
-    assert next(line for line in lines if "EmailsGivenUp" in line)["EmailsGivenUp"] == [0.0]
+    requeued = {line["reason"]: line["EmailsRequeued"] for line in lines if "EmailsRequeued" in line}
+    assert requeued == {reason.value: [1.0] for reason in Reason}
+    assert next(line for line in lines if "EmailsGivenUp" in line)["EmailsGivenUp"] == [1.0]
     (summary,) = [entry for entry in caplog.records if entry.getMessage() == "requeue run finished"]
-    assert summary.requeued[reason.value] == 1
-    assert summary.requeued_total == 1
+    assert summary.requeued == {reason.value: 1 for reason in Reason}
+    assert summary.requeued_total == 4
+    assert summary.given_up == 1
     assert summary.stopped_early is False
+
+
+# --- every single fault ends sent or failed: enqueue -> fault -> requeue -> send ----------------------------
+
+
+class Crash(BaseException):
+    """The sender's process dying mid-send (a timeout, out of memory): nothing after it runs."""
+
+
+def outbox() -> list[Any]:
+    sent: list[Any] = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
+    return sent
+
+
+def deliver(stack: Any, context: Any) -> None:
+    """Hand what waits in both send queues to the sender handler, as the event source mappings would."""
+    sender = load_handler("sender")
+    sqs = aws.client("sqs")
+    for logical_id in ("SendQueue", "HighPrioritySendQueue"):
+        url = stack.names[logical_id]
+        while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+            answer = sender.handler(sqs_event(messages, stack.arns[logical_id]), context)
+            failed = {failure["itemIdentifier"] for failure in answer["batchItemFailures"]}
+            for message in messages:
+                if message["MessageId"] not in failed:
+                    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def requeue_when_due(email_id: str) -> None:
+    """A requeue run just after the email's deadline, however far ahead it is."""
+    due = clock.parse_iso(record(email_id)["deadline"]) + timedelta(seconds=1)
+    requeuer().run(plenty, now=due)
+
+
+def throttle(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+    """SES's answer to a send over the account's rate. Given at before-call, so the call never
+    reaches moto (which would record the email as sent whatever a before-send hook answers)."""
+    code, status = "TooManyRequestsException", 429
+    parsed = {
+        "Error": {"Code": code, "Message": "Maximum sending rate exceeded."},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    url = "https://email.us-east-1.amazonaws.com/v2/email/outbound-emails"
+    return AWSResponse(url, status, {"x-amzn-ErrorType": code}, None), parsed
+
+
+def test_a_lost_publish_ends_sent(api, stack, context):
+    def refuse(**_: Any) -> None:
+        raise ConnectionError("queue unreachable")
+
+    sqs = aws.client("sqs")
+    sqs.meta.events.register("before-call.sqs.SendMessage", refuse)
+    try:
+        email_id = api.post("/emails", an_email())[1]["id"]
+    finally:
+        sqs.meta.events.unregister("before-call.sqs.SendMessage", refuse)
+    deliver(stack, context)
+    assert record(email_id)["status"] == "queued"
+
+    requeue_when_due(email_id)
+    deliver(stack, context)
+
+    assert record(email_id)["status"] == "sent"
+    assert len(outbox()) == 1
+
+
+def test_a_sender_crash_mid_send_ends_sent(api, stack, context):
+    email_id = api.post("/emails", an_email())[1]["id"]
+
+    def crash(**_: Any) -> None:
+        raise Crash
+
+    ses = aws.client("sesv2")
+    ses.meta.events.register_first("before-send.sesv2.SendEmail", crash)
+    try:
+        with pytest.raises(Crash):
+            deliver(stack, context)
+    finally:
+        ses.meta.events.unregister("before-send.sesv2.SendEmail", crash)
+    assert record(email_id)["status"] == "sending"
+
+    requeue_when_due(email_id)
+    assert record(email_id)["status"] == "queued"
+    deliver(stack, context)
+
+    current = record(email_id)
+    assert current["status"] == "sent"
+    assert current["attempts"] == 2
+    assert len(outbox()) == 1
+
+
+def test_an_ses_error_ends_sent(api, stack, context):
+    email_id = api.post("/emails", an_email())[1]["id"]
+    ses = aws.client("sesv2")
+    ses.meta.events.register("before-call.sesv2.SendEmail", throttle)
+    try:
+        deliver(stack, context)
+    finally:
+        ses.meta.events.unregister("before-call.sesv2.SendEmail", throttle)
+    assert record(email_id)["status"] == "retrying"
+
+    requeue_when_due(email_id)
+    deliver(stack, context)
+
+    current = record(email_id)
+    assert current["status"] == "sent"
+    assert [entry["status"] for entry in current["history"]] == [
+        "queued",
+        "sending",
+        "retrying",
+        "queued",
+        "sending",
+        "sent",
+    ]
+    assert len(outbox()) == 1
+
+
+def test_an_ses_error_that_never_passes_ends_failed_after_the_last_attempt(api, stack, context):
+    email_id = api.post("/emails", an_email())[1]["id"]
+    ses = aws.client("sesv2")
+    ses.meta.events.register("before-call.sesv2.SendEmail", throttle)
+    try:
+        deliver(stack, context)
+        for _ in range(settings().max_attempts):
+            if record(email_id)["status"] == "failed":
+                break
+            requeue_when_due(email_id)
+            deliver(stack, context)
+    finally:
+        ses.meta.events.unregister("before-call.sesv2.SendEmail", throttle)
+
+    current = record(email_id)
+    assert current["status"] == "failed"
+    assert current["attempts"] == settings().max_attempts
+    assert current["last_error"]["code"] == "TooManyRequestsException"
+    assert "deadline" not in current
+    assert outbox() == []
