@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -678,3 +679,13 @@ def test_backoff_has_full_jitter_under_an_exponential_ceiling(attempt, ceiling):
     assert backoff_seconds(attempt, settings, lambda: 0.0) == 0
     assert backoff_seconds(attempt, settings, lambda: 0.5) == ceiling / 2
     assert backoff_seconds(attempt, settings, lambda: 0.999999) == pytest.approx(ceiling, rel=1e-5)
+
+
+def test_the_sample_event_is_a_batch_the_handler_takes(stack, sender, capsys):
+    """events/sender/sqs-batch.json (for sam local invoke) names emails this stack does not have."""
+    event = json.loads((Path(__file__).parents[2] / "events" / "sender" / "sqs-batch.json").read_text())
+
+    answer = sender.module.handler(event, sender.context)
+
+    assert answer == {"batchItemFailures": []}
+    assert emitted_metrics(capsys.readouterr().out)["IgnoredMessages"] == len(event["Records"])
