@@ -92,9 +92,10 @@ class NoTimeLeft(Exception):
 
 
 def invocation_rate(settings: Settings) -> float:
-    """Emails per second one invocation may send, so that ``sender_concurrency`` invocations at
-    once (the template's event source maximum concurrency) stay within the account's send rate."""
-    return settings.send_rate / settings.sender_concurrency
+    """Emails per second one invocation may send, so that every invocation that can run at once
+    (``sender_concurrency`` per send queue, the template's event source maximum concurrency, on
+    each of the ``send_queues``) stays within the account's send rate together."""
+    return settings.send_rate / (settings.sender_concurrency * settings.send_queues)
 
 
 def backoff_seconds(attempt: int, settings: Settings, draw: Callable[[], float] = random.random) -> float:

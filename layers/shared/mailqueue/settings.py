@@ -8,6 +8,10 @@ from functools import cache
 from pydantic import BaseModel, Field
 
 
+# Environment variables whose names differ from their field's.
+_ENV_NAMES = {"configuration_set": "SES_CONFIGURATION_SET"}
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip().lower() for part in value.split(",") if part.strip())
 
@@ -29,9 +33,12 @@ class Settings(BaseModel):
 
     max_attempts: int = Field(default=5, ge=1, le=20)
     retention_days: int = Field(default=30, ge=1)
-    # The account's SES send rate (emails per second) and how many sender invocations share it.
+    # The account's SES send rate (emails per second) and how many sender invocations share it:
+    # up to ``sender_concurrency`` per send queue (the event source's MaximumConcurrency), on each
+    # of ``send_queues`` queues (normal and high priority).
     send_rate: float = Field(default=14.0, gt=0)
     sender_concurrency: int = Field(default=2, ge=1)
+    send_queues: int = Field(default=2, ge=1)
 
     # How long a published email may wait in SQS before the requeue function publishes it again.
     queued_grace_seconds: int = Field(default=900, ge=60)
@@ -54,7 +61,7 @@ class Settings(BaseModel):
         env = dict(os.environ) if env is None else env
         values: dict[str, object] = {}
         for name in cls.model_fields:
-            raw = env.get(name.upper())
+            raw = env.get(_ENV_NAMES.get(name, name.upper()))
             if raw is None or raw == "":
                 continue
             values[name] = _csv(raw) if name == "sending_identities" else raw
