@@ -4,9 +4,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml layers/shared/requirements.txt | cksum | cut -d' ' -f1)
+# The SAM CLI and checkov pin versions of boto3, cfn-lint and others that clash with the project's:
+# each gets a virtualenv of its own under .venv-tools (git-ignored).
+TOOLS := .venv-tools
+SAM_VERSION := 1.170.0
+CHECKOV_VERSION := 3.3.30
+SAM_STAMP := $(TOOLS)/sam/.installed-$(SAM_VERSION)
+CHECKOV_STAMP := $(TOOLS)/checkov/.installed-$(CHECKOV_VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint format typecheck unit integration e2e validate build deploy clean
+.PHONY: help install tools dev test lint format typecheck unit integration e2e validate build deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,7 +28,7 @@ install: $(STAMP) ## Create .venv and install mailqueue with its dev tools
 dev: $(STAMP) ## Run the whole queue locally: emulator, API, sender, requeue, outbox
 	$(BIN)/python -m mailqueue_dev.local
 
-test: $(STAMP) lint typecheck ## Lint, type-check and run every test
+test: $(STAMP) lint typecheck validate ## Lint, type-check, check the template and run every test
 	$(BIN)/pytest -q
 
 lint: $(STAMP) ## ruff lint and format check
@@ -44,6 +51,28 @@ integration: $(STAMP) ## Integration tests (boto3 against moto in server mode)
 e2e: $(STAMP) ## End-to-end tests through the local stack's HTTP API
 	$(BIN)/pytest -q tests/e2e
 
+$(SAM_STAMP):
+	@rm -rf $(TOOLS)/sam && $(PYTHON) -m venv $(TOOLS)/sam
+	$(TOOLS)/sam/bin/python -m pip install --quiet --disable-pip-version-check aws-sam-cli==$(SAM_VERSION)
+	@touch $@
+
+$(CHECKOV_STAMP):
+	@rm -rf $(TOOLS)/checkov && $(PYTHON) -m venv $(TOOLS)/checkov
+	$(TOOLS)/checkov/bin/python -m pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+	@touch $@
+
+tools: $(SAM_STAMP) $(CHECKOV_STAMP) ## Install the SAM CLI and checkov, each in its own virtualenv
+
+validate: $(STAMP) tools ## Check template.yaml: cfn-lint (serverless rules), checkov, sam validate, sam build
+	scripts/check-template.sh
+
+build: $(SAM_STAMP) ## sam build: the functions and the arm64 layer, into .aws-sam/build (needs Python 3.13)
+	@scripts/sam.sh --find-python >/dev/null || { echo "sam build needs a Python 3.13 interpreter (python3.13 on PATH or in pyenv)." >&2; exit 1; }
+	scripts/sam.sh build
+
+deploy: build ## sam deploy with samconfig.toml; the first time: make deploy GUIDED=1
+	scripts/sam.sh deploy $(if $(GUIDED),--guided,)
+
 clean: ## Remove the virtualenv, caches, build output and the local outbox
-	rm -rf $(VENV) .aws-sam .mailqueue .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(TOOLS) .aws-sam .mailqueue .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

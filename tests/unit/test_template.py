@@ -1,0 +1,573 @@
+"""template.yaml is what a team deploys: these tests hold it to what the code needs and no more.
+
+They read the template as the local stack does (short-form tags as their long forms), so they run
+without the SAM CLI. The checks that need the tools (cfn-lint with the serverless rules, checkov,
+``sam validate --lint``, ``sam build``) run in ``make validate`` (scripts/check-template.sh), before
+pytest in ``make test``; the last test here inspects what ``sam build`` made.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mailqueue import settings as settings_module
+from mailqueue.settings import Settings
+from mailqueue.store import DEADLINE_INDEX, STATUS_INDEX
+from mailqueue_dev.template import TEMPLATE, Stack, load_template
+
+ROOT = TEMPLATE.parent
+DOC = load_template()
+RESOURCES: dict[str, dict[str, Any]] = DOC["Resources"]
+FUNCTIONS = {logical_id: r for logical_id, r in RESOURCES.items() if r["Type"] == "AWS::Serverless::Function"}
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def of_type(kind: str) -> dict[str, dict[str, Any]]:
+    return {logical_id: r for logical_id, r in RESOURCES.items() if r["Type"] == kind}
+
+
+def ref(value: Any) -> str | None:
+    """The logical id a Ref or GetAtt points at."""
+    if isinstance(value, dict):
+        if "Ref" in value:
+            return str(value["Ref"])
+        if "Fn::GetAtt" in value:
+            return str(value["Fn::GetAtt"][0])
+    return None
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def statements(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A policy's statements, both branches of each conditional one."""
+    for statement in as_list(document["Statement"]):
+        if "Fn::If" in statement:
+            _, *branches = statement["Fn::If"]
+            yield from (branch for branch in branches if branch != NO_VALUE)
+        else:
+            yield statement
+
+
+def role_of(function_id: str) -> str:
+    role = ref(FUNCTIONS[function_id]["Properties"]["Role"])
+    assert role is not None
+    return role
+
+
+def role_statements(function_id: str) -> list[dict[str, Any]]:
+    """Every statement that applies to a function's role: its inline policies and RolePolicies naming it."""
+    role_id = role_of(function_id)
+    found = [
+        statement
+        for policy in RESOURCES[role_id]["Properties"].get("Policies", [])
+        for statement in statements(policy["PolicyDocument"])
+    ]
+    for policy in of_type("AWS::IAM::RolePolicy").values():
+        if ref(policy["Properties"]["RoleName"]) == role_id:
+            found.extend(statements(policy["Properties"]["PolicyDocument"]))
+    return found
+
+
+def evaluate(value: Any, parameters: dict[str, Any]) -> Any:
+    """Ref to a parameter, Fn::Join and Fn::Split, as CloudFormation computes them."""
+    if isinstance(value, dict):
+        if "Ref" in value:
+            return parameters[value["Ref"]]
+        if "Fn::Join" in value:
+            separator, parts = value["Fn::Join"]
+            resolved = evaluate(parts, parameters)
+            return separator.join(str(part) for part in as_list(resolved))
+        if "Fn::Split" in value:
+            separator, source = value["Fn::Split"]
+            return str(evaluate(source, parameters)).split(separator)
+        raise AssertionError(f"unexpected intrinsic {value}")
+    if isinstance(value, list):
+        flat: list[Any] = []
+        for item in value:
+            flat.extend(as_list(evaluate(item, parameters)))
+        return flat
+    return value
+
+
+# --- what the code names --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("logical_id", "kind"),
+    [
+        ("EmailsTable", "AWS::DynamoDB::Table"),
+        ("IdempotencyTable", "AWS::DynamoDB::Table"),
+        ("SendQueue", "AWS::SQS::Queue"),
+        ("HighPrioritySendQueue", "AWS::SQS::Queue"),
+        ("SendDeadLetterQueue", "AWS::SQS::Queue"),
+        ("HighPriorityDeadLetterQueue", "AWS::SQS::Queue"),
+        ("AttachmentsBucket", "AWS::S3::Bucket"),
+        ("SharedLayer", "AWS::Serverless::LayerVersion"),
+        ("HttpApi", "AWS::Serverless::HttpApi"),
+        ("ApiFunction", "AWS::Serverless::Function"),
+        ("SenderFunction", "AWS::Serverless::Function"),
+        ("RequeueFunction", "AWS::Serverless::Function"),
+    ],
+)
+def test_the_resources_the_code_names_are_defined(logical_id: str, kind: str) -> None:
+    assert RESOURCES[logical_id]["Type"] == kind
+
+
+@pytest.mark.parametrize(
+    ("function_id", "handler"),
+    [("ApiFunction", "api.handler"), ("SenderFunction", "sender.handler"), ("RequeueFunction", "requeue.handler")],
+)
+def test_each_handler_is_a_module_of_its_code_folder(function_id: str, handler: str) -> None:
+    properties = FUNCTIONS[function_id]["Properties"]
+    assert properties["Handler"] == handler
+    module, attribute = handler.split(".")
+    source = (ROOT / properties["CodeUri"] / f"{module}.py").read_text()
+    assert f"def {attribute}(" in source
+
+
+def test_the_functions_run_python_3_13_on_arm64_with_tracing_and_the_shared_layer() -> None:
+    defaults = DOC["Globals"]["Function"]
+    assert defaults["Runtime"] == "python3.13"
+    assert defaults["Architectures"] == ["arm64"]
+    assert defaults["Tracing"] == "Active"
+    assert defaults["Layers"] == [{"Ref": "SharedLayer"}]
+    assert {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"} <= set(
+        defaults["Environment"]["Variables"]
+    )
+    layer = RESOURCES["SharedLayer"]
+    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+
+
+REQUIRED_ENVIRONMENT = {
+    "ApiFunction": {"IDEMPOTENCY_TABLE_NAME"},
+    "SenderFunction": {"SES_CONFIGURATION_SET", "SEND_RATE", "SENDER_CONCURRENCY"},
+    "RequeueFunction": set(),
+}
+EVERY_FUNCTION_ENVIRONMENT = {
+    "TABLE_NAME",
+    "SEND_QUEUE_URL",
+    "HIGH_PRIORITY_QUEUE_URL",
+    "ATTACHMENTS_BUCKET",
+    "SENDING_IDENTITIES",
+    "MAX_ATTEMPTS",
+    "RETENTION_DAYS",
+}
+
+
+@pytest.mark.parametrize("function_id", sorted(REQUIRED_ENVIRONMENT))
+def test_each_function_environment_resolves_to_valid_settings(stack: Stack, function_id: str) -> None:
+    # Given the stack built from the template, as the local stack and the tests build it
+    environment = stack.function_environment(function_id)
+
+    # Then the function gets what its code reads, and nothing the settings do not know
+    renamed: dict[str, str] = getattr(settings_module, "_ENV_NAMES", {})
+    settings_names = {renamed.get(name, name.upper()) for name in Settings.model_fields}
+    names = set(environment)
+    assert EVERY_FUNCTION_ENVIRONMENT | REQUIRED_ENVIRONMENT[function_id] <= names
+    assert {name for name in names if not name.startswith("POWERTOOLS_")} <= settings_names
+    # every value resolved (no intrinsic left over), and the settings accept them
+    assert not [value for value in environment.values() if "Fn::" in value or "{'Ref'" in value]
+    settings = Settings.from_env(environment)
+    assert settings.table_name == stack.names["EmailsTable"]
+    assert settings.sending_identities == ("example.com",)
+    assert settings.queue_url("high") == stack.names["HighPrioritySendQueue"]
+
+
+def test_the_table_keys_indexes_and_ttl_are_those_the_store_uses() -> None:
+    table = RESOURCES["EmailsTable"]["Properties"]
+    attribute_types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
+    keys = {index["IndexName"]: index["KeySchema"] for index in table["GlobalSecondaryIndexes"]}
+
+    assert table["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    assert keys[DEADLINE_INDEX] == [
+        {"AttributeName": "shard", "KeyType": "HASH"},
+        {"AttributeName": "deadline", "KeyType": "RANGE"},
+    ]
+    assert keys[STATUS_INDEX] == [
+        {"AttributeName": "status_shard", "KeyType": "HASH"},
+        {"AttributeName": "pk", "KeyType": "RANGE"},
+    ]
+    assert attribute_types == {"pk": "S", "sk": "S", "shard": "N", "deadline": "S", "status_shard": "S"}
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert table["SSESpecification"] == {"SSEEnabled": True}
+
+
+# --- queues and the sender's event sources --------------------------------------------------------------
+
+
+def test_each_send_queue_redrives_to_a_dead_letter_queue_of_its_own() -> None:
+    sources = [event["Properties"] for event in FUNCTIONS["SenderFunction"]["Properties"]["Events"].values()]
+    queues = [ref(source["Queue"]) for source in sources]
+    assert sorted(q for q in queues if q) == ["HighPrioritySendQueue", "SendQueue"]
+
+    dead_letter_queues = set()
+    for queue_id in ("SendQueue", "HighPrioritySendQueue"):
+        redrive = RESOURCES[queue_id]["Properties"]["RedrivePolicy"]
+        dead_letter_queues.add(ref(redrive["deadLetterTargetArn"]))
+        assert 1 < redrive["maxReceiveCount"] <= 10
+    assert dead_letter_queues == {"SendDeadLetterQueue", "HighPriorityDeadLetterQueue"}
+    # no function-level DeadLetterQueue: it applies to asynchronous invocations, not to an SQS trigger
+    assert not [f for f in FUNCTIONS.values() if "DeadLetterQueue" in f["Properties"]]
+
+
+def test_a_message_stays_invisible_for_six_times_the_sender_timeout() -> None:
+    timeout = FUNCTIONS["SenderFunction"]["Properties"].get("Timeout", DOC["Globals"]["Function"]["Timeout"])
+    for queue_id in ("SendQueue", "HighPrioritySendQueue"):
+        assert RESOURCES[queue_id]["Properties"]["VisibilityTimeout"] >= 6 * timeout
+    # a claim outlives the invocation that took it, so only a dead sender's claim expires
+    assert Settings().claim_seconds > timeout
+
+
+def test_the_sender_reports_partial_batch_failures_within_its_concurrency() -> None:
+    minimum = DOC["Parameters"]["SenderMaxConcurrency"]["MinValue"]
+    assert minimum >= 2  # AWS's minimum MaximumConcurrency for an SQS event source
+    for event in FUNCTIONS["SenderFunction"]["Properties"]["Events"].values():
+        assert event["Type"] == "SQS"
+        source = event["Properties"]
+        assert source["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert source["BatchSize"] <= 10
+        assert source["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "SenderMaxConcurrency"}}
+
+
+def test_queues_and_tables_are_encrypted_and_the_bucket_is_private_tls_only_and_expiring() -> None:
+    for queue in of_type("AWS::SQS::Queue").values():
+        assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    for table in of_type("AWS::DynamoDB::Table").values():
+        assert table["Properties"]["SSESpecification"] == {"SSEEnabled": True}
+
+    bucket = RESOURCES["AttachmentsBucket"]["Properties"]
+    assert set(bucket["PublicAccessBlockConfiguration"].values()) == {True}
+    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    expiring = {rule.get("Prefix") for rule in bucket["LifecycleConfiguration"]["Rules"] if "ExpirationInDays" in rule}
+    assert expiring == {"uploads/", "content/"}
+    policy = RESOURCES["AttachmentsBucketPolicy"]["Properties"]["PolicyDocument"]
+    assert {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }.items() <= next(statements(policy)).items()
+
+
+# --- least privilege ------------------------------------------------------------------------------------
+
+XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+ALLOWED_ACTIONS = {
+    "ApiFunction": {
+        "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:PutItem",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:Query",
+        "sqs:SendMessage",
+        "s3:PutObject",
+        "s3:GetObject",
+        "s3:ListBucket",
+    },
+    "SenderFunction": {
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "s3:GetObject",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "ses:SendEmail",
+        "ses:SendRawEmail",
+    },
+    "RequeueFunction": {"dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "sqs:SendMessage"},
+}
+
+
+def test_every_function_has_a_role_of_its_own_without_managed_policies() -> None:
+    assert set(FUNCTIONS) == set(ALLOWED_ACTIONS), "a new function needs its entry in ALLOWED_ACTIONS"
+    roles = [role_of(function_id) for function_id in FUNCTIONS]
+    assert len(set(roles)) == len(roles)
+    for function_id, function in FUNCTIONS.items():
+        # SAM adds managed policies with "*" resources (SQS polling, basic execution) to the roles it makes
+        assert "Policies" not in function["Properties"], function_id
+        role = RESOURCES[role_of(function_id)]["Properties"]
+        assert "ManagedPolicyArns" not in role
+        trust = next(statements(role["AssumeRolePolicyDocument"]))
+        assert trust["Principal"] == {"Service": "lambda.amazonaws.com"}
+
+
+@pytest.mark.parametrize("function_id", sorted(ALLOWED_ACTIONS))
+def test_each_role_allows_exactly_the_actions_its_code_uses(function_id: str) -> None:
+    actions = {action for statement in role_statements(function_id) for action in as_list(statement["Action"])}
+    assert actions == ALLOWED_ACTIONS[function_id] | XRAY | LOGS
+
+
+@pytest.mark.parametrize("function_id", sorted(ALLOWED_ACTIONS))
+def test_no_statement_uses_a_wildcard_action_or_an_open_resource(function_id: str) -> None:
+    for statement in role_statements(function_id):
+        assert statement["Effect"] == "Allow"
+        actions = set(as_list(statement["Action"]))
+        assert not [action for action in actions if "*" in action]
+        if statement["Resource"] == "*":
+            assert actions <= XRAY  # X-Ray's write actions take no resource
+        else:
+            assert all(isinstance(resource, dict) for resource in as_list(statement["Resource"])), statement
+
+
+def test_data_access_is_scoped_to_the_stack_resources() -> None:
+    def resources(function_id: str, action: str) -> list[Any]:
+        return [
+            resource
+            for statement in role_statements(function_id)
+            if action in as_list(statement["Action"])
+            for resource in as_list(statement["Resource"])
+        ]
+
+    assert resources("RequeueFunction", "dynamodb:Query") == [{"Fn::Sub": "${EmailsTable.Arn}/index/by-deadline"}]
+    assert {ref(r) for r in resources("SenderFunction", "dynamodb:UpdateItem")} == {"EmailsTable"}
+    assert {ref(r) for r in resources("SenderFunction", "sqs:ReceiveMessage")} == {"SendQueue", "HighPrioritySendQueue"}
+    assert {ref(r) for r in resources("ApiFunction", "sqs:SendMessage")} == {"SendQueue", "HighPrioritySendQueue"}
+    assert {ref(r) for r in resources("ApiFunction", "dynamodb:PutItem")} == {"EmailsTable", "IdempotencyTable"}
+    assert resources("SenderFunction", "s3:GetObject") == [
+        {"Fn::Sub": "${AttachmentsBucket.Arn}/content/*"},
+        {"Fn::Sub": "${AttachmentsBucket.Arn}/uploads/*"},
+    ]
+
+
+def test_ses_sends_only_from_the_configured_identities_and_configuration_set() -> None:
+    ses = [s for s in role_statements("SenderFunction") if "ses:SendEmail" in as_list(s["Action"])]
+    identities, configuration_set = ses
+    parameters = {"SendingIdentities": ["example.com", "app@example.org"]}
+
+    assert evaluate(identities["Resource"], parameters) == [
+        "arn:*:ses:*:*:identity/example.com",
+        "arn:*:ses:*:*:identity/app@example.org",
+    ]
+    assert identities["Condition"] == {"StringEquals": {"aws:RequestedRegion": {"Ref": "AWS::Region"}}}
+    arn = "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:configuration-set/${ConfigurationSetName}"
+    assert configuration_set["Resource"] == {"Fn::Sub": arn}
+    # that statement exists only when a configuration set is configured
+    policy = RESOURCES["SenderRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    conditional = [s["Fn::If"] for s in policy["Statement"] if "Fn::If" in s]
+    assert conditional == [["HasConfigurationSet", configuration_set, NO_VALUE]]
+
+
+@pytest.mark.parametrize("function_id", sorted(FUNCTIONS))
+def test_each_function_logs_to_a_group_with_retention_and_may_write_only_there(function_id: str) -> None:
+    groups = [
+        logical_id
+        for logical_id, group in of_type("AWS::Logs::LogGroup").items()
+        if group["Properties"].get("LogGroupName") == {"Fn::Sub": f"/aws/lambda/${{{function_id}}}"}
+    ]
+    assert len(groups) == 1, f"{function_id} needs a log group named after it"
+    assert RESOURCES[groups[0]]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    logs = [s for s in role_statements(function_id) if set(as_list(s["Action"])) == LOGS]
+    assert [s["Resource"] for s in logs] == [{"Fn::GetAtt": [groups[0], "Arn"]}]
+
+
+# --- the API --------------------------------------------------------------------------------------------
+
+
+def test_every_route_requires_iam_or_the_jwt_authorizer() -> None:
+    api = RESOURCES["HttpApi"]["Properties"]
+    body = api["DefinitionBody"]
+    methods = [method for path in body["paths"].values() for method in path.values()]
+    assert methods
+    for method in methods:
+        assert method["security"] == {"Fn::If": ["UseJwtAuthorizer", [{"JwtAuthorizer": []}], [{"AWS_IAM": []}]]}
+    condition, jwt, iam = body["components"]["securitySchemes"]["Fn::If"]
+    assert condition == "UseJwtAuthorizer"
+    assert iam["AWS_IAM"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+    assert jwt["JwtAuthorizer"]["x-amazon-apigateway-authorizer"]["type"] == "jwt"
+    # IAM unless an issuer is given
+    assert DOC["Parameters"]["JwtIssuer"]["Default"] == ""
+    assert DOC["Conditions"]["UseJwtAuthorizer"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "JwtIssuer"}, ""]}]}
+    # the function's route is one the definition authorizes
+    for event in FUNCTIONS["ApiFunction"]["Properties"]["Events"].values():
+        assert event["Type"] == "HttpApi"
+        assert event["Properties"]["Path"] in body["paths"]
+        assert event["Properties"]["Method"] == "ANY"
+
+
+def test_the_api_is_throttled_and_writes_json_access_logs_with_retention() -> None:
+    api = RESOURCES["HttpApi"]["Properties"]
+    assert {"ThrottlingRateLimit", "ThrottlingBurstLimit"} <= set(api["DefaultRouteSettings"])
+    logs = api["AccessLogSettings"]
+    group = RESOURCES[ref(logs["DestinationArn"]) or ""]
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    fields = json.loads(re.sub(r"\$context\.[a-zA-Z.]+", "x", logs["Format"]))
+    assert {"requestId", "status", "caller", "routeKey"} <= set(fields)
+
+
+# --- alarms, dashboard, outputs -------------------------------------------------------------------------
+
+
+def alarm_metrics(alarm: dict[str, Any]) -> list[tuple[str, str]]:
+    properties = alarm["Properties"]
+    if "MetricName" in properties:
+        return [(properties["Namespace"], properties["MetricName"])]
+    return [
+        (query["MetricStat"]["Metric"]["Namespace"], query["MetricStat"]["Metric"]["MetricName"])
+        for query in properties["Metrics"]
+        if "MetricStat" in query
+    ]
+
+
+def test_alarms_watch_dead_letters_sender_errors_and_failed_emails() -> None:
+    alarms = of_type("AWS::CloudWatch::Alarm")
+    watched_queues = {
+        ref(dimension["Value"])
+        for alarm in alarms.values()
+        if alarm["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
+        for dimension in alarm["Properties"]["Dimensions"]
+    }
+    assert {"SendDeadLetterQueue", "HighPriorityDeadLetterQueue"} <= watched_queues
+
+    metrics = {metric for alarm in alarms.values() for metric in alarm_metrics(alarm)}
+    assert {("mailqueue", "EmailsFailed"), ("AWS/Lambda", "Errors"), ("mailqueue", "SenderErrorLogs")} <= metrics
+    failed = alarms["FailedEmailsAlarm"]["Properties"]
+    # Powertools Metrics adds the service dimension to every metric it emits
+    assert failed["Dimensions"] == [{"Name": "service", "Value": "mailqueue"}]
+
+
+def test_every_alarm_notifies_the_optional_email_topic() -> None:
+    topic = RESOURCES["AlarmTopic"]
+    assert topic["Condition"] == "HasAlarmEmail"
+    assert topic["Properties"]["Subscription"] == [{"Protocol": "email", "Endpoint": {"Ref": "AlarmEmail"}}]
+    notify = {"Fn::If": ["HasAlarmEmail", [{"Ref": "AlarmTopic"}], NO_VALUE]}
+    for logical_id, alarm in of_type("AWS::CloudWatch::Alarm").items():
+        assert alarm["Properties"]["AlarmActions"] == notify, logical_id
+        assert alarm["Properties"]["OKActions"] == notify, logical_id
+        assert alarm["Properties"]["AlarmDescription"], logical_id
+
+
+def dashboard_metric_names() -> set[str]:
+    template, _ = RESOURCES["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    body = json.loads(re.sub(r"\$\{[^}]+\}", "x", template))
+    names: set[str] = set()
+    for widget in body["widgets"]:
+        for line in widget["properties"].get("metrics", []):
+            if line[0] == "mailqueue":
+                names.add(line[1])
+            for item in line:
+                if isinstance(item, dict) and "expression" in item:
+                    names.update(re.findall(r'MetricName="(\w+)"', item["expression"]))
+    return names
+
+
+def test_the_alarms_and_dashboard_watch_metrics_the_code_emits() -> None:
+    # Given the metrics in the mailqueue namespace that the template reads
+    from_logs = {
+        transformation["MetricName"]
+        for metric_filter in of_type("AWS::Logs::MetricFilter").values()
+        for transformation in metric_filter["Properties"]["MetricTransformations"]
+    }
+    read = dashboard_metric_names() | {
+        name
+        for alarm in of_type("AWS::CloudWatch::Alarm").values()
+        for namespace, name in alarm_metrics(alarm)
+        if namespace == "mailqueue"
+    }
+    assert {"EmailsSent", "EmailsFailed", "SesLatency"} <= read
+
+    # Then each one is emitted by name somewhere in the functions or the domain package
+    sources = [*ROOT.glob("functions/*/*.py"), *ROOT.glob("layers/shared/mailqueue/*.py")]
+    code = "\n".join(path.read_text() for path in sources)
+    missing = sorted(name for name in read - from_logs if f'"{name}"' not in code)
+    assert not missing, f"the template reads metrics no code emits: {missing}"
+
+
+def test_every_checkov_skip_gives_its_reason() -> None:
+    skips = [
+        (logical_id, skip)
+        for logical_id, resource in RESOURCES.items()
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    ]
+    assert skips
+    for logical_id, skip in skips:
+        assert re.fullmatch(r"CKV_AWS_\d+", skip["id"]), (logical_id, skip)
+        assert len(skip["comment"].split()) >= 8, (logical_id, skip)
+
+
+def test_the_outputs_name_what_operators_and_the_cli_need() -> None:
+    outputs = DOC["Outputs"]
+    assert {
+        "ApiUrl",
+        "EmailsTableName",
+        "SendQueueUrl",
+        "HighPrioritySendQueueUrl",
+        "SendDeadLetterQueueUrl",
+        "HighPriorityDeadLetterQueueUrl",
+        "DashboardUrl",
+    } <= set(outputs)
+    assert "${Dashboard}" in outputs["DashboardUrl"]["Value"]["Fn::Sub"]
+
+
+# --- the built layer ------------------------------------------------------------------------------------
+
+BUILD = ROOT / ".aws-sam" / "build"
+BUILT_LAYER = BUILD / "SharedLayer" / "python"
+LAYER_SOURCE = ROOT / "layers" / "shared"
+AARCH64 = 183  # ELF e_machine of AArch64
+
+
+def _build_is_fresh() -> bool:
+    if not (BUILD / "template.yaml").is_file() or not BUILT_LAYER.is_dir():
+        return False
+    built_at = (BUILD / "template.yaml").stat().st_mtime
+    sources = [TEMPLATE, *(p for p in LAYER_SOURCE.rglob("*") if p.is_file() and "__pycache__" not in p.parts)]
+    return all(path.stat().st_mtime <= built_at for path in sources)
+
+
+def elf_machine(path: Path) -> int:
+    with path.open("rb") as handle:
+        header = handle.read(20)
+    assert header[:4] == b"\x7fELF", path
+    assert header[4] == 2, f"{path} is not a 64-bit ELF"
+    return int.from_bytes(header[18:20], "little")
+
+
+@pytest.mark.skipif(
+    not _build_is_fresh(),
+    reason="no sam build of the current source: `make build` (needs Python 3.13; `make test` runs it)",
+)
+def test_the_built_layer_holds_the_domain_package_and_arm64_dependencies() -> None:
+    # The domain package, every module of it
+    modules = {p.relative_to(LAYER_SOURCE) for p in (LAYER_SOURCE / "mailqueue").rglob("*.py")}
+    built = {p.relative_to(BUILT_LAYER) for p in (BUILT_LAYER / "mailqueue").rglob("*.py")}
+    assert modules
+    assert modules <= built
+
+    # Every pinned requirement, at its pinned version
+    installed = {p.name.lower() for p in BUILT_LAYER.glob("*.dist-info")}
+    for line in (LAYER_SOURCE / "requirements.txt").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, version = re.sub(r"\[.*\]", "", line).split("==")
+        assert f"{name.strip().replace('-', '_').lower()}-{version.strip()}.dist-info" in installed, line
+
+    # Compiled extensions built for Lambda's arm64 and Python 3.13: pip fetched aarch64 wheels
+    extensions = list(BUILT_LAYER.rglob("*.so"))
+    assert any(p.name.startswith("_pydantic_core") for p in extensions)
+    for extension in extensions:
+        assert elf_machine(extension) == AARCH64, extension
+        assert "x86_64" not in extension.name
+        assert "cpython-313" in extension.name or "abi3" in extension.name or ".cpython-" not in extension.name
+    wheel = next(BUILT_LAYER.glob("pydantic_core-*.dist-info")) / "WHEEL"
+    tags = [line.split(": ", 1)[1] for line in wheel.read_text().splitlines() if line.startswith("Tag: ")]
+    assert tags and all(tag.startswith("cp313-cp313-manylinux") and tag.endswith("aarch64") for tag in tags)
+
+    # Nothing of the dev tooling ships to Lambda
+    for name in ("mailqueue_dev", "moto", "pytest", "hypothesis"):
+        assert not (BUILT_LAYER / name).exists(), name
