@@ -571,3 +571,9 @@ def test_the_built_layer_holds_the_domain_package_and_arm64_dependencies() -> No
     # Nothing of the dev tooling ships to Lambda
     for name in ("mailqueue_dev", "moto", "pytest", "hypothesis"):
         assert not (BUILT_LAYER / name).exists(), name
+
+
+def test_the_deploy_guide_covers_every_parameter_alarm_and_output() -> None:
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    named = [*DOC["Parameters"], *of_type("AWS::CloudWatch::Alarm"), *DOC["Outputs"]]
+    assert not [name for name in named if f"`{name}`" not in guide]
