@@ -58,8 +58,10 @@ LOCAL_RETRY_VISIBILITY_SECONDS = 1
 LOCAL_ENVIRONMENT = {
     # No X-Ray daemon here.
     "POWERTOOLS_TRACE_DISABLED": "1",
-    # One sender invocation runs at a time (see LocalStack.invoke), so it may use the whole send rate.
+    # One sender invocation runs at a time, whatever queue fed it (see LocalStack.invoke), so it may use
+    # the whole send rate; on Lambda it is shared by MaximumConcurrency invocations on each send queue.
     "SENDER_CONCURRENCY": "1",
+    "SEND_QUEUES": "1",
 }
 
 
@@ -491,6 +493,10 @@ class LocalStack:
         for schedule in self.schedules:
             lines.append(f"schedule   {schedule.function.logical_id} every {schedule.every:g}s")
         lines.append(f"identities {', '.join(self.identities)}")
+        if self.environment:
+            lines.append(
+                "settings   " + " ".join(f"{name}={value}" for name, value in sorted(self.environment.items()))
+            )
         if self.metrics_file is not None:
             lines.append(f"metrics    {_relative(self.metrics_file)}")
         lines += [f"missing    {f.logical_id}: {f.missing}" for f in self.functions.values() if f.missing]
@@ -623,6 +629,27 @@ def _env_float(name: str, default: float) -> float:
     return float(raw) if raw.strip() else default
 
 
+# Settings that name resources come from what the local stack built; the others may be tuned from the shell.
+_BUILT_SETTINGS = frozenset(
+    {
+        "table_name",
+        "idempotency_table_name",
+        "send_queue_url",
+        "high_priority_queue_url",
+        "attachments_bucket",
+        "sending_identities",  # MAILQUEUE_IDENTITIES: they are verified in the emulator too
+    }
+)
+
+
+def tuned_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """Settings given in the shell (``BACKOFF_BASE_SECONDS=2 make dev``): they win over the template's values."""
+    from mailqueue.settings import Settings  # noqa: PLC0415
+
+    names = [name.upper() for name in Settings.model_fields if name not in _BUILT_SETTINGS]
+    return {name: env[name] for name in names if env.get(name)}
+
+
 def from_environment() -> LocalStack:
     identities = tuple(
         part.strip() for part in os.environ.get("MAILQUEUE_IDENTITIES", "example.com").split(",") if part.strip()
@@ -634,6 +661,7 @@ def from_environment() -> LocalStack:
         requeue_seconds=_env_float("MAILQUEUE_REQUEUE_SECONDS", DEFAULT_REQUEUE_SECONDS),
         identities=identities,
         parameters={"LogLevel": os.environ.get("MAILQUEUE_LOG_LEVEL", "WARNING").upper()},
+        environment=tuned_settings(os.environ),
         metrics_file=Path(".mailqueue") / "metrics.log",
     )
 
