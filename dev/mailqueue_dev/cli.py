@@ -2,7 +2,7 @@
 
 It talks to the API: the local stack by default (``make dev``), or a deployed stack with ``--url`` or
 ``--stack NAME``; requests to a deployed stack are signed with SigV4 from the standard AWS credential
-chain (the API uses IAM authorization).
+chain (the API uses IAM authorization), or carry ``--token`` when the stack accepts JWTs instead.
 
 Exit codes, for scripts: 0 done; 1 the API refused the request (4xx) or an email was rejected;
 2 usage error; 3 the API could not be reached or failed (5xx).
@@ -125,10 +125,17 @@ def is_local(url: str) -> bool:
 
 
 class Api:
-    def __init__(self, url: str, transport: Transport | None = None, signer: SigV4Signer | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        transport: Transport | None = None,
+        signer: SigV4Signer | None = None,
+        token: str | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self._transport = transport or requests_transport()
         self._signer = signer
+        self._token = token
 
     def call(
         self,
@@ -146,7 +153,9 @@ class Api:
         if body is not None:
             payload = json.dumps(body).encode()
             sent["content-type"] = "application/json"
-        if self._signer is not None:
+        if self._token:
+            sent["authorization"] = f"Bearer {self._token}"
+        elif self._signer is not None:
             sent = self._signer.headers(method, url, sent, payload)
         status, raw = self._transport(method, url, sent, payload)
         try:
@@ -521,6 +530,12 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     )
     parser.add_argument("--stack", default=default, metavar="NAME", help="read the URL from this stack's outputs")
     parser.add_argument(
+        "--token",
+        default=default,
+        metavar="JWT",
+        help="for a stack deployed with JwtIssuer: send this bearer token instead of signing (or $MAILQUEUE_TOKEN)",
+    )
+    parser.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS if suppress else False, help="machine output"
     )
 
@@ -590,7 +605,9 @@ def api_for(args: argparse.Namespace, transport: Transport | None = None) -> Api
     url = stack_url(args.stack) if args.stack else (args.url or os.environ.get("MAILQUEUE_URL") or DEFAULT_URL)
     if urlsplit(url).scheme not in {"http", "https"}:
         raise Failure(EXIT_USAGE, f"{url} is not an http(s) URL")
-    return Api(url, transport=transport, signer=None if is_local(url) else SigV4Signer())
+    token = args.token or os.environ.get("MAILQUEUE_TOKEN")
+    signer = None if token or is_local(url) else SigV4Signer()
+    return Api(url, transport=transport, signer=signer, token=token)
 
 
 def main(

@@ -83,6 +83,7 @@ def fake() -> FakeApi:
 @pytest.fixture(autouse=True)
 def _no_env_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MAILQUEUE_URL", raising=False)
+    monkeypatch.delenv("MAILQUEUE_TOKEN", raising=False)
     monkeypatch.delenv("MAILQUEUE_OUTBOX", raising=False)
 
 
@@ -523,6 +524,18 @@ def test_requests_to_a_deployed_api_are_signed_for_execute_api(fake: FakeApi) ->
     assert headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=")
     assert "/eu-west-1/execute-api/aws4_request" in headers["authorization"]
     assert "x-amz-date" in headers
+
+
+def test_a_jwt_stack_gets_the_bearer_token_instead_of_a_signature(fake: FakeApi) -> None:
+    fake.on("GET", f"/emails/{EMAIL_ID}", 200, view())
+
+    url = "https://abc123.execute-api.eu-west-1.amazonaws.com"
+    result = run(fake, "--url", url, "--token", "eyJ.x.y", "status", EMAIL_ID)
+
+    assert result.code == cli.EXIT_OK
+    headers = {name.lower(): value for name, value in fake.calls[0].headers.items()}
+    assert headers["authorization"] == "Bearer eyJ.x.y"
+    assert "x-amz-date" not in headers
 
 
 def test_the_signature_covers_the_body() -> None:
