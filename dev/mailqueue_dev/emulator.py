@@ -38,7 +38,9 @@ class Emulator:
         import boto3  # noqa: PLC0415
 
         return boto3.session.Session(
-            aws_access_key_id="local", aws_secret_access_key="local", region_name=DEFAULT_REGION
+            aws_access_key_id="local",
+            aws_secret_access_key="local",  # noqa: S106 - the emulator accepts any credentials
+            region_name=DEFAULT_REGION,
         )
 
     def client(self, service: str) -> Any:
@@ -59,6 +61,6 @@ def running(host: str = "127.0.0.1", port: int | None = None) -> Iterator[Emulat
     server = ThreadedMotoServer(ip_address=host, port=port or free_port(host), verbose=False)
     server.start()
     try:
-        yield Emulator(host=host, port=server._port, server=server)  # noqa: SLF001
+        yield Emulator(host=host, port=server._port, server=server)
     finally:
         server.stop()

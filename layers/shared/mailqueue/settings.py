@@ -7,7 +7,6 @@ from functools import cache
 
 from pydantic import BaseModel, Field
 
-
 # Environment variables whose names differ from their field's.
 _ENV_NAMES = {"configuration_set": "SES_CONFIGURATION_SET"}
 
