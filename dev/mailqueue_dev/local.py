@@ -7,7 +7,9 @@ One process, a few threads, no Docker and no AWS account:
 - the API on http://127.0.0.1:3000, each request handed to the API function as an HTTP API v2 event;
 - a poller per SQS event source, feeding batches to its function as the event source mapping does;
 - each scheduled function on a short local schedule;
-- an outbox: every email SES accepted, written as ``<email id>.eml``.
+- an outbox: every email SES accepted, written as ``<email id>.eml``;
+- SES's events for each accepted email (Send, then Delivery, Bounce or Complaint, see
+  :mod:`mailqueue_dev.ses_simulator`), handed to the events function as EventBridge would.
 
 Everything is read from the template (functions, handlers, environments, event sources), so the
 local stack runs the same handler code, with the same settings, as Lambda does.
@@ -21,6 +23,7 @@ import importlib
 import json
 import logging
 import os
+import queue
 import re
 import signal
 import socket
@@ -38,8 +41,8 @@ from types import FrameType
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from mailqueue_dev import emulator, lambda_events
-from mailqueue_dev.template import Stack, build
+from mailqueue_dev import emulator, lambda_events, ses_simulator
+from mailqueue_dev.template import TEMPLATE, Stack, build
 
 log = logging.getLogger("mailqueue_dev.local")
 
@@ -53,6 +56,15 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 # A message its function reported as failed is visible again after this long, not after the queue's
 # visibility timeout (minutes): locally, a retry should be seen at once.
 LOCAL_RETRY_VISIBILITY_SECONDS = 1
+# The events function, where the template does not define it: SES events go to this handler.
+EVENTS_FOLDER = TEMPLATE.parent / "functions" / "events"
+EVENTS_HANDLER = "ses_events.handler"
+# An SES event for an email whose send the sender has not recorded yet is handed over again this soon,
+# for this long (on AWS, the function raises and Lambda retries the asynchronous invocation).
+SES_EVENT_RETRY_SECONDS = 0.1
+SES_EVENT_GIVE_UP_SECONDS = 60.0
+# Lambda retries a failed asynchronous invocation twice, then drops the event.
+ASYNC_RETRIES = 2
 
 # What differs locally from Lambda, beyond AWS_ENDPOINT_URL:
 LOCAL_ENVIRONMENT = {
@@ -118,12 +130,128 @@ class Schedule:
 
 
 @dataclass
+class _PendingEvents:
+    """The SES events of one accepted send, still to be handed over, in order."""
+
+    email_id: str
+    events: list[dict[str, Any]]
+    since: float
+    due: float = 0.0
+    errors: int = 0
+
+
+def _not_yet_recorded(error: BaseException) -> bool:
+    # By name: a test or a new container may have imported mailqueue.delivery afresh since.
+    return any(kind.__name__ == "NotYetRecorded" for kind in type(error).__mro__)
+
+
+class SesEventPublisher:
+    """Hands SES's events to the events function, one invocation at a time, as EventBridge would.
+
+    ``put`` may be called from inside the sender's invocation (the SendEmail hook); the events are
+    handed over from ``run``'s thread once that invocation ended, so the sender has recorded ``sent``.
+    An event the function cannot apply yet (``NotYetRecorded``: the email is still ``sending``) is
+    handed over again shortly, with the events after it, so one email's events keep their order.
+    """
+
+    IDLE_SECONDS = 0.2
+
+    def __init__(
+        self,
+        invoke: Callable[[dict[str, Any]], Any],
+        retry_seconds: float = SES_EVENT_RETRY_SECONDS,
+        give_up_seconds: float = SES_EVENT_GIVE_UP_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._invoke = invoke
+        self._retry_seconds = retry_seconds
+        self._give_up_seconds = give_up_seconds
+        self._clock = clock
+        self._incoming: queue.SimpleQueue[_PendingEvents] = queue.SimpleQueue()
+        self._waiting: list[_PendingEvents] = []
+        self.published = 0
+        self.dropped = 0
+
+    def put(self, email_id: str, events: list[dict[str, Any]]) -> None:
+        self._incoming.put(_PendingEvents(email_id, list(events), since=self._clock()))
+
+    @property
+    def pending(self) -> int:
+        """Sends whose events are not all handed over yet."""
+        return len(self._waiting) + self._incoming.qsize()
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            delay = self.step()
+            if delay > 0:
+                with contextlib.suppress(queue.Empty):
+                    self._waiting.append(self._incoming.get(timeout=delay))
+
+    def step(self) -> float:
+        """Hand over every event that is due; the seconds until the next one is."""
+        while True:
+            try:
+                self._waiting.append(self._incoming.get_nowait())
+            except queue.Empty:
+                break
+        now = self._clock()
+        due = [pending for pending in self._waiting if pending.due <= now]
+        self._waiting = [pending for pending in self._waiting if pending.due > now]
+        for pending in due:
+            if not self._hand_over(pending):
+                self._waiting.append(pending)
+        if not self._waiting:
+            return self.IDLE_SECONDS
+        return min(self.IDLE_SECONDS, max(0.0, min(p.due for p in self._waiting) - self._clock()))
+
+    def _hand_over(self, pending: _PendingEvents) -> bool:
+        """Invoke the function with each event in turn; False when the rest must wait."""
+        while pending.events:
+            event = pending.events[0]
+            try:
+                self._invoke(event)
+            except Exception as error:
+                now = self._clock()
+                if _not_yet_recorded(error):
+                    if now - pending.since < self._give_up_seconds:
+                        pending.due = now + self._retry_seconds
+                        return False
+                    log.warning(
+                        "%s is still sending after %.0fs: %d SES events dropped",
+                        pending.email_id,
+                        now - pending.since,
+                        len(pending.events),
+                    )
+                    self.dropped += len(pending.events)
+                    return True
+                pending.errors += 1
+                if pending.errors <= ASYNC_RETRIES:
+                    pending.due = now + self._retry_seconds
+                    return False
+                log.error(
+                    "the events function failed %s for %s %d times; event dropped:\n%s",
+                    event.get("detail", {}).get("eventType"),
+                    pending.email_id,
+                    pending.errors,
+                    _short_trace(),
+                )
+                self.dropped += 1
+            else:
+                self.published += 1
+            pending.events.pop(0)
+            pending.errors = 0
+        return True
+
+
+@dataclass
 class LocalStack:
     """The template's resources in moto, its functions behind a local API, pollers and schedules.
 
     ``start()`` and ``stop()``, or use it as a context manager. Ports of 0 pick free ones.
     ``parameters`` override the template's parameters; ``environment`` overrides the functions'
     environment after the template's (e.g. ``{"BACKOFF_BASE_SECONDS": "1"}``).
+    ``ses_events`` makes SES's events of each accepted send reach the events function (``make dev`` turns it
+    on, see :func:`from_environment`); off, emails stay ``sent``, for runs that hand over events themselves.
     """
 
     api_port: int = DEFAULT_API_PORT
@@ -137,6 +265,7 @@ class LocalStack:
     host: str = DEFAULT_HOST
     # Where the functions' EMF metric lines go (CloudWatch reads them on Lambda); None leaves them on stdout.
     metrics_file: Path | None = None
+    ses_events: bool = False
 
     stack: Stack | None = field(default=None, init=False)
     functions: dict[str, Function] = field(default_factory=dict, init=False)
@@ -145,6 +274,9 @@ class LocalStack:
     schedules: list[Schedule] = field(default_factory=list, init=False)
     emulator: emulator.Emulator | None = field(default=None, init=False)
     runs: dict[str, int] = field(default_factory=dict, init=False)
+    # The function SES events go to: the template's, or the events handler itself until the template has one.
+    events_function: Function | None = field(default=None, init=False)
+    ses_publisher: SesEventPublisher | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -216,8 +348,11 @@ class LocalStack:
 
         for logical_id in function_ids:
             self.functions[logical_id] = self._load(logical_id)
+        self.events_function = self._find_events_function()
         self._install_outbox()
         self._wire_events()
+        if self.ses_events and self.events_function is not None and self.events_function.handler is not None:
+            self._install_ses_events(self.events_function)
 
         self._start_api()
         for poller in self.pollers:
@@ -281,7 +416,10 @@ class LocalStack:
         folder, module_name, attribute = self.stack.function_handler(logical_id)
         properties = self.stack.template["Resources"][logical_id]["Properties"]
         timeout = properties.get("Timeout", self.stack.template.get("Globals", {}).get("Function", {}).get("Timeout"))
-        function = Function(logical_id, folder, module_name, attribute, float(timeout or 3))
+        return self._import(Function(logical_id, folder, module_name, attribute, float(timeout or 3)))
+
+    def _import(self, function: Function) -> Function:
+        folder, module_name = function.folder, function.module_name
         if not (folder / f"{module_name}.py").exists():
             function.missing = f"{_relative(folder / f'{module_name}.py')} does not exist"
             return function
@@ -293,8 +431,33 @@ class LocalStack:
             module = importlib.reload(sys.modules[module_name])
         else:
             module = importlib.import_module(module_name)
-        function.handler = getattr(module, attribute)
+        function.handler = getattr(module, function.attribute)
         return function
+
+    def _find_events_function(self) -> Function | None:
+        """The function the template subscribes to SES's events, or the events handler when it has none."""
+        assert self.stack is not None
+        resources = self.stack.template["Resources"]
+        for logical_id, function in self.functions.items():
+            for event in resources[logical_id]["Properties"].get("Events", {}).values():
+                if event.get("Type") in {"EventBridgeRule", "CloudWatchEvent"} and _matches_ses(
+                    event.get("Properties", {}).get("Pattern")
+                ):
+                    return function
+        for rule in self.stack.resources("AWS::Events::Rule").values():
+            if not _matches_ses(rule.get("Properties", {}).get("EventPattern")):
+                continue
+            for target in rule["Properties"].get("Targets", []):
+                arn = target.get("Arn")
+                if isinstance(arn, dict) and arn.get("Fn::GetAtt", [None])[0] in self.functions:
+                    return self.functions[arn["Fn::GetAtt"][0]]
+        module_name, attribute = EVENTS_HANDLER.rsplit(".", 1)
+        for function in self.functions.values():
+            if (function.module_name, function.attribute) == (module_name, attribute):
+                return function
+        if not self.ses_events:
+            return None
+        return self._import(Function("EventsFunction", EVENTS_FOLDER, module_name, attribute, 30.0))
 
     def _wire_events(self) -> None:
         assert self.stack is not None
@@ -446,6 +609,28 @@ class LocalStack:
         partial.replace(target)  # readers never see half a message
         log.info("sent      %s -> %s", name, _relative(target))
 
+    # --- SES events ---------------------------------------------------------------------------------------
+
+    def _install_ses_events(self, function: Function) -> None:
+        """After each send SES accepted, its events go to ``function`` (from a thread of their own)."""
+        from mailqueue import aws  # noqa: PLC0415 - after the environment is set
+
+        publisher = SesEventPublisher(lambda event: self.invoke(function, event))
+        self.ses_publisher = publisher
+        client = aws.client("sesv2")
+        region = client.meta.region_name or "us-east-1"
+
+        def emit(http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+            params = context.get(_PARAMS_KEY) or {}
+            if getattr(http_response, "status_code", 500) >= 300 or not parsed.get("MessageId"):
+                return
+            tags = {tag.get("Name"): tag.get("Value") for tag in params.get("EmailTags", [])}
+            events = ses_simulator.events_for_send(params, str(parsed["MessageId"]), region=region)
+            publisher.put(str(tags.get("email_id") or parsed["MessageId"]), events)
+
+        client.meta.events.register("after-call.sesv2.SendEmail", emit, unique_id="mailqueue-ses-events")
+        self._spawn("ses-events", publisher.run, self._stop)
+
     # --- the API ------------------------------------------------------------------------------------------
 
     def _start_api(self) -> None:
@@ -493,6 +678,7 @@ class LocalStack:
         for schedule in self.schedules:
             lines.append(f"schedule   {schedule.function.logical_id} every {schedule.every:g}s")
         lines.append(f"identities {', '.join(self.identities)}")
+        lines.append(self._describe_ses_events())
         if self.environment:
             lines.append(
                 "settings   " + " ".join(f"{name}={value}" for name, value in sorted(self.environment.items()))
@@ -501,6 +687,19 @@ class LocalStack:
             lines.append(f"metrics    {_relative(self.metrics_file)}")
         lines += [f"missing    {f.logical_id}: {f.missing}" for f in self.functions.values() if f.missing]
         return lines
+
+    def _describe_ses_events(self) -> str:
+        function = self.events_function
+        if not self.ses_events:
+            return "ses events off: emails stay sent"
+        if function is None or function.handler is None:
+            return f"ses events off: {function.missing if function else 'no events function'}"
+        target = function.logical_id if function.logical_id in self.functions else EVENTS_HANDLER
+        return (
+            f"ses events -> {target}: delivered, except bounce@{ses_simulator.SIMULATOR_DOMAIN} and "
+            f"*@{ses_simulator.BOUNCE_DOMAIN} (bounce), complaint@{ses_simulator.SIMULATOR_DOMAIN} and "
+            f"*@{ses_simulator.COMPLAINT_DOMAIN} (complaint)"
+        )
 
     def example_sender(self) -> str:
         identity = self.identities[0] if self.identities else "example.com"
@@ -587,6 +786,11 @@ def _remember_params(params: dict[str, Any], context: dict[str, Any], **_: Any) 
     context[_PARAMS_KEY] = params
 
 
+def _matches_ses(pattern: Any) -> bool:
+    """An EventBridge pattern that takes SES's events (source aws.ses)."""
+    return isinstance(pattern, dict) and "aws.ses" in json.dumps(pattern.get("source"))
+
+
 def _safe_name(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", value)[:200] or "email"
 
@@ -663,6 +867,7 @@ def from_environment() -> LocalStack:
         parameters={"LogLevel": os.environ.get("MAILQUEUE_LOG_LEVEL", "WARNING").upper()},
         environment=tuned_settings(os.environ),
         metrics_file=Path(".mailqueue") / "metrics.log",
+        ses_events=os.environ.get("MAILQUEUE_SES_EVENTS", "1").strip() not in {"0", "false", "no", "off"},
     )
 
 

@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import base64
+import json
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
-from mailqueue_dev.local import Function, LocalStack, Route, _http_answer, tuned_settings
+from mailqueue.delivery import email_id_of, suppressions_from
+from mailqueue.models import Mailbox
+from mailqueue_dev.local import (
+    Function,
+    LocalStack,
+    Route,
+    SesEventPublisher,
+    _http_answer,
+    from_environment,
+    tuned_settings,
+)
+from mailqueue_dev.ses_simulator import Fate, events_for_send, fate_of
 
+SAMPLES = Path(__file__).resolve().parents[2] / "events" / "events"
 FUNCTION = Function("ApiFunction", Path("functions/api"), "api", "handler", 30.0)
 
 
@@ -55,3 +71,186 @@ def test_settings_from_the_shell_override_the_template_but_never_resource_names(
 def test_the_first_curl_sends_from_the_first_identity() -> None:
     assert LocalStack(identities=("mail.example.net",)).example_sender() == "app@mail.example.net"
     assert LocalStack(identities=("news@example.net",)).example_sender() == "news@example.net"
+
+
+# --- SES events ----------------------------------------------------------------------------------------------
+
+EMAIL_ID = "01J9Z8Y7X6W5V4T3S2R1Q0P9N8"
+RAW = (
+    b"From: Shop <app@example.com>\r\nTo: Alice <alice@example.org>, bounce@simulator.amazonses.com\r\n"
+    b"Cc: x@complaint.mailqueue.example\r\nSubject: Your receipt\r\nMessage-ID: <m@example.com>\r\n\r\nThanks.\r\n"
+)
+
+
+def send_params(to: list[str], cc: list[str] | None = None, bcc: list[str] | None = None) -> dict[str, Any]:
+    destination = {"ToAddresses": to, "CcAddresses": cc or [], "BccAddresses": bcc or []}
+    return {
+        "FromEmailAddress": "Shop <app@example.com>",
+        "Destination": {key: value for key, value in destination.items() if value},
+        "Content": {"Raw": {"Data": RAW}},
+        "EmailTags": [{"Name": "email_id", "Value": EMAIL_ID}, {"Name": "kind", "Value": "receipt"}],
+        "ConfigurationSetName": "mailqueue",
+    }
+
+
+@pytest.mark.parametrize(
+    ("address", "fate"),
+    [
+        ("alice@example.org", Fate.DELIVERED),
+        ("bounce@simulator.amazonses.com", Fate.BOUNCED),
+        ("Bounce+order-17@Simulator.AmazonSES.com", Fate.BOUNCED),
+        ("complaint@simulator.amazonses.com", Fate.COMPLAINED),
+        ("suppressionlist@simulator.amazonses.com", Fate.SUPPRESSED),
+        ("success@simulator.amazonses.com", Fate.DELIVERED),
+        ("anyone@bounce.mailqueue.example", Fate.BOUNCED),
+        ("anyone@complaint.mailqueue.example", Fate.COMPLAINED),
+        ("bounce@example.org", Fate.DELIVERED),
+        ("anyone@sub.bounce.mailqueue.example", Fate.DELIVERED),
+    ],
+)
+def test_simulated_addresses_decide_what_happens_after_ses_accepted(address: str, fate: Fate) -> None:
+    assert fate_of(address) is fate
+
+
+def test_the_simulated_domains_pass_the_apis_address_validation() -> None:
+    # The API refuses special-use domains (.test); the simulated ones must be sendable to.
+    for address in ("a@bounce.mailqueue.example", "a@complaint.mailqueue.example", "bounce+x@simulator.amazonses.com"):
+        assert Mailbox.parse(address).address == address
+
+
+def test_a_plain_send_makes_a_send_and_a_delivery_event_shaped_like_the_samples() -> None:
+    params = send_params(["Alice <alice@example.org>"], bcc=["audit@example.org"])
+
+    events = events_for_send(params, "0100-abc", region="eu-west-1")
+
+    sample = json.loads((SAMPLES / "delivery.json").read_text())
+    assert [event["detail"]["eventType"] for event in events] == ["Send", "Delivery"]
+    assert [event["detail-type"] for event in events] == ["Email Sent", "Email Delivered"]
+    for event in events:
+        assert set(event) == set(sample)
+        assert set(event["detail"]["mail"]) == set(sample["detail"]["mail"])
+        assert event["source"] == "aws.ses"
+        assert event["resources"] == ["arn:aws:ses:eu-west-1:123456789012:configuration-set/mailqueue"]
+        mail = event["detail"]["mail"]
+        assert mail["messageId"] == "0100-abc"
+        assert mail["tags"]["email_id"] == [EMAIL_ID]
+        assert mail["tags"]["kind"] == ["receipt"]
+        assert mail["destination"] == ["alice@example.org", "audit@example.org"]
+        assert mail["commonHeaders"]["subject"] == "Your receipt"
+        assert email_id_of(event["detail"]) == EMAIL_ID
+    assert set(events[1]["detail"]["delivery"]) == set(sample["detail"]["delivery"])
+    assert events[1]["detail"]["delivery"]["recipients"] == ["alice@example.org", "audit@example.org"]
+
+
+def test_simulated_recipients_bounce_or_complain_and_the_others_are_delivered() -> None:
+    params = send_params(
+        ["alice@example.org", "bounce@simulator.amazonses.com"],
+        cc=["x@complaint.mailqueue.example", "suppressionlist@simulator.amazonses.com"],
+    )
+
+    events = events_for_send(params, "0100-abc")
+
+    assert [event["detail"]["eventType"] for event in events] == ["Send", "Delivery", "Bounce", "Bounce", "Complaint"]
+    delivery, general, suppressed, complaint = (event["detail"] for event in events[1:])
+    assert delivery["delivery"]["recipients"] == ["alice@example.org", "x@complaint.mailqueue.example"]
+    assert (general["bounce"]["bounceType"], general["bounce"]["bounceSubType"]) == ("Permanent", "General")
+    [bounced] = general["bounce"]["bouncedRecipients"]
+    assert bounced["emailAddress"] == "bounce@simulator.amazonses.com"
+    assert bounced["diagnosticCode"].startswith("smtp; 550 5.1.1")
+    assert suppressed["bounce"]["bounceSubType"] == "OnAccountSuppressionList"
+    assert complaint["complaint"]["complainedRecipients"] == [{"emailAddress": "x@complaint.mailqueue.example"}]
+    # What the events function will put on the suppression list
+    assert suppressions_from("Bounce", general) == [("bounce@simulator.amazonses.com", "permanent bounce (General)")]
+    assert suppressions_from("Complaint", complaint) == [("x@complaint.mailqueue.example", "complaint")]
+
+
+class NotYetRecorded(Exception):
+    """Named as mailqueue.delivery's: the publisher recognizes it by name."""
+
+
+@dataclass
+class FakeEventsFunction:
+    """Records the events it applies; raises NotYetRecorded while ``sending`` is true."""
+
+    sending: bool = False
+    failures: int = 0
+    applied: list[str] = field(default_factory=list)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.sending:
+            raise NotYetRecorded
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("the table could not be reached")
+        self.applied.append(event["detail"]["eventType"])
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_events_wait_in_order_until_the_sender_recorded_the_send() -> None:
+    function, clock = FakeEventsFunction(sending=True), FakeClock()
+    publisher = SesEventPublisher(function, retry_seconds=0.1, give_up_seconds=10, clock=clock)
+    publisher.put(EMAIL_ID, events_for_send(send_params(["bounce@simulator.amazonses.com"]), "0100-abc"))
+
+    assert publisher.step() == pytest.approx(0.1)  # handed over, refused, waiting
+    assert (function.applied, publisher.pending) == ([], 1)
+
+    function.sending = False
+    clock.now += 0.05
+    publisher.step()
+    assert function.applied == []  # not due yet
+
+    clock.now += 0.05
+    publisher.step()
+    assert function.applied == ["Send", "Bounce"]
+    assert (publisher.pending, publisher.published, publisher.dropped) == (0, 2, 0)
+
+
+def test_events_of_an_email_never_recorded_are_dropped_after_a_while() -> None:
+    function, clock = FakeEventsFunction(sending=True), FakeClock()
+    publisher = SesEventPublisher(function, retry_seconds=1, give_up_seconds=5, clock=clock)
+    publisher.put(EMAIL_ID, events_for_send(send_params(["alice@example.org"]), "0100-abc"))
+
+    for _ in range(7):
+        publisher.step()
+        clock.now += 1
+
+    assert (publisher.pending, publisher.published, publisher.dropped) == (0, 0, 2)
+
+
+def test_a_failing_event_is_retried_twice_as_lambda_retries_async_invocations_then_dropped() -> None:
+    function, clock = FakeEventsFunction(failures=3), FakeClock()
+    publisher = SesEventPublisher(function, retry_seconds=1, give_up_seconds=60, clock=clock)
+    publisher.put(EMAIL_ID, events_for_send(send_params(["alice@example.org"]), "0100-abc"))
+
+    for _ in range(4):
+        publisher.step()
+        clock.now += 1
+
+    # Send failed three times (dropped); Delivery went through
+    assert function.applied == ["Delivery"]
+    assert (publisher.pending, publisher.published, publisher.dropped) == (0, 1, 1)
+
+
+def test_the_publisher_thread_stops_when_asked() -> None:
+    publisher, stop = SesEventPublisher(FakeEventsFunction()), threading.Event()
+    thread = threading.Thread(target=publisher.run, args=(stop,))
+    thread.start()
+    publisher.put(EMAIL_ID, events_for_send(send_params(["alice@example.org"]), "0100-abc"))
+    stop.set()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+def test_make_dev_emits_ses_events_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MAILQUEUE_SES_EVENTS", raising=False)
+    assert from_environment().ses_events is True
+    monkeypatch.setenv("MAILQUEUE_SES_EVENTS", "0")
+    assert from_environment().ses_events is False
+    assert LocalStack().ses_events is False  # runs that hand over events themselves (chaos, bench)

@@ -1,0 +1,205 @@
+"""What SES publishes after it accepts an email, for the local stack: EventBridge "SES event" JSON.
+
+On AWS, SES sends each email and reports what happened through the configuration set's event
+destination (EventBridge): a Send event, then a Delivery, a Bounce or a Complaint, each tagged with
+the message tags of the send (``email_id`` among them). Moto accepts a send and reports nothing, so
+the local stack builds those events here from the SendEmail request and answer, in the shape of the
+samples in ``events/events/``, and hands them to the events function.
+
+Every recipient is delivered, except the addresses that simulate a failure, as SES's mailbox
+simulator does (a ``+label`` is allowed before the ``@``, as there):
+
+- ``bounce@simulator.amazonses.com`` and any address at ``bounce.mailqueue.example``: a permanent
+  bounce (Permanent/General, ``550 5.1.1 user unknown``);
+- ``complaint@simulator.amazonses.com`` and any address at ``complaint.mailqueue.example``: delivered,
+  then a complaint;
+- ``suppressionlist@simulator.amazonses.com``: a bounce of subtype OnAccountSuppressionList, as when
+  the address is on the SES account's own suppression list.
+
+The reserved domains are under ``.example`` (RFC 2606), not ``.test``: the API refuses special-use
+domains such as ``.test``, and ``.example`` is reserved all the same, so no real mailbox is ever hit.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from email import policy
+from email.parser import BytesHeaderParser
+from email.utils import formataddr, getaddresses
+from typing import Any
+
+ACCOUNT = "123456789012"
+SIMULATOR_DOMAIN = "simulator.amazonses.com"
+BOUNCE_DOMAIN = "bounce.mailqueue.example"
+COMPLAINT_DOMAIN = "complaint.mailqueue.example"
+# Headers SES copies into every event's ``mail.headers`` (it copies them all; these are what readers use).
+_EVENT_HEADERS = ("From", "To", "Cc", "Subject", "Message-ID", "Date", "Reply-To")
+
+
+class Fate(enum.Enum):
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    SUPPRESSED = "suppressed"  # on the SES account's suppression list: SES drops it, and says so as a bounce
+    COMPLAINED = "complained"  # delivered, then marked as spam by its reader
+
+
+_SIMULATOR = {"bounce": Fate.BOUNCED, "complaint": Fate.COMPLAINED, "suppressionlist": Fate.SUPPRESSED}
+_DOMAINS = {BOUNCE_DOMAIN: Fate.BOUNCED, COMPLAINT_DOMAIN: Fate.COMPLAINED}
+
+_BOUNCES = {
+    Fate.BOUNCED: ("General", "5.1.1", "smtp; 550 5.1.1 user unknown", "dns; mx.mailqueue.example"),
+    Fate.SUPPRESSED: (
+        "OnAccountSuppressionList",
+        "5.1.1",
+        "Amazon SES did not send the message to this address because it is on the suppression list for your account.",
+        "dns; amazonses.com",
+    ),
+}
+
+
+def fate_of(address: str) -> Fate:
+    """What happens to mail for ``address`` (a bare address) once SES accepted it."""
+    local_part, _, domain = address.strip().lower().rpartition("@")
+    if domain == SIMULATOR_DOMAIN:
+        return _SIMULATOR.get(local_part.split("+", 1)[0], Fate.DELIVERED)
+    return _DOMAINS.get(domain, Fate.DELIVERED)
+
+
+def recipients_of(params: dict[str, Any]) -> list[str]:
+    """The bare addresses a SendEmail request sends to (Bcc included), in order, each once."""
+    destination = params.get("Destination") or {}
+    values: list[str] = [
+        str(value) for key in ("ToAddresses", "CcAddresses", "BccAddresses") for value in destination.get(key) or []
+    ]
+    seen: dict[str, None] = {}
+    for _, address in getaddresses(values):
+        if address:
+            seen.setdefault(address, None)
+    return list(seen)
+
+
+def events_for_send(
+    params: dict[str, Any], message_id: str, now: datetime | None = None, region: str = "us-east-1"
+) -> list[dict[str, Any]]:
+    """The events SES would publish for one accepted SendEmail call, in the order it would publish them.
+
+    A Send event; a Delivery for the recipients that receive it; a Bounce for those that bounce (one
+    per bounce subtype); a Complaint for those that complain (after their delivery).
+    """
+    now = now or datetime.now(UTC)
+    mail = _mail(params, message_id, now, region)
+    fates: dict[Fate, list[str]] = {}
+    for address in recipients_of(params):
+        fates.setdefault(fate_of(address), []).append(address)
+    delivered = [*fates.get(Fate.DELIVERED, []), *fates.get(Fate.COMPLAINED, [])]
+
+    stamp = _iso(now)
+    events = [_event("Send", "Email Sent", mail, params, now, region, {"send": {}})]
+    if delivered:
+        delivery = {
+            "timestamp": stamp,
+            "processingTimeMillis": 1,
+            "recipients": delivered,
+            "smtpResponse": "250 2.6.0 Message received",
+            "reportingMTA": "a1-1.smtp-out.amazonses.com",
+        }
+        events.append(_event("Delivery", "Email Delivered", mail, params, now, region, {"delivery": delivery}))
+    for fate, (subtype, status, diagnostic, reporting) in _BOUNCES.items():
+        if not fates.get(fate):
+            continue
+        bounce = {
+            "feedbackId": f"{uuid.uuid4()}-bounce",
+            "bounceType": "Permanent",
+            "bounceSubType": subtype,
+            "bouncedRecipients": [
+                {"emailAddress": address, "action": "failed", "status": status, "diagnosticCode": diagnostic}
+                for address in fates[fate]
+            ],
+            "timestamp": stamp,
+            "reportingMTA": reporting,
+        }
+        events.append(_event("Bounce", "Email Bounced", mail, params, now, region, {"bounce": bounce}))
+    if fates.get(Fate.COMPLAINED):
+        complaint = {
+            "feedbackId": f"{uuid.uuid4()}-complaint",
+            "complaintSubType": None,
+            "complainedRecipients": [{"emailAddress": address} for address in fates[Fate.COMPLAINED]],
+            "timestamp": stamp,
+            "userAgent": "mailqueue local stack",
+            "complaintFeedbackType": "abuse",
+            "arrivalDate": stamp,
+        }
+        events.append(
+            _event("Complaint", "Email Complaint Received", mail, params, now, region, {"complaint": complaint})
+        )
+    return events
+
+
+def _event(
+    event_type: str,
+    detail_type: str,
+    mail: dict[str, Any],
+    params: dict[str, Any],
+    now: datetime,
+    region: str,
+    body: dict[str, Any],
+) -> dict[str, Any]:
+    configuration_set = params.get("ConfigurationSetName")
+    resources = [f"arn:aws:ses:{region}:{ACCOUNT}:configuration-set/{configuration_set}"] if configuration_set else []
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": detail_type,
+        "source": "aws.ses",
+        "account": ACCOUNT,
+        "time": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": resources,
+        "detail": {"eventType": event_type, "mail": mail, **body},
+    }
+
+
+def _mail(params: dict[str, Any], message_id: str, now: datetime, region: str) -> dict[str, Any]:
+    raw = (params.get("Content") or {}).get("Raw", {}).get("Data") or b""
+    data = raw if isinstance(raw, bytes) else str(raw).encode()
+    headers = BytesHeaderParser(policy=policy.compat32).parsebytes(data)
+    source = str(params.get("FromEmailAddress") or headers.get("From", ""))
+    sender_domain = (getaddresses([source])[0][1] or source).rpartition("@")[2].lower()
+    tags: dict[str, list[str]] = {
+        "ses:source-ip": ["127.0.0.1"],
+        "ses:from-domain": [sender_domain],
+        "ses:caller-identity": ["mailqueue-sender"],
+    }
+    if params.get("ConfigurationSetName"):
+        tags["ses:configuration-set"] = [str(params["ConfigurationSetName"])]
+    for tag in params.get("EmailTags") or []:
+        tags[str(tag.get("Name"))] = [str(tag.get("Value"))]
+    common: dict[str, Any] = {"messageId": message_id}
+    for name, key in (("From", "from"), ("To", "to"), ("Cc", "cc"), ("Reply-To", "replyTo")):
+        if headers.get(name):
+            common[key] = _header_list(headers.get_all(name) or [])
+    if headers.get("Subject") is not None:
+        common["subject"] = str(headers["Subject"])
+    return {
+        "timestamp": _iso(now),
+        "source": source,
+        "sourceArn": f"arn:aws:ses:{region}:{ACCOUNT}:identity/{sender_domain}",
+        "sendingAccountId": ACCOUNT,
+        "messageId": message_id,
+        "destination": recipients_of(params),
+        "headersTruncated": False,
+        "headers": [{"name": name, "value": str(value)} for name, value in headers.items() if name in _EVENT_HEADERS],
+        "commonHeaders": common,
+        "tags": tags,
+    }
+
+
+def _header_list(values: Iterable[str]) -> list[str]:
+    return [formataddr(pair) for pair in getaddresses([str(value) for value in values]) if pair[1]]
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
