@@ -22,7 +22,7 @@ from email import policy
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -47,6 +47,8 @@ STATUSES = (
     "failed",
     "cancelled",
 )
+# Where an email ended up for a reason worth showing next to its status: the reason is in its history.
+OUTCOME_STATUSES = frozenset({"bounced", "complained", "failed"})
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})  # noqa: S104 - compared, never bound
 
 
@@ -403,6 +405,9 @@ def _show_email(email: dict[str, Any], output: Output) -> None:
     for name in (*fields, "created_at", "updated_at"):
         if email.get(name) not in (None, ""):
             output.line(f"{name.ljust(width)}  {email[name]}")
+    reason = outcome_reason(email)
+    if reason:
+        output.line(f"{'reason'.ljust(width)}  {reason}")
     if email.get("last_error"):
         error = email["last_error"]
         output.line(f"{'last_error'.ljust(width)}  {error.get('code', '')}: {error.get('message', '')}")
@@ -411,6 +416,17 @@ def _show_email(email: dict[str, Any], output: Output) -> None:
         output.table(
             ("AT", "STATUS", "REASON"), [(h.get("at"), h.get("status"), h.get("reason")) for h in email["history"]]
         )
+
+
+def outcome_reason(email: dict[str, Any]) -> str | None:
+    """Why a bounced, complained or failed email ended so (``bounce Permanent/General``), from its history."""
+    status = email.get("status")
+    if status not in OUTCOME_STATUSES:
+        return None
+    for entry in reversed(email.get("history") or []):
+        if entry.get("status") == status and entry.get("reason"):
+            return str(entry["reason"])
+    return None
 
 
 def cmd_list(api: Api, args: argparse.Namespace, output: Output) -> int:
@@ -438,6 +454,32 @@ def cmd_cancel(api: Api, args: argparse.Namespace, output: Output) -> int:
 
 def cmd_retry(api: Api, args: argparse.Namespace, output: Output) -> int:
     _show_email(api.call("POST", f"/emails/{args.id}/retry").body, output)
+    return EXIT_OK
+
+
+def cmd_suppressions(api: Api, args: argparse.Namespace, output: Output) -> int:
+    page = api.call("GET", "/suppressions", query={"limit": args.limit, "cursor": args.cursor}).body
+    if output.as_json:
+        output.json(page)
+        return EXIT_OK
+    rows = [(s["address"], s.get("reason"), s.get("added_at"), s.get("email_id")) for s in page["suppressions"]]
+    if rows:
+        output.table(("ADDRESS", "REASON", "ADDED", "EMAIL"), rows)
+    else:
+        output.note("no suppressed addresses" if not args.cursor else "no more suppressed addresses")
+    if page.get("cursor"):
+        output.note(f"more: mailqueue suppressions --limit {args.limit} --cursor {page['cursor']}")
+    return EXIT_OK
+
+
+def cmd_unsuppress(api: Api, args: argparse.Namespace, output: Output) -> int:
+    address = args.address.strip()
+    # Quoted whole, so that a + or a / in the address reaches the route as it is.
+    api.call("DELETE", f"/suppressions/{quote(address, safe='@')}")
+    if output.as_json:
+        output.json({"address": address, "suppressed": False})
+    else:
+        output.line(f"{address} is no longer suppressed: emails to it are accepted again")
     return EXIT_OK
 
 
@@ -590,6 +632,17 @@ def parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", parents=[common], help="how many emails are in each status")
     stats.add_argument("--max", type=int, default=10_000, help="stop counting a status after this many")
     stats.set_defaults(run=cmd_stats)
+
+    suppressions = commands.add_parser(
+        "suppressions", parents=[common], help="addresses emails are refused for: permanent bounces, complaints"
+    )
+    suppressions.add_argument("--limit", type=_page_size, default=50, metavar="1-100")
+    suppressions.add_argument("--cursor")
+    suppressions.set_defaults(run=cmd_suppressions)
+
+    unsuppress = commands.add_parser("unsuppress", parents=[common], help="lift an address from the suppression list")
+    unsuppress.add_argument("address")
+    unsuppress.set_defaults(run=cmd_unsuppress)
 
     outbox = commands.add_parser("outbox", parents=[common], help="what the local stack sent (.eml files)")
     outbox.add_argument("id", nargs="?", help="print this email's .eml")

@@ -454,6 +454,115 @@ def test_stats_stops_counting_at_the_cap(fake: FakeApi) -> None:
     assert "sent        200+" in result.out
 
 
+def test_status_shows_why_an_email_bounced(fake: FakeApi) -> None:
+    history = [
+        {"status": "sent", "at": "2030-01-01T00:00:01.000Z", "reason": "accepted by SES"},
+        {"status": "bounced", "at": "2030-01-01T00:00:04.000Z", "reason": "bounce Permanent/General"},
+    ]
+    fake.on("GET", f"/emails/{EMAIL_ID}", 200, view("bounced", history=history))
+
+    result = run(fake, "status", EMAIL_ID)
+
+    assert result.code == cli.EXIT_OK
+    assert "reason          bounce Permanent/General" in result.out.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("status", "history", "reason"),
+    [
+        ("complained", [{"status": "complained", "reason": "complaint: abuse"}], "complaint: abuse"),
+        ("failed", [{"status": "failed", "reason": "x"}, {"status": "failed", "reason": "rejected: Bad content"}],
+         "rejected: Bad content"),
+        ("delivered", [{"status": "delivered", "reason": "delivery"}], None),  # nothing to explain
+        ("bounced", [], None),  # a history trimmed or absent
+    ],
+)  # fmt: skip
+def test_the_outcome_reason_is_the_last_history_entry_of_the_status(
+    status: str, history: list[dict[str, str]], reason: str | None
+) -> None:
+    assert cli.outcome_reason({"status": status, "history": history}) == reason
+
+
+# --- the suppression list -------------------------------------------------------------------------------------
+
+SUPPRESSED = {
+    "address": "bounce@simulator.amazonses.com",
+    "reason": "permanent bounce (General)",
+    "added_at": "2030-01-01T00:00:04.000Z",
+    "email_id": EMAIL_ID,
+}
+
+
+def test_suppressions_prints_a_table_and_how_to_get_the_next_page(fake: FakeApi) -> None:
+    fake.on("GET", "/suppressions", 200, {"suppressions": [SUPPRESSED], "cursor": "next"})
+
+    result = run(fake, "suppressions", "--limit", "10")
+
+    assert result.code == cli.EXIT_OK
+    assert fake.calls[0].query == {"limit": ["10"]}
+    header, row = result.out.splitlines()
+    assert header.split() == ["ADDRESS", "REASON", "ADDED", "EMAIL"]
+    assert row.startswith("bounce@simulator.amazonses.com  permanent bounce (General)")
+    assert row.split()[-2:] == ["2030-01-01T00:00:04.000Z", EMAIL_ID]
+    assert "mailqueue suppressions --limit 10 --cursor next" in result.err
+
+
+def test_suppressions_follows_a_cursor_and_prints_the_page_as_json(fake: FakeApi) -> None:
+    fake.on("GET", "/suppressions", 200, {"suppressions": [SUPPRESSED], "cursor": None})
+
+    result = run(fake, "--json", "suppressions", "--cursor", "next")
+
+    assert result.code == cli.EXIT_OK
+    assert fake.calls[0].query == {"limit": ["50"], "cursor": ["next"]}
+    assert result.json() == {"suppressions": [SUPPRESSED], "cursor": None}
+    assert result.err == ""
+
+
+def test_an_empty_suppression_list_says_so(fake: FakeApi) -> None:
+    fake.on("GET", "/suppressions", 200, {"suppressions": [], "cursor": None})
+
+    result = run(fake, "suppressions")
+
+    assert (result.code, result.out) == (cli.EXIT_OK, "")
+    assert "no suppressed addresses" in result.err
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "many"])
+def test_suppressions_limit_is_checked_before_any_request(fake: FakeApi, limit: str) -> None:
+    assert run(fake, "suppressions", "--limit", limit).code == cli.EXIT_USAGE
+    assert fake.calls == []
+
+
+def test_unsuppress_deletes_the_address(fake: FakeApi) -> None:
+    # The + is quoted: unquoted, a decoder of the path could read it as a space.
+    fake.on("DELETE", "/suppressions/bounce%2Bx@simulator.amazonses.com", 204)
+
+    result = run(fake, "unsuppress", "bounce+x@simulator.amazonses.com")
+
+    assert result.code == cli.EXIT_OK, result.err
+    assert "bounce+x@simulator.amazonses.com is no longer suppressed" in result.out
+
+
+def test_unsuppress_prints_json_for_scripts(fake: FakeApi) -> None:
+    fake.on("DELETE", "/suppressions/alice@example.org", 204)
+
+    result = run(fake, "--json", "unsuppress", "alice@example.org")
+
+    assert result.code == cli.EXIT_OK
+    assert result.json() == {"address": "alice@example.org", "suppressed": False}
+
+
+def test_unsuppressing_an_address_that_is_not_suppressed_exits_1_with_the_apis_message(fake: FakeApi) -> None:
+    message = "alice@example.org is not on the suppression list"
+    fake.on("DELETE", "/suppressions/alice@example.org", 404, error("not_found", message))
+
+    result = run(fake, "unsuppress", "alice@example.org")
+
+    assert result.code == cli.EXIT_REFUSED
+    assert result.out == ""
+    assert message in result.err
+
+
 # --- the local outbox -----------------------------------------------------------------------------------------
 
 
