@@ -24,4 +24,12 @@ def client(service: str) -> Any:
         config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, **_TIMEOUTS)
     else:
         config = Config(retries={"max_attempts": 4, "mode": "standard"}, **_TIMEOUTS)
-    return boto3.session.Session().client(service, config=config)
+    return _session().client(service, config=config)
+
+
+@cache
+def _session() -> Any:
+    """One session per container: its clients share the loaded service models."""
+    import boto3  # noqa: PLC0415
+
+    return boto3.session.Session()
