@@ -73,6 +73,10 @@ build: $(SAM_STAMP) ## sam build: the functions and the arm64 layer, into .aws-s
 deploy: build ## sam deploy with samconfig.toml; the first time: make deploy GUIDED=1
 	scripts/sam.sh deploy $(if $(GUIDED),--guided,)
 
+.PHONY: bench
+bench: $(STAMP) ## Measure what an email costs and how fast the functions start (bench/results.json, docs/performance.md)
+	$(BIN)/python -m bench.run
+
 clean: ## Remove the virtualenv, caches, build output and the local outbox
 	rm -rf $(VENV) $(TOOLS) .aws-sam .mailqueue .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,636 @@
+"""`make bench`: measure what an email costs and how fast the functions start; write bench/results.json.
+
+    .venv/bin/python -m bench.run [--runs N] [--out PATH]
+
+Every figure comes from this run: calls and capacity from emails sent through the local stack
+(:mod:`bench.lifecycle`), cold starts and warm CPU from fresh interpreters (:mod:`bench.probe`), the
+layer's size from ``.aws-sam/build`` when ``make build`` made one. Prices come from bench/prices.json.
+Wall-clock figures vary with the machine: compare the ratios, not the milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mailqueue.settings import Settings
+from mailqueue_dev.template import Stack, load_template
+
+from bench import lifecycle, units
+from bench.lifecycle import ESM, EVENTS, Call, Invocation, LifecycleResult
+
+ROOT = Path(__file__).resolve().parents[1]
+PRICES = ROOT / "bench" / "prices.json"
+RESULTS = ROOT / "bench" / "results.json"
+LAYER = ROOT / ".aws-sam" / "build" / "SharedLayer"
+
+# (logical id, handler module, code folder)
+FUNCTIONS = (
+    ("ApiFunction", "api", "functions/api"),
+    ("SenderFunction", "sender", "functions/sender"),
+    ("RequeueFunction", "requeue", "functions/requeue"),
+    (EVENTS, "ses_events", "functions/events"),
+)
+
+GOALS = {
+    "batch_path_usd_per_million": 5.0,
+    "single_path_usd_per_million": 10.0,
+    "init_to_floor_ratio": 1.3,
+    "sender_cpu_ms_per_email": 1.0,
+}
+
+# What Lambda writes to a function's log group per invocation besides the function's own lines
+# (text format; with active tracing the REPORT line carries the X-Ray trace id).
+PLATFORM_LINES = (
+    "START RequestId: 8f5e0c8e-2f0e-4c1e-9c57-0a9b1f0d3e11 Version: $LATEST\n"
+    "END RequestId: 8f5e0c8e-2f0e-4c1e-9c57-0a9b1f0d3e11\n"
+    "REPORT RequestId: 8f5e0c8e-2f0e-4c1e-9c57-0a9b1f0d3e11\tDuration: 48.21 ms\tBilled Duration: 49 ms\t"
+    "Memory Size: 512 MB\tMax Memory Used: 112 MB\t\n"
+    "XRAY TraceId: 1-6745a2b1-3f2c1d0e9b8a7f6e5d4c3b2a\tSegmentId: 5e4d3c2b1a0f9e8d\tSampled: true\t\n"
+)
+PLATFORM_BYTES = len(PLATFORM_LINES.encode())
+
+# Representative values for the API's access log format (template.yaml, HttpApi AccessLogSettings).
+ACCESS_LOG_VALUES = {
+    "requestId": "Bx3kQhN0IAMEVxw=",
+    "requestTime": "26/Nov/2026:10:00:00 +0000",
+    "identity.sourceIp": "203.0.113.10",
+    "identity.userArn": "arn:aws:iam::123456789012:role/shop-backend",
+    "httpMethod": "POST",
+    "path": "/emails",
+    "routeKey": "ANY /{proxy+}",
+    "status": "202",
+    "protocol": "HTTP/1.1",
+    "responseLength": "112",
+    "responseLatency": "61",
+    "integrationLatency": "58",
+    "integrationErrorMessage": "-",
+    "authorizer.error": "-",
+    "error.message": "-",
+}
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def access_log_bytes(template: dict[str, Any]) -> int:
+    """Bytes of one access log line of the API, from the template's format with representative values."""
+    line = template["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]["Format"]
+    for name, value in sorted(ACCESS_LOG_VALUES.items(), key=lambda item: -len(item[0])):
+        line = line.replace(f"$context.{name}", value)
+    return len(line.encode()) + 1
+
+
+def _median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
+
+
+# --- usage from what the lifecycle recorded -----------------------------------------------------------------
+
+
+@dataclass
+class Selection:
+    """Calls and invocations of some phase and functions, to be read per email."""
+
+    calls: list[Call]
+    invocations: list[Invocation]
+    emails: int
+
+
+def select(
+    life: LifecycleResult, phase: str, functions: set[str], keep: Callable[[Invocation], bool] | None = None
+) -> Selection:
+    recorder = life.recorder
+    invocations = [
+        i for i in recorder.invocations if i.phase == phase and i.function in functions and (keep is None or keep(i))
+    ]
+    numbers = {i.number for i in invocations}
+    calls = [
+        c
+        for c in recorder.calls
+        if c.phase == phase and not c.empty and ((c.scope == ESM and ESM in functions) or (c.invocation in numbers))
+    ]
+    return Selection(calls, invocations, 0)
+
+
+def usage_of(
+    selection: Selection, emails: int, memory: dict[str, int], xray_rate: float, access_log: int
+) -> units.Usage:
+    """What the selected calls and invocations use, per email."""
+    usage = units.Usage()
+    for call in selection.calls:
+        usage.dynamodb_wru += call.wru
+        usage.dynamodb_rru += call.rru
+        usage.sqs_requests += call.sqs_requests
+        usage.s3_puts += call.s3_puts
+        usage.s3_gets += call.s3_gets
+    for invocation in selection.invocations:
+        usage.lambda_requests += 1
+        usage.lambda_gb_seconds += units.gb_seconds(memory[invocation.function], invocation.duration_ms)
+        usage.log_bytes += invocation.log_bytes + invocation.emf_bytes + PLATFORM_BYTES
+        usage.xray_traces += xray_rate
+        if invocation.function == "ApiFunction":
+            usage.api_requests += 1
+            usage.log_bytes += access_log
+    return usage.scaled(1 / emails)
+
+
+def calls_per_email(selection: Selection, emails: int) -> dict[str, float]:
+    counted = Counter(f"{c.service}:{c.operation}" + (f" ({c.error})" if c.error else "") for c in selection.calls)
+    return {name: count / emails for name, count in sorted(counted.items())}
+
+
+def wru_breakdown(selection: Selection, emails: int) -> dict[str, float]:
+    parts: dict[str, float] = defaultdict(float)
+    for call in selection.calls:
+        for name, value in call.wru_by.items():
+            parts[_short_table(name)] += value / emails
+    return dict(sorted(parts.items()))
+
+
+def _short_table(name: str) -> str:
+    # mailqueue-EmailsTable/by-status -> EmailsTable/by-status
+    return name.split("-", 1)[-1]
+
+
+def duration_per_email(selection: Selection, emails: int) -> float:
+    return sum(i.duration_ms for i in selection.invocations) / emails
+
+
+# --- cold start, warm CPU, layer ----------------------------------------------------------------------------
+
+
+def function_environment(template: dict[str, Any], logical_id: str, folder: Path, module: str) -> dict[str, str]:
+    """The environment Lambda gives the function (template.yaml), with fake credentials and no endpoint."""
+    parameters = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
+    stack = Stack(template=template, prefix="mailqueue", parameters=parameters)
+    if logical_id in template["Resources"]:
+        variables = stack.function_environment(logical_id)
+    else:
+        globals_ = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+        variables = {name: str(stack.resolve(value)) for name, value in globals_.items()}
+    memory = int(template.get("Globals", {}).get("Function", {}).get("MemorySize", 128))
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_SESSION_TOKEN": "bench",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_LAMBDA_FUNCTION_NAME": f"mailqueue-{logical_id}",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory),
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
+        # Powertools enables its tracer (and imports the X-Ray SDK) where this is set, as on Lambda.
+        "LAMBDA_TASK_ROOT": str(folder),
+        "_HANDLER": f"{module}.handler",
+        "PYTHONPATH": os.pathsep.join(str(p) for p in (folder, ROOT / "layers" / "shared", ROOT / "dev", ROOT)),
+    }
+    environment.update(variables)
+    return environment
+
+
+def _probe(environment: dict[str, str], *args: str) -> dict[str, Any]:
+    answer = subprocess.run(
+        [sys.executable, "-m", "bench.probe", *args],
+        env=environment,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = [line for line in answer.stdout.splitlines() if line.startswith("BENCH ")]
+    if answer.returncode != 0 or not lines:
+        raise RuntimeError(f"probe {' '.join(args)} failed:\n{answer.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix("BENCH "))
+    return result
+
+
+def cold_starts(template: dict[str, Any], runs: int) -> dict[str, Any]:
+    """Init of each handler and its boto3 floor, interleaved so that drift hits both alike; medians."""
+    environments = {
+        logical_id: function_environment(template, logical_id, ROOT / folder, module)
+        for logical_id, module, folder in FUNCTIONS
+    }
+    services: dict[str, list[str]] = {}
+    for logical_id, module, _ in FUNCTIONS:
+        # The first run warms the disk cache and tells which clients the module creates.
+        services[logical_id] = _probe(environments[logical_id], "init", module)["services"]
+    samples: dict[str, dict[str, list[float]]] = {f[0]: {"init": [], "floor": []} for f in FUNCTIONS}
+    modules: dict[str, int] = {}
+    for _ in range(runs):
+        for logical_id, module, _ in FUNCTIONS:
+            init = _probe(environments[logical_id], "init", module)
+            floor = _probe(environments[logical_id], "floor", module, *services[logical_id])
+            samples[logical_id]["init"].append(init["ms"])
+            samples[logical_id]["floor"].append(floor["ms"])
+            modules[logical_id] = init["modules"]
+    result = {}
+    for logical_id, module, _ in FUNCTIONS:
+        init_ms = _median(samples[logical_id]["init"])
+        floor_ms = _median(samples[logical_id]["floor"])
+        result[logical_id] = {
+            "module": module,
+            "services": services[logical_id],
+            "init_ms_median": round(init_ms, 1),
+            "floor_ms_median": round(floor_ms, 1),
+            "ratio": round(init_ms / floor_ms, 2),
+            "init_ms_runs": [round(v, 1) for v in samples[logical_id]["init"]],
+            "floor_ms_runs": [round(v, 1) for v in samples[logical_id]["floor"]],
+            "modules_loaded": modules[logical_id],
+        }
+    return result
+
+
+def warm_cpu(template: dict[str, Any], samples: dict[str, Any], quick: bool) -> dict[str, Any]:
+    """CPU per email in the api and sender handlers with every AWS call stubbed."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(samples, handle, default=_json_default)
+        path = handle.name
+    plans = {
+        "api, POST /emails": ("ApiFunction", "api", "functions/api", 1, 60 if quick else 200),
+        "api, POST /emails/batch of 100": ("ApiFunction", "api", "functions/api", 100, 5 if quick else 12),
+        "sender, batches of 10": ("SenderFunction", "sender", "functions/sender", 10, 20 if quick else 60),
+    }
+    result = {}
+    try:
+        for label, (logical_id, module, folder, emails, invocations) in plans.items():
+            environment = function_environment(template, logical_id, ROOT / folder, module)
+            # No X-Ray daemon here, and no waiting for send-rate slots: CPU only.
+            environment.update({"POWERTOOLS_TRACE_DISABLED": "1", "SEND_RATE": "1000000"})
+            result[label] = _probe(environment, "warm", module, path, str(emails), str(invocations))
+    finally:
+        os.unlink(path)
+    return result
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode()
+    raise TypeError(type(value).__name__)
+
+
+def layer_size() -> dict[str, Any]:
+    """The built layer (make build): bytes unzipped and zipped, and its largest packages."""
+    root = LAYER / "python"
+    if not root.is_dir():
+        return {"built": False, "note": "no .aws-sam/build/SharedLayer: run `make build` to measure the layer"}
+    sizes: dict[str, int] = defaultdict(int)
+    total = files = 0
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+        for path in sorted(root.rglob("*")):
+            if not path.is_file():
+                continue
+            size = path.stat().st_size
+            total += size
+            files += 1
+            top = path.relative_to(root).parts[0].split("-", 1)[0].removesuffix(".py")
+            sizes[top] += size
+            archive.write(path, path.relative_to(LAYER).as_posix())
+    largest = sorted(sizes.items(), key=lambda item: -item[1])[:8]
+    return {
+        "built": True,
+        "path": str(LAYER.relative_to(ROOT)),
+        "files": files,
+        "unzipped_bytes": total,
+        "zipped_bytes": len(buffer.getvalue()),
+        "largest_packages_bytes": dict(largest),
+    }
+
+
+# --- putting it together ------------------------------------------------------------------------------------
+
+
+def analyse(life: LifecycleResult, template: dict[str, Any], prices: dict[str, Any]) -> dict[str, Any]:
+    memory = life.memory_mb
+    rate = float(prices["xray_default_sampling"]["rate"])
+    access_log = access_log_bytes(template)
+    n = {phase: len(ids) for phase, ids in life.emails.items()}
+
+    def per_email(selection: Selection, emails: int) -> units.Usage:
+        return usage_of(selection, emails, memory, rate, access_log)
+
+    def worked(invocation: Invocation) -> bool:
+        result = invocation.result or {}
+        return bool(result.get("requeued_total") or result.get("given_up"))
+
+    selections = {
+        "enqueue one (POST /emails)": (select(life, "single", {"ApiFunction"}), n["single"]),
+        "enqueue one with Idempotency-Key": (select(life, "idempotent", {"ApiFunction"}), n["idempotent"]),
+        "enqueue a batch of 100 (POST /emails/batch)": (select(life, "batch", {"ApiFunction"}), n["batch"]),
+        "send (sender + event source)": (select(life, "batch", {"SenderFunction", ESM}), n["batch"]),
+        "requeue of a retried email (requeue function)": (
+            select(life, "retry", {"RequeueFunction"}, worked),
+            max(1, life.requeued),
+        ),
+        "retried email: first attempt, requeue and second attempt": (
+            select(life, "retry", {"SenderFunction", ESM, "RequeueFunction"}, _not_idle),
+            n["retry"],
+        ),
+        "delivery event (events function)": (select(life, "delivery", {EVENTS}), n["delivery"]),
+    }
+    calls = {label: calls_per_email(sel, count) for label, (sel, count) in selections.items()}
+    pieces = {label: per_email(sel, count) for label, (sel, count) in selections.items()}
+    wru = {label: wru_breakdown(sel, count) for label, (sel, count) in selections.items()}
+    durations = {label: duration_per_email(sel, count) for label, (sel, count) in selections.items()}
+    batch_sizes = [i.records for i in select(life, "batch", {"SenderFunction"}).invocations]
+
+    idle = [i for i in life.recorder.invocations if i.function == "RequeueFunction" and not worked(i)]
+    idle_selection = Selection(
+        [c for c in life.recorder.calls if c.invocation in {i.number for i in idle}], idle, len(idle)
+    )
+    idle_run = per_email(idle_selection, max(1, len(idle)))
+
+    send = pieces["send (sender + event source)"]
+    delivery = pieces["delivery event (events function)"]
+    retry_extra = pieces["retried email: first attempt, requeue and second attempt"] + send.scaled(-1)
+    pacing = pacing_wait(template, durations["send (sender + event source)"], memory["SenderFunction"])
+    paths = {
+        "batch": pieces["enqueue a batch of 100 (POST /emails/batch)"] + send + delivery,
+        "single": pieces["enqueue one (POST /emails)"] + send + delivery,
+        "single with Idempotency-Key": pieces["enqueue one with Idempotency-Key"] + send + delivery,
+    }
+    costs = {name: units.cost_per_million(usage, prices) for name, usage in paths.items()}
+    pacing_cost = units.cost_per_million(units.Usage(lambda_gb_seconds=pacing["gb_seconds_per_email"]), prices)
+    ses = units.ses_cost_per_million(prices)
+    totals = {name: sum(lines.values()) for name, lines in costs.items()}
+
+    return {
+        "emails_per_phase": n,
+        "calls_per_email": calls,
+        "capacity_per_email": {label: _rounded(usage.as_dict()) for label, usage in pieces.items()},
+        "dynamodb_wru_per_email_by_table_and_index": {label: _rounded(parts) for label, parts in wru.items()},
+        "lambda_ms_per_email": {label: round(value, 2) for label, value in durations.items()},
+        "sender_batch_sizes": batch_sizes,
+        "requeue_idle_run": _rounded(idle_run.as_dict()),
+        "retried_email_extra": _rounded(retry_extra.as_dict()),
+        "paths_per_email": {name: _rounded(usage.as_dict()) for name, usage in paths.items()},
+        "cost_usd_per_million_emails": {name: _rounded(lines, 4) for name, lines in costs.items()},
+        "cost_totals_usd_per_million_emails": {name: round(total, 3) for name, total in totals.items()},
+        "ses_usd_per_million_emails": ses,
+        "infra_share_of_ses_fee": {name: round(total / ses, 4) for name, total in totals.items()},
+        "retried_email_extra_usd_per_million": round(sum(units.cost_per_million(retry_extra, prices).values()), 3),
+        "sender_pacing_at_template_defaults": {
+            **pacing,
+            "usd_per_million_emails": round(pacing_cost["Lambda duration"], 3),
+        },
+        "item_sizes_bytes": {
+            _short_table(label): {"min": min(sizes), "max": max(sizes), "writes": len(sizes)}
+            for label, sizes in sorted(life.recorder.item_sizes.items())
+        },
+        "log_bytes_by_line": {
+            f"{function}: {kind}": count for (function, kind), count in sorted(life.recorder.logs.bytes_by_kind.items())
+        },
+        "log_line_samples": {
+            f"{function}: {kind}": line for (function, kind), line in sorted(life.recorder.logs.samples.items())
+        },
+        "platform_log_bytes_per_invocation": PLATFORM_BYTES,
+        "api_access_log_bytes_per_request": access_log,
+        "local_throughput": {key: round(value, 2) for key, value in life.throughput.items()},
+        "lifecycle_environment": life.environment,
+    }
+
+
+def _not_idle(invocation: Invocation) -> bool:
+    if invocation.function != "RequeueFunction":
+        return True
+    result = invocation.result or {}
+    return bool(result.get("requeued_total") or result.get("given_up"))
+
+
+def pacing_wait(template: dict[str, Any], active_ms_per_email: float, memory_mb: int) -> dict[str, Any]:
+    """The sender's wait for its send-rate slot when the queue is backlogged, at the template's defaults.
+
+    Each invocation sends at most send_rate / (concurrency × queues) emails a second (mailqueue.sending.
+    invocation_rate), so under a backlog every email holds an invocation that long, waiting or working.
+    """
+    parameters = template["Parameters"]
+    send_rate = float(parameters["SendRate"]["Default"])
+    concurrency = int(parameters["SenderMaxConcurrency"]["Default"])
+    queues = Settings().send_queues
+    slot_ms = 1000 * concurrency * queues / send_rate
+    wait_ms = max(0.0, slot_ms - active_ms_per_email)
+    return {
+        "send_rate": send_rate,
+        "sender_max_concurrency": concurrency,
+        "send_queues": queues,
+        "ms_per_email_per_invocation": round(slot_ms, 1),
+        "active_ms_per_email": round(active_ms_per_email, 1),
+        "wait_ms_per_email": round(wait_ms, 1),
+        "gb_seconds_per_email": memory_mb / 1024 * wait_ms / 1000,
+        "send_rate_without_waiting": round(1000 * concurrency * queues / max(active_ms_per_email, 1e-9), 1),
+    }
+
+
+def _rounded(values: dict[str, float], digits: int = 6) -> dict[str, float]:
+    return {key: round(value, digits) for key, value in values.items()}
+
+
+# --- output -------------------------------------------------------------------------------------------------
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = [title, "  " + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  " + "  ".join("-" * w for w in widths))
+    for row in rows:
+        cells = [
+            str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def report(results: dict[str, Any]) -> str:
+    out: list[str] = []
+    a = results["analysis"]
+    for label, calls in a["calls_per_email"].items():
+        rows = [[name, f"{count:.3g}"] for name, count in calls.items()]
+        out.append(_table(f"Calls per email: {label}", ["service:operation", "per email"], rows))
+    cap_rows = []
+    for label, usage in a["capacity_per_email"].items():
+        cap_rows.append(
+            [
+                label,
+                f"{usage['dynamodb_wru']:.3g}",
+                f"{usage['dynamodb_rru']:.3g}",
+                f"{usage['sqs_requests']:.3g}",
+                f"{usage['lambda_requests']:.3g}",
+                f"{usage['lambda_gb_seconds']:.4f}",
+                f"{usage['log_bytes']:.0f}",
+            ]
+        )
+    for name, usage in a["paths_per_email"].items():
+        cap_rows.append(
+            [
+                f"WHOLE LIFE, {name} path",
+                f"{usage['dynamodb_wru']:.3g}",
+                f"{usage['dynamodb_rru']:.3g}",
+                f"{usage['sqs_requests']:.3g}",
+                f"{usage['lambda_requests']:.3g}",
+                f"{usage['lambda_gb_seconds']:.4f}",
+                f"{usage['log_bytes']:.0f}",
+            ]
+        )
+    out.append(_table("Capacity per email", ["", "WRU", "RRU", "SQS req", "Lambda inv", "GB-s", "log B"], cap_rows))
+    wru_rows = [
+        [label, ", ".join(f"{k} {v:g}" for k, v in parts.items())]
+        for label, parts in a["dynamodb_wru_per_email_by_table_and_index"].items()
+        if parts
+    ]
+    out.append(_table("DynamoDB write units per email, by table and index", ["", "WRU"], wru_rows))
+    costs = a["cost_usd_per_million_emails"]
+    services = list(next(iter(costs.values())))
+    rows = [[service, *(f"{costs[path][service]:.3f}" for path in costs)] for service in services]
+    rows.append(["TOTAL infrastructure", *(f"{a['cost_totals_usd_per_million_emails'][p]:.3f}" for p in costs)])
+    rows.append(["  share of SES's fee", *(f"{100 * a['infra_share_of_ses_fee'][p]:.1f}%" for p in costs)])
+    rows.append(["SES ($0.10 per 1,000)", *(f"{a['ses_usd_per_million_emails']:.2f}" for _ in costs)])
+    out.append(_table("Cost per million emails (USD, us-east-1, " + results["prices_as_of"] + ")", ["", *costs], rows))
+    pacing = a["sender_pacing_at_template_defaults"]
+    out.append(
+        f"Sender pacing at the template's defaults (SendRate {pacing['send_rate']:g}/s, "
+        f"{pacing['sender_max_concurrency']} x {pacing['send_queues']} invocations): under a backlog each email "
+        f"holds an invocation {pacing['ms_per_email_per_invocation']} ms, {pacing['wait_ms_per_email']} ms of it "
+        f"waiting: +${pacing['usd_per_million_emails']} per million. No wait from "
+        f"{pacing['send_rate_without_waiting']:g} emails/s of send rate up."
+    )
+    out.append(f"A retried email costs ${a['retried_email_extra_usd_per_million']} per million more.")
+    cold = results["cold_start"]
+    rows = [
+        [name, c["module"], f"{c['init_ms_median']:.0f}", f"{c['floor_ms_median']:.0f}", f"{c['ratio']:.2f}x"]
+        for name, c in cold.items()
+    ]
+    out.append(
+        _table(
+            "Cold start (median init vs import boto3 + the same clients)",
+            ["", "module", "init ms", "floor ms", "ratio"],
+            rows,
+        )
+    )
+    layer = results["layer"]
+    if layer.get("built"):
+        out.append(
+            f"Layer: {layer['unzipped_bytes'] / 1e6:.1f} MB unzipped, {layer['zipped_bytes'] / 1e6:.1f} MB zipped, "
+            f"{layer['files']} files; largest: "
+            + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in layer["largest_packages_bytes"].items())
+        )
+    else:
+        out.append(f"Layer: {layer['note']}")
+    rows = [
+        [
+            label,
+            f"{w['cpu_ms_per_email']:.3f}",
+            f"{w['first_invocation_ms']:.0f}",
+            ", ".join(
+                f"{k} {100 * v:.0f}%" for k, v in sorted(w["cpu_share_by_package"].items(), key=lambda i: -i[1])[:4]
+            ),
+        ]
+        for label, w in results["warm_cpu"].items()
+    ]
+    out.append(_table("Warm CPU per email, AWS stubbed", ["", "CPU ms", "1st inv ms", "where (profiled)"], rows))
+    t = a["local_throughput"]
+    out.append(
+        f"Local throughput: {t['emails_per_second']:.1f} emails/s enqueue to SES-accepted "
+        f"({t['emails']:.0f} emails in {t['seconds']:.1f} s, moto server, one process)."
+    )
+    goals = results["goals"]
+    out.append(
+        _table(
+            "Goals",
+            ["", "measured", "goal", ""],
+            [[g["name"], g["measured"], g["goal"], "met" if g["met"] else "MISSED"] for g in goals],
+        )
+    )
+    return "\n\n".join(out)
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    a = results["analysis"]
+    totals = a["cost_totals_usd_per_million_emails"]
+    checks = [
+        ("infra $/M, batch path", totals["batch"], GOALS["batch_path_usd_per_million"]),
+        ("infra $/M, single path", totals["single"], GOALS["single_path_usd_per_million"]),
+    ]
+    checks += [
+        (f"init / floor, {name}", c["ratio"], GOALS["init_to_floor_ratio"]) for name, c in results["cold_start"].items()
+    ]
+    sender = results["warm_cpu"]["sender, batches of 10"]["cpu_ms_per_email"]
+    checks.append(("sender CPU ms per email", sender, GOALS["sender_cpu_ms_per_email"]))
+    return [
+        {"name": name, "measured": f"{value:.3g}", "goal": f"<= {goal:g}", "met": value <= goal}
+        for name, value, goal in checks
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7, help="cold-start runs per function (median)")
+    parser.add_argument("--quick", action="store_true", help="fewer emails and runs, for a smoke test")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    prices = json.loads(PRICES.read_text())
+    template = load_template()
+    print("bench: emails through the local stack …", file=sys.stderr, flush=True)
+    small = {"singles": 5, "idempotent": 3, "retried": 5, "throughput_emails": 100}
+    life = lifecycle.run(**(small if args.quick else {}))
+    analysis = analyse(life, template, prices)
+    samples = _stub_samples(life)
+    print("bench: cold starts …", file=sys.stderr, flush=True)
+    cold = cold_starts(template, 3 if args.quick else args.runs)
+    print("bench: warm CPU …", file=sys.stderr, flush=True)
+    warm = warm_cpu(template, samples, args.quick)
+    layer = layer_size()
+    results: dict[str, Any] = {
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"python": sys.version.split()[0], "platform": sys.platform, "cpus": os.cpu_count()},
+        "prices_as_of": prices["as_of"],
+        "prices_region": prices["region"],
+        "analysis": analysis,
+        "cold_start": cold,
+        "warm_cpu": warm,
+        "layer": layer,
+    }
+    results["goals"] = goals(results)
+    results["bench_seconds"] = round(time.perf_counter() - started, 1)
+    args.out.write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
+    print(report(results))
+    print(
+        f"\nwrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out} "
+        f"in {results['bench_seconds']:.0f} s"
+    )
+    return 0
+
+
+def _stub_samples(life: LifecycleResult) -> dict[str, Any]:
+    """Items the stubs answer with in the warm probe: a content record and a status record per status."""
+    by_label = life.recorder.samples
+    samples: dict[str, Any] = {}
+    for label, item in by_label.items():
+        parts = label.split(":")
+        if parts[0].endswith("EmailsTable") and parts[1] == "content":
+            samples["content"] = item
+        elif parts[0].endswith("EmailsTable") and parts[1] == "status":
+            samples[parts[2]] = item
+    return samples
+
+
+if __name__ == "__main__":
+    sys.exit(main())
