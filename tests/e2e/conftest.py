@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +29,8 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         # Fast enough that a batch of 100 goes out in about a second; retries after about a second.
         parameters={"SendRate": "100"},
         environment={"BACKOFF_BASE_SECONDS": "1"},
+        # SES's events for each accepted send: emails go on to delivered, bounced or complained.
+        ses_events=True,
     )
     with stack:
         yield stack
@@ -92,3 +97,35 @@ def status_item(dynamodb: Any, table: str, email_id: str) -> dict[str, Any] | No
 
 def outbox_file(local: LocalStack, email_id: str) -> Path:
     return Path(local.outbox_dir) / f"{email_id}.eml"
+
+
+def an_email(**overrides: Any) -> dict[str, Any]:
+    email: dict[str, Any] = {
+        "from": "Shop <app@example.com>",
+        "to": ["alice@example.org"],
+        "subject": f"Receipt {uuid.uuid4().hex[:8]}",
+        "text": "Thanks for your order.",
+    }
+    email.update(overrides)
+    return email
+
+
+def status_of(http: Http, email_id: str) -> str:
+    code, body = http.get(f"/emails/{email_id}")
+    assert code == 200, body
+    return str(body["status"])
+
+
+def wait_for_status(http: Http, email_id: str, wanted: str, timeout: float = 30.0) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        code, body = http.get(f"/emails/{email_id}")
+        assert code == 200, body
+        return body if body["status"] == wanted else None
+
+    return wait_for(reached, f"{email_id} to be {wanted}", timeout)
+
+
+def parse_eml(local: LocalStack, email_id: str) -> EmailMessage:
+    message = message_from_bytes(outbox_file(local, email_id).read_bytes(), policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message

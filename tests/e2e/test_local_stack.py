@@ -1,4 +1,4 @@
-"""The whole queue through real HTTP: enqueue, send, schedule, cancel, retry after a throttle, refuse."""
+"""The whole queue through real HTTP: enqueue, send, deliver, schedule, cancel, retry after a throttle, refuse."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import shlex
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from typing import Any
 
 import pytest
@@ -17,43 +15,20 @@ from botocore.exceptions import ClientError
 from mailqueue import aws
 from mailqueue_dev.local import LocalStack
 
-from tests.e2e.conftest import Http, outbox_file, status_item, wait_for
+from tests.e2e.conftest import (
+    Http,
+    an_email,
+    outbox_file,
+    parse_eml,
+    status_item,
+    status_of,
+    wait_for,
+    wait_for_status,
+)
 
 pytestmark = pytest.mark.e2e
 
 PDF = b"%PDF-1.4\n% a tiny test document\n%%EOF\n"
-
-
-def an_email(**overrides: Any) -> dict[str, Any]:
-    email: dict[str, Any] = {
-        "from": "Shop <app@example.com>",
-        "to": ["alice@example.org"],
-        "subject": f"Receipt {uuid.uuid4().hex[:8]}",
-        "text": "Thanks for your order.",
-    }
-    email.update(overrides)
-    return email
-
-
-def status_of(http: Http, email_id: str) -> str:
-    code, body = http.get(f"/emails/{email_id}")
-    assert code == 200, body
-    return str(body["status"])
-
-
-def wait_for_status(http: Http, email_id: str, wanted: str, timeout: float = 30.0) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        code, body = http.get(f"/emails/{email_id}")
-        assert code == 200, body
-        return body if body["status"] == wanted else None
-
-    return wait_for(reached, f"{email_id} to be {wanted}", timeout)
-
-
-def parse_eml(local: LocalStack, email_id: str) -> EmailMessage:
-    message = message_from_bytes(outbox_file(local, email_id).read_bytes(), policy=policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
 
 
 def test_the_printed_curl_sends_an_email(local: LocalStack, http: Http) -> None:
@@ -65,13 +40,15 @@ def test_the_printed_curl_sends_an_email(local: LocalStack, http: Http) -> None:
     # When it is sent
     code, answer = http.post("/emails", body)
 
-    # Then the email is accepted, sent, and in the outbox
+    # Then the email is accepted, sent, delivered, and in the outbox
     assert code == 202, answer
-    wait_for_status(http, answer["id"], "sent")
+    wait_for_status(http, answer["id"], "delivered")
     assert parse_eml(local, answer["id"])["From"] == "app@example.com"
 
 
-def test_one_email_is_sent_and_its_eml_reads_back(local: LocalStack, http: Http, dynamodb: Any, table: str) -> None:
+def test_one_email_is_delivered_and_its_eml_reads_back(
+    local: LocalStack, http: Http, dynamodb: Any, table: str
+) -> None:
     email = an_email(
         to=["Alice <alice@example.org>"],
         cc=["bob@example.org"],
@@ -85,9 +62,10 @@ def test_one_email_is_sent_and_its_eml_reads_back(local: LocalStack, http: Http,
     assert answer["status"] == "queued"
     email_id = answer["id"]
 
-    sent = wait_for_status(http, email_id, "sent")
-    assert sent["attempts"] == 1
-    assert [entry["status"] for entry in sent["history"]] == ["queued", "sending", "sent"]
+    # SES accepts it, then its Delivery event arrives
+    delivered = wait_for_status(http, email_id, "delivered")
+    assert delivered["attempts"] == 1
+    assert [entry["status"] for entry in delivered["history"]] == ["queued", "sending", "sent", "delivered"]
 
     message = parse_eml(local, email_id)
     assert message["From"] == "Shop <app@example.com>"
@@ -106,28 +84,28 @@ def test_one_email_is_sent_and_its_eml_reads_back(local: LocalStack, http: Http,
     # The table, read as a user would with boto3
     item = status_item(dynamodb, table, email_id)
     assert item is not None
-    assert item["status"] == {"S": "sent"}
-    assert item["ses_message_id"]["S"] == sent["ses_message_id"]
+    assert item["status"] == {"S": "delivered"}
+    assert item["ses_message_id"]["S"] == delivered["ses_message_id"]
     assert "deadline" not in item  # terminal emails leave the deadline index
 
 
-def test_a_batch_of_100_is_all_sent(local: LocalStack, http: Http, dynamodb: Any, table: str) -> None:
+def test_a_batch_of_100_is_all_delivered(local: LocalStack, http: Http, dynamodb: Any, table: str) -> None:
     emails = [an_email(to=[f"customer{i}@example.org"], subject=f"Batch {i}") for i in range(100)]
     code, answer = http.post("/emails/batch", {"emails": emails})
     assert code == 202, answer
     assert (answer["accepted"], answer["rejected"]) == (100, 0)
     ids = [result["id"] for result in answer["results"]]
 
-    def all_sent() -> bool:
+    def all_delivered() -> bool:
         keys = [{"pk": {"S": email_id}, "sk": {"S": "status"}} for email_id in ids]
         found = dynamodb.batch_get_item(
             RequestItems={
                 table: {"Keys": keys, "ProjectionExpression": "#s", "ExpressionAttributeNames": {"#s": "status"}}
             }
         )["Responses"][table]
-        return len(found) == 100 and all(item["status"]["S"] == "sent" for item in found)
+        return len(found) == 100 and all(item["status"]["S"] == "delivered" for item in found)
 
-    wait_for(all_sent, "all 100 emails to be sent", timeout=40)
+    wait_for(all_delivered, "all 100 emails to be delivered", timeout=40)
     for index, email_id in enumerate(ids):
         message = parse_eml(local, email_id)
         assert message["To"] == f"customer{index}@example.org"
@@ -141,8 +119,8 @@ def test_an_email_for_later_is_sent_only_after_its_time(local: LocalStack, http:
     assert code == 202, answer
     assert answer["status"] == "queued"
 
-    sent = wait_for_status(http, answer["id"], "sent")
-    claimed = next(entry for entry in sent["history"] if entry["status"] == "sending")
+    delivered = wait_for_status(http, answer["id"], "delivered")
+    claimed = next(entry for entry in delivered["history"] if entry["status"] == "sending")
     assert datetime.fromisoformat(claimed["at"].replace("Z", "+00:00")) >= send_at.replace(microsecond=0)
     message = parse_eml(local, answer["id"])
     assert message["Date"].datetime >= send_at.replace(microsecond=0)
@@ -212,15 +190,15 @@ def test_a_throttled_send_is_retried_and_sent(local: LocalStack, http: Http) -> 
     try:
         code, answer = http.post("/emails", an_email(subject=subject))
         assert code == 202, answer
-        sent = wait_for_status(http, answer["id"], "sent")
+        delivered = wait_for_status(http, answer["id"], "delivered")
     finally:
         events.unregister("before-parameter-build.sesv2.SendEmail", unique_id="e2e-throttle")
 
     assert throttled.is_set()
-    assert sent["attempts"] == 2
-    statuses = [entry["status"] for entry in sent["history"]]
+    assert delivered["attempts"] == 2
+    statuses = [entry["status"] for entry in delivered["history"]]
     assert statuses[:3] == ["queued", "sending", "retrying"]
-    assert statuses[-1] == "sent"
+    assert statuses[-2:] == ["sent", "delivered"]
     assert parse_eml(local, answer["id"])["Subject"] == subject
 
 
