@@ -50,7 +50,7 @@ _SIMULATOR = {"bounce": Fate.BOUNCED, "complaint": Fate.COMPLAINED, "suppression
 _DOMAINS = {BOUNCE_DOMAIN: Fate.BOUNCED, COMPLAINT_DOMAIN: Fate.COMPLAINED}
 
 _BOUNCES = {
-    Fate.BOUNCED: ("General", "5.1.1", "smtp; 550 5.1.1 user unknown", "dns; mx.mailqueue.example"),
+    Fate.BOUNCED: ("General", "5.1.1", "smtp; 550 5.1.1 user unknown", "dsn; a1-1.smtp-out.amazonses.com"),
     Fate.SUPPRESSED: (
         "OnAccountSuppressionList",
         "5.1.1",
