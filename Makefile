@@ -13,7 +13,7 @@ SAM_STAMP := $(TOOLS)/sam/.installed-$(SAM_VERSION)
 CHECKOV_STAMP := $(TOOLS)/checkov/.installed-$(CHECKOV_VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help install tools dev test lint format typecheck unit integration e2e validate build deploy clean
+.PHONY: help install tools dev test lint format typecheck unit integration e2e chaos validate build deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ integration: $(STAMP) ## Integration tests (boto3 against moto in server mode)
 
 e2e: $(STAMP) ## End-to-end tests through the local stack's HTTP API
 	$(BIN)/pytest -q tests/e2e
+
+chaos: $(STAMP) ## 2,000 emails through the local stack under injected faults: nothing lost (figures: docs/reliability.md)
+	$(BIN)/python -m mailqueue_dev.chaos --emails 2000 --json .mailqueue/chaos.json --doc docs/reliability.md
 
 $(SAM_STAMP):
 	@rm -rf $(TOOLS)/sam && $(PYTHON) -m venv $(TOOLS)/sam

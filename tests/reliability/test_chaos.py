@@ -1,0 +1,127 @@
+"""The chaos run inside the suite: a few hundred emails through the local stack under every fault, nothing lost.
+
+``make chaos`` runs the same with 2,000 emails and writes its figures into docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mailqueue_dev import chaos
+from mailqueue_dev.chaos import Acceptance, ChaosConfig, ChaosReport, ChaosRun
+
+IDS = [f"01JCHA{n:020d}" for n in range(4)]
+
+
+@pytest.mark.e2e
+def test_nothing_is_lost_or_sent_twice_outside_the_windows_under_faults(tmp_path: Path) -> None:
+    report = chaos.run(ChaosConfig(emails=300), tmp_path)
+
+    summary = "\n".join(report.lines())
+    assert report.ok, summary
+    assert report.accepted == 300, summary
+    assert report.lost == [], summary
+    assert report.stuck == {}, summary
+    assert report.sent_twice_outside_windows == [], summary
+    assert report.ses_accepted == report.ses_recorded_by_moto, summary
+    assert report.sent + sum(report.failed.values()) + report.cancelled == report.accepted, summary
+    assert report.fault_kinds >= 5, summary
+
+
+# --- the count catches what it must: a run that cannot fail proves nothing -----------------------------------
+
+
+def counted(
+    tmp_path: Path,
+    records: dict[str, dict[str, Any]],
+    sends: dict[str, list[Acceptance]],
+    sent_write_failures: dict[str, int] | None = None,
+) -> ChaosReport:
+    """Count a made-up outcome of a run of the 4 emails IDS, without running it."""
+    run = ChaosRun(ChaosConfig(emails=4, cancels=0), tmp_path)
+    for index, email_id in enumerate(IDS):
+        run.ledger.accepted[email_id] = index
+    run.ledger.acceptances.update(sends)
+    for email_id, sequence in (sent_write_failures or {}).items():
+        run.ledger.sent_write_failures[email_id].append(sequence)
+    report = ChaosReport(emails=4, seed=0)
+    run._count(report, records, Counter({email_id: len(items) for email_id, items in sends.items()}))
+    return report
+
+
+def record(email_id: str, status: str, **extra: Any) -> dict[str, Any]:
+    return {"pk": email_id, "status": status, "attempts": 1, "history": [{"status": "queued"}], **extra}
+
+
+def test_the_count_passes_a_clean_outcome(tmp_path: Path) -> None:
+    records = {email_id: record(email_id, "sent") for email_id in IDS}
+    records[IDS[0]]["history"] = [{"status": "queued"}, {"status": "sending"}, {"status": "sent"}]
+    sends = {email_id: [Acceptance(n, "clean", f"m{n}")] for n, email_id in enumerate(IDS)}
+
+    report = counted(tmp_path, records, sends)
+
+    assert report.problems == []
+    assert report.sent == 4
+
+
+def test_the_count_flags_lost_stuck_and_unexplained_duplicates(tmp_path: Path) -> None:
+    records = {
+        IDS[0]: record(IDS[0], "sent"),  # sent twice, the first answer recorded
+        IDS[1]: record(IDS[1], "retrying", deadline="2030-01-01T00:00:00.000Z"),  # stuck
+        IDS[2]: record(IDS[2], "sent"),  # recorded sent, never accepted by SES
+        # IDS[3]: gone from the table
+    }
+    sends = {IDS[0]: [Acceptance(1, "clean", "m1"), Acceptance(2, "clean", "m2")]}
+
+    report = counted(tmp_path, records, sends)
+
+    assert sorted(report.lost) == [IDS[2], IDS[3]]
+    assert report.stuck == {IDS[1]: "retrying"}
+    assert any("sent again" in problem for problem in report.problems)
+    assert not report.ok
+
+
+def test_the_count_explains_a_second_send_after_an_unrecorded_acceptance(tmp_path: Path) -> None:
+    records = {email_id: record(email_id, "sent") for email_id in IDS}
+    sends = {
+        IDS[0]: [Acceptance(1, "ses_timeout_after_accept", "m1"), Acceptance(5, "clean", "m5")],
+        IDS[1]: [Acceptance(2, "sender_died_after_accept", "m2"), Acceptance(6, "clean", "m6")],
+        IDS[2]: [Acceptance(3, "clean", "m3"), Acceptance(7, "clean", "m7")],
+        IDS[3]: [Acceptance(4, "clean", "m4")],
+    }
+    # The `sent` write after the first send of IDS[2] failed.
+    report = counted(tmp_path, records, sends, sent_write_failures={IDS[2]: 4})
+
+    assert report.problems == []
+    assert report.extra_sends_by_window == {
+        "ses_timeout_after_accept": 1,
+        "sender_died_after_accept": 1,
+        "sent_write_failed": 1,
+    }
+
+
+def test_the_count_flags_a_failure_that_is_neither_permanent_nor_exhausted(tmp_path: Path) -> None:
+    records = {email_id: record(email_id, "sent") for email_id in IDS}
+    records[IDS[0]] = record(IDS[0], "failed", last_error={"code": "TooManyRequestsException"})
+    records[IDS[1]] = record(IDS[1], "failed", last_error={"code": "MessageRejected"})
+    sends = {email_id: [Acceptance(n, "clean", "m")] for n, email_id in enumerate(IDS[2:])}
+
+    report = counted(tmp_path, records, sends)
+
+    assert report.failed == {"TooManyRequestsException (not allowed)": 1, "MessageRejected (permanent)": 1}
+    assert report.lost == [IDS[0]]
+
+
+def test_the_faults_of_an_email_are_the_same_in_every_run() -> None:
+    config = ChaosConfig(emails=200)
+    plans = chaos.plan_emails(config)
+
+    first = [chaos.ses_fault(config, plan, attempt) for plan in plans for attempt in (1, 2, 3)]
+    again = [chaos.ses_fault(config, plan, attempt) for plan in chaos.plan_emails(config) for attempt in (1, 2, 3)]
+
+    assert first == again
+    assert {fault for fault in first if fault} >= {"ses_throttled", "ses_server_error", "ses_rejected"}
+    assert sum(1 for plan in plans if plan.cancel) == config.cancel_count
