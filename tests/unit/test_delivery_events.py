@@ -147,11 +147,37 @@ def test_a_delivery_alone_also_settles_an_unknown_outcome(api, handler):
     assert [entry["status"] for entry in read(api, email_id)["history"]][-2:] == ["sent", "delivered"]
 
 
-def test_an_event_racing_the_sender_is_retried(api, handler):
+@pytest.mark.parametrize(("name", "final"), [("send", "sent"), ("delivery", "delivered")])
+def test_an_event_for_an_email_still_sending_settles_it_as_sent(api, handler, name, final):
+    # Given a sender that claimed the email, and died after SES accepted it (or has yet to record it)
+    _, body = api.post("/emails", an_email())
+    email_id = body["id"]
+    store = api.module.mailqueue.store
+    now = clock.now()
+    claim = Change(Status.SENDING, deadline=clock.after(now, 180), attempts_delta=1, set={"claim_token": "t1"})
+    transition(store, email_id, Guard({Status.QUEUED}), claim, now)
+
+    # When SES's event about the send arrives
+    handler(sample(name, email_id))
+
+    # Then the email is sent: its claim can no longer expire into a second send
+    email = store.get(email_id)
+    assert email["status"] == final
+    assert "deadline" not in email
+    assert "claim_token" not in email
+    assert email["ses_message_id"] == sample(name, email_id)["detail"]["mail"]["messageId"]
+    assert [entry["status"] for entry in email["history"]][1:] == [
+        "sending",
+        "sent",
+        *([final] if final != "sent" else []),
+    ]
+
+
+def test_a_reject_racing_the_sender_is_retried(api, handler):
     email_id = email_in(api, Status.SENDING)
 
     with pytest.raises(NotYetRecorded):
-        handler(sample("delivery", email_id))
+        handler(sample("reject", email_id))
 
 
 def test_unknown_and_foreign_events_are_acknowledged(api, handler):

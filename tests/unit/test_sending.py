@@ -18,12 +18,13 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
 from mailqueue import aws, clock
+from mailqueue.delivery import DeliveryEvents
 from mailqueue.mailer import Mailer
 from mailqueue.render import Rendered
 from mailqueue.sending import NoTimeLeft, Pacer, Result, backoff_seconds, invocation_rate
 from mailqueue.settings import Settings, get_settings
 from mailqueue.statemachine import Change, Guard, Status, transition
-from mailqueue.store import EmailStore
+from mailqueue.store import EmailStore, SuppressionList
 from mailqueue_dev.lambda_events import LambdaContext, sqs_event
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
@@ -465,6 +466,34 @@ def test_a_read_timeout_waits_for_the_send_event(api, stack, sender, capsys):
     )
     assert email["last_error"]["code"] == "ReadTimeoutError"
     assert emitted_metrics(capsys.readouterr().out)["UnknownOutcomes"] == 1
+
+
+def test_an_email_settled_by_ses_s_event_first_is_reported_sent_without_an_error(api, stack, sender, capsys):
+    # Given SES's Send event reaches the events function before the sender records the send
+    email_id = enqueue(api)
+    settings = get_settings()
+    events = DeliveryEvents(aws_store(), SuppressionList(settings, aws.client("dynamodb")))
+    send_event = json.loads((Path(__file__).resolve().parents[2] / "events" / "events" / "send.json").read_text())
+    send_event["detail"]["mail"]["tags"]["email_id"] = [email_id]
+
+    def event_first(parsed: dict[str, Any], **_: Any) -> None:
+        send_event["detail"]["mail"]["messageId"] = parsed["MessageId"]
+        events.handle(send_event)
+
+    sender.ses.meta.events.register("after-call.sesv2.SendEmail", event_first)
+
+    # When the sender records the outcome
+    assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
+
+    # Then the email was sent once, and the sender counts it sent with no error logged
+    assert len(outbox()) == 1
+    email = record(stack, email_id)
+    assert email["status"] == "sent"
+    assert [entry["status"] for entry in email["history"]] == ["queued", "sending", "sent"]
+    metrics = emitted_metrics(capsys.readouterr().out)
+    assert metrics["EmailsSent"] == 1
+    assert "ClaimsLost" not in metrics
+    assert [line for line in sender.log_lines() if line["level"] == "ERROR"] == []
 
 
 @pytest.mark.parametrize(

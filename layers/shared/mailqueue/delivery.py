@@ -128,18 +128,21 @@ class DeliveryEvents:
         status = Status(record["status"])
         message_id = str(detail.get("mail", {}).get("messageId", ""))
 
-        if status is Status.SENDING:
+        if status is Status.SENDING and event_type not in _PROVES_ACCEPTED:
             raise NotYetRecorded(f"{email_id} is still being sent; {event_type} will be retried")
-        if status is Status.RETRYING and event_type in _PROVES_ACCEPTED:
-            # The last attempt's outcome was unknown; SES proves it accepted it. Never send it again.
+        if status in {Status.SENDING, Status.RETRYING} and event_type in _PROVES_ACCEPTED:
+            # SES proves it accepted the email: never send it again. Retrying: the last attempt's outcome
+            # was unknown. Sending: the sender has not recorded the send, and may never: if it died after
+            # SES accepted, its claim would expire and the requeue function would hand the email out again.
             record = self._apply(
                 email_id,
                 record,
-                {Status.RETRYING},
+                {status},
                 Status.SENT,
                 "SES Send event: accepted",
                 {"ses_message_id": message_id},
                 now,
+                remove=("claim_token",),
             )
             status = Status(record["status"])
             if event_type == "Send":
@@ -171,9 +174,11 @@ class DeliveryEvents:
         reason: str,
         extra: dict[str, Any],
         now: datetime,
+        remove: tuple[str, ...] = (),
     ) -> dict[str, Any]:
+        change = Change(target, reason=reason, set=extra, remove=remove)
         try:
-            return transition(self.store, email_id, Guard(sources), Change(target, reason=reason, set=extra), now)
+            return transition(self.store, email_id, Guard(sources), change, now)
         except ConditionFailed as failure:
             # Another event (or a repeat of this one) got there first: nothing to do.
             return failure.current or record

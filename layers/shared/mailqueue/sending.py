@@ -30,9 +30,10 @@ logged: retrying it cannot help. Any other exception propagates, so that the bat
 that message as failed and SQS delivers it again.
 
 Besides an unknown outcome, one more path can repeat a send: SES accepted the email but the
-``sent`` write failed (DynamoDB unreachable even after its client's retries). The email then stays
-``sending`` until its claim expires; SES's Send event settles it as sent before that, unless the
-event is lost too.
+``sent`` write failed (DynamoDB unreachable even after its client's retries), or the sender died
+before it. The email then stays ``sending`` until its claim expires; SES's Send event settles it
+as sent before that (:mod:`mailqueue.delivery`), unless the event is lost too. When the event
+comes first and the sender is alive, its own write finds the email sent and reports it so.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from mailqueue.store import CONTENT, ConditionFailed, EmailStore
 # cannot be finished before the function's timeout is left to SQS, unclaimed.
 RESERVE_SECONDS = 8.0
 ATTEMPTS_EXHAUSTED = "attempts exhausted"
+_SENT_OR_LATER = frozenset({Status.SENT, Status.DELIVERED, Status.BOUNCED, Status.COMPLAINED})
 
 
 class Result(StrEnum):
@@ -356,6 +358,13 @@ class Sender:
         try:
             record = transition(self.store, email_id, Guard(statuses={Status.SENDING}, claim_token=token), change, now)
         except ConditionFailed as failure:
+            if (failure.current or {}).get("status") in _SENT_OR_LATER:
+                # SES's event reached the events function first and settled the email as sent.
+                if outcome is Outcome.ACCEPTED:
+                    self._observe(Result.SENT, result, attempt)
+                else:
+                    self.logger.info("SES's event had settled the email as sent", extra={"outcome": outcome.value})
+                return Report(Result.SENT, email_id, "settled as sent by SES's event", failure.current)
             # The claim was released (it expired, so the requeue function took the email back)
             # before this outcome was written. If SES accepted it, its Send event can still settle it.
             self.logger.error(
