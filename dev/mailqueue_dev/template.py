@@ -1,8 +1,10 @@
 """Read ``template.yaml`` and build its resources in the emulator, so the local stack cannot drift.
 
 Only what the code uses is built: DynamoDB tables (keys, indexes, TTL), SQS queues (visibility,
-redrive to their dead-letter queues) and S3 buckets. Functions' environments are resolved from the
-template's Globals and function definitions, with ``Ref``/``GetAtt``/``Join`` pointing at what was built.
+redrive to their dead-letter queues), S3 buckets and SES configuration sets; every other resource type
+is left out. Functions' environments are resolved from the template's Globals and function definitions,
+with ``Ref``/``GetAtt``/``Join`` pointing at what was built and ``Fn::If`` decided by the template's
+conditions under the stack's parameters.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 import yaml
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+# What Ref AWS::NoValue resolves to until the key or item holding it is dropped.
+_NO_VALUE = object()
 
 
 class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc]
@@ -57,18 +61,45 @@ class Stack:
         return {
             logical_id: resource
             for logical_id, resource in self.template["Resources"].items()
-            if resource["Type"] == kind
+            if resource["Type"] == kind and self.exists(resource)
         }
 
+    def condition(self, value: Any) -> bool:
+        """A condition of the template (by name) or a condition function, under the stack's parameters."""
+        if isinstance(value, str):
+            return self.condition(self.template.get("Conditions", {})[value])
+        if "Condition" in value:
+            return self.condition(value["Condition"])
+        if "Fn::Equals" in value:
+            left, right = value["Fn::Equals"]
+            return str(self.resolve(left)) == str(self.resolve(right))
+        if "Fn::Not" in value:
+            return not self.condition(value["Fn::Not"][0])
+        if "Fn::And" in value:
+            return all(self.condition(item) for item in value["Fn::And"])
+        if "Fn::Or" in value:
+            return any(self.condition(item) for item in value["Fn::Or"])
+        raise ValueError(f"not a condition: {value}")
+
     def resolve(self, value: Any) -> Any:
+        """``value`` with its intrinsics replaced; a key or item that resolves to ``AWS::NoValue`` is left out."""
+        resolved = self._resolve(value)
+        return None if resolved is _NO_VALUE else resolved
+
+    def _resolve(self, value: Any) -> Any:
         if isinstance(value, dict):
             if "Ref" in value:
                 ref = value["Ref"]
+                if ref == "AWS::NoValue":
+                    return _NO_VALUE
                 if ref in self.parameters:
                     return self.parameters[ref]
                 if ref in self.names:
                     return self.names[ref]
                 return ref
+            if "Fn::If" in value:
+                condition, when_true, when_false = value["Fn::If"]
+                return self._resolve(when_true if self.condition(condition) else when_false)
             if "Fn::GetAtt" in value:
                 logical_id, attribute = value["Fn::GetAtt"]
                 if attribute == "Arn":
@@ -78,12 +109,17 @@ class Stack:
                 return self.names.get(logical_id, logical_id)
             if "Fn::Join" in value:
                 separator, parts = value["Fn::Join"]
-                resolved = self.resolve(parts)
+                resolved = self._resolve(parts)
                 return separator.join(resolved if isinstance(resolved, list) else [resolved])
-            return {key: self.resolve(item) for key, item in value.items()}
+            items = ((key, self._resolve(item)) for key, item in value.items())
+            return {key: item for key, item in items if item is not _NO_VALUE}
         if isinstance(value, list):
-            return [self.resolve(item) for item in value]
+            return [item for item in (self._resolve(item) for item in value) if item is not _NO_VALUE]
         return value
+
+    def exists(self, resource: dict[str, Any]) -> bool:
+        """Whether a resource is part of the stack: it has no Condition, or its condition holds."""
+        return "Condition" not in resource or self.condition(resource["Condition"])
 
     def function_environment(self, logical_id: str) -> dict[str, str]:
         """The environment Lambda would give a function: Globals, then the function's own."""
@@ -92,7 +128,8 @@ class Stack:
         )
         function = self.template["Resources"][logical_id]["Properties"]
         variables.update(function.get("Environment", {}).get("Variables", {}))
-        return {name: str(self.resolve(value)) for name, value in variables.items()}
+        resolved = {name: self.resolve(value) for name, value in variables.items()}
+        return {name: str(value) for name, value in resolved.items() if value is not None}
 
     def function_handler(self, logical_id: str) -> tuple[Path, str, str]:
         """The function's code folder, handler module and handler attribute."""
@@ -157,4 +194,13 @@ def build(session: Any, prefix: str = "mailqueue", overrides: dict[str, str] | N
         s3.create_bucket(Bucket=name)
         stack.names[logical_id] = name
         stack.arns[logical_id] = f"arn:aws:s3:::{name}"
+
+    # The configuration set the sender names. Its event destination is not built: the emulator's SES
+    # publishes no events.
+    sesv2 = session.client("sesv2")
+    for logical_id, resource in stack.resources("AWS::SES::ConfigurationSet").items():
+        name = str(stack.resolve(resource.get("Properties", {}).get("Name") or f"{prefix}-{logical_id}"))
+        sesv2.create_configuration_set(ConfigurationSetName=name)
+        stack.names[logical_id] = name
+        stack.arns[logical_id] = f"arn:aws:ses:{session.region_name}:123456789012:configuration-set/{name}"
     return stack
