@@ -14,17 +14,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from mailqueue import settings as settings_module
+from mailqueue.delivery import OUTCOMES
 from mailqueue.settings import Settings
-from mailqueue.store import DEADLINE_INDEX, STATUS_INDEX
-from mailqueue_dev.template import TEMPLATE, Stack, load_template
+from mailqueue.store import DEADLINE_INDEX, STATUS_INDEX, SUPPRESSION_PARTITION
+from mailqueue_dev.template import TEMPLATE, Stack, build, load_template
+from moto import mock_aws
 
 ROOT = TEMPLATE.parent
 DOC = load_template()
 RESOURCES: dict[str, dict[str, Any]] = DOC["Resources"]
 FUNCTIONS = {logical_id: r for logical_id, r in RESOURCES.items() if r["Type"] == "AWS::Serverless::Function"}
 NO_VALUE = {"Ref": "AWS::NoValue"}
+# The SES configuration set every email is sent with: the one named by the parameter, or the stack's own.
+CONFIGURATION_SET_IN_USE = {
+    "Fn::If": ["HasConfigurationSet", {"Ref": "ConfigurationSetName"}, {"Ref": "ConfigurationSet"}]
+}
+SAMPLE_EVENTS = ROOT / "events" / "events"
 
 
 def of_type(kind: str) -> dict[str, dict[str, Any]]:
@@ -114,6 +122,10 @@ def evaluate(value: Any, parameters: dict[str, Any]) -> Any:
         ("ApiFunction", "AWS::Serverless::Function"),
         ("SenderFunction", "AWS::Serverless::Function"),
         ("RequeueFunction", "AWS::Serverless::Function"),
+        ("EventsFunction", "AWS::Serverless::Function"),
+        ("EventsDeadLetterQueue", "AWS::SQS::Queue"),
+        ("ConfigurationSet", "AWS::SES::ConfigurationSet"),
+        ("SesEventsDestination", "AWS::SES::ConfigurationSetEventDestination"),
     ],
 )
 def test_the_resources_the_code_names_are_defined(logical_id: str, kind: str) -> None:
@@ -122,7 +134,12 @@ def test_the_resources_the_code_names_are_defined(logical_id: str, kind: str) ->
 
 @pytest.mark.parametrize(
     ("function_id", "handler"),
-    [("ApiFunction", "api.handler"), ("SenderFunction", "sender.handler"), ("RequeueFunction", "requeue.handler")],
+    [
+        ("ApiFunction", "api.handler"),
+        ("SenderFunction", "sender.handler"),
+        ("RequeueFunction", "requeue.handler"),
+        ("EventsFunction", "ses_events.handler"),
+    ],
 )
 def test_each_handler_is_a_module_of_its_code_folder(function_id: str, handler: str) -> None:
     properties = FUNCTIONS[function_id]["Properties"]
@@ -150,6 +167,7 @@ REQUIRED_ENVIRONMENT = {
     "ApiFunction": {"IDEMPOTENCY_TABLE_NAME"},
     "SenderFunction": {"SES_CONFIGURATION_SET", "SEND_RATE", "SENDER_CONCURRENCY"},
     "RequeueFunction": set(),
+    "EventsFunction": set(),
 }
 EVERY_FUNCTION_ENVIRONMENT = {
     "TABLE_NAME",
@@ -179,6 +197,21 @@ def test_each_function_environment_resolves_to_valid_settings(stack: Stack, func
     assert settings.table_name == stack.names["EmailsTable"]
     assert settings.sending_identities == ("example.com",)
     assert settings.queue_url("high") == stack.names["HighPrioritySendQueue"]
+    if function_id == "SenderFunction":
+        # with no ConfigurationSetName, the stack's own set
+        assert settings.configuration_set == stack.names["ConfigurationSet"]
+
+
+def test_a_named_configuration_set_is_used_instead_of_one_of_the_stack() -> None:
+    # Given a deployment that names a configuration set of its own
+    with mock_aws():
+        stack = build(boto3.session.Session(region_name="us-east-1"), overrides={"ConfigurationSetName": "team-set"})
+
+        # Then the stack builds no set, and the sender and the events rule use the named one
+        assert "ConfigurationSet" not in stack.names
+        assert stack.function_environment("SenderFunction")["SES_CONFIGURATION_SET"] == "team-set"
+        [rule] = stack.event_sources("EventsFunction", "EventBridgeRule")
+        assert rule["Pattern"]["detail"]["mail"]["tags"]["ses:configuration-set"] == ["team-set"]
 
 
 def test_the_table_keys_indexes_and_ttl_are_those_the_store_uses() -> None:
@@ -291,6 +324,8 @@ ALLOWED_ACTIONS = {
         "ses:SendRawEmail",
     },
     "RequeueFunction": {"dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "sqs:SendMessage"},
+    # PutItem: the suppression list; SendMessage: Lambda's on-failure destination, with the function's role
+    "EventsFunction": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem", "sqs:SendMessage"},
 }
 
 
@@ -343,11 +378,35 @@ def test_data_access_is_scoped_to_the_stack_resources() -> None:
         {"Fn::Sub": "${AttachmentsBucket.Arn}/content/*"},
         {"Fn::Sub": "${AttachmentsBucket.Arn}/uploads/*"},
     ]
+    assert {ref(r) for r in resources("EventsFunction", "dynamodb:UpdateItem")} == {"EmailsTable"}
+    assert {ref(r) for r in resources("EventsFunction", "sqs:SendMessage")} == {"EventsDeadLetterQueue"}
+
+
+@pytest.mark.parametrize(
+    ("function_id", "actions"),
+    [
+        # the events function writes whole items only to the suppression list
+        ("EventsFunction", {"dynamodb:PutItem"}),
+        # the API reads in batches, queries the table (not an index) and deletes only there
+        ("ApiFunction", {"dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:DeleteItem"}),
+    ],
+)
+def test_suppression_list_access_is_limited_to_its_partition(function_id: str, actions: set[str]) -> None:
+    on_the_table = [
+        statement
+        for statement in role_statements(function_id)
+        if set(as_list(statement["Action"])) & actions and ref(statement["Resource"]) == "EmailsTable"
+    ]
+    assert {action for statement in on_the_table for action in as_list(statement["Action"])} == actions
+    for statement in on_the_table:
+        leading_keys = {"dynamodb:LeadingKeys": [SUPPRESSION_PARTITION]}
+        assert statement["Condition"] == {"ForAllValues:StringEquals": leading_keys}
 
 
 def test_ses_sends_only_from_the_configured_identities_and_configuration_set() -> None:
     ses = [s for s in role_statements("SenderFunction") if "ses:SendEmail" in as_list(s["Action"])]
     identities, configuration_set = ses
+    assert {action for s in ses for action in as_list(s["Action"])} == {"ses:SendEmail", "ses:SendRawEmail"}
     parameters = {"SendingIdentities": ["example.com", "app@example.org"]}
 
     assert evaluate(identities["Resource"], parameters) == [
@@ -355,12 +414,118 @@ def test_ses_sends_only_from_the_configured_identities_and_configuration_set() -
         "arn:*:ses:*:*:identity/app@example.org",
     ]
     assert identities["Condition"] == {"StringEquals": {"aws:RequestedRegion": {"Ref": "AWS::Region"}}}
-    arn = "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:configuration-set/${ConfigurationSetName}"
-    assert configuration_set["Resource"] == {"Fn::Sub": arn}
-    # that statement exists only when a configuration set is configured
-    policy = RESOURCES["SenderRole"]["Properties"]["Policies"][0]["PolicyDocument"]
-    conditional = [s["Fn::If"] for s in policy["Statement"] if "Fn::If" in s]
-    assert conditional == [["HasConfigurationSet", configuration_set, NO_VALUE]]
+    # the set the sender names, whichever it is
+    arn = "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:configuration-set/${Name}"
+    assert configuration_set["Resource"] == {"Fn::Sub": [arn, {"Name": CONFIGURATION_SET_IN_USE}]}
+    environment = FUNCTIONS["SenderFunction"]["Properties"]["Environment"]["Variables"]
+    assert environment["SES_CONFIGURATION_SET"] == CONFIGURATION_SET_IN_USE
+
+
+# --- SES events -----------------------------------------------------------------------------------------
+
+# The EventBridge detail-type of each SES event type (eventType in the event's detail).
+DETAIL_TYPES = {
+    "Send": "Email Sent",
+    "Delivery": "Email Delivered",
+    "Bounce": "Email Bounced",
+    "Complaint": "Email Complaint Received",
+    "Reject": "Email Rejected",
+    "Rendering Failure": "Email Rendering Failed",
+    "DeliveryDelay": "Email Delivery Delayed",
+}
+# The event destination's name for each.
+MATCHING_EVENT_TYPES = {
+    "Send": "SEND",
+    "Delivery": "DELIVERY",
+    "Bounce": "BOUNCE",
+    "Complaint": "COMPLAINT",
+    "Reject": "REJECT",
+    "Rendering Failure": "RENDERING_FAILURE",
+    "DeliveryDelay": "DELIVERY_DELAY",
+}
+
+
+def events_rule() -> tuple[str, dict[str, Any]]:
+    """The events function's one EventBridge rule: its event's key and properties."""
+    [(key, event)] = FUNCTIONS["EventsFunction"]["Properties"]["Events"].items()
+    assert event["Type"] == "EventBridgeRule"
+    return key, event["Properties"]
+
+
+def matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
+    """EventBridge's matching for patterns of exact values: every field named, with one of the values listed."""
+    for field, expected in pattern.items():
+        if field not in event:
+            return False
+        value = event[field]
+        if isinstance(expected, dict):
+            if not (isinstance(value, dict) and matches(expected, value)):
+                return False
+        elif not set(as_list(value)) & set(expected):
+            return False
+    return True
+
+
+def test_the_stack_makes_a_configuration_set_unless_one_is_named() -> None:
+    assert DOC["Parameters"]["ConfigurationSetName"]["Default"] == ""
+    assert RESOURCES["ConfigurationSet"]["Condition"] == "CreateConfigurationSet"
+    assert DOC["Conditions"]["CreateConfigurationSet"] == {"Fn::Equals": [{"Ref": "ConfigurationSetName"}, ""]}
+    assert DOC["Conditions"]["HasConfigurationSet"] == {"Fn::Not": [DOC["Conditions"]["CreateConfigurationSet"]]}
+    assert DOC["Outputs"]["ConfigurationSetName"]["Value"] == CONFIGURATION_SET_IN_USE
+
+
+def test_the_configuration_set_publishes_every_event_the_code_handles_to_the_default_bus() -> None:
+    destination = RESOURCES["SesEventsDestination"]
+    assert "Condition" not in destination  # on the stack's own set or on the named one
+    properties = destination["Properties"]
+    assert properties["ConfigurationSetName"] == CONFIGURATION_SET_IN_USE
+    target = properties["EventDestination"]
+    assert target["Enabled"] is True
+    assert set(target["MatchingEventTypes"]) == {MATCHING_EVENT_TYPES[name] for name in OUTCOMES}
+    bus = "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"
+    assert target["EventBridgeDestination"] == {"EventBusArn": {"Fn::Sub": bus}}
+
+
+def test_the_events_rule_takes_the_sample_events_of_the_set_in_use_and_no_other_set(stack: Stack) -> None:
+    # Given the rule as the built stack resolves it
+    _, properties = events_rule()
+    [resolved] = stack.event_sources("EventsFunction", "EventBridgeRule")
+    pattern = resolved["Pattern"]
+    assert properties["Pattern"]["detail"]["mail"]["tags"]["ses:configuration-set"] == [CONFIGURATION_SET_IN_USE]
+    assert set(pattern["detail-type"]) == {DETAIL_TYPES[name] for name in OUTCOMES}
+
+    # Then every sample SES event of the set in use matches, and the same event of another set does not
+    samples = sorted(SAMPLE_EVENTS.glob("*.json"))
+    assert len(samples) >= len(OUTCOMES)
+    for path in samples:
+        event = json.loads(path.read_text())
+        assert event["detail-type"] == DETAIL_TYPES[event["detail"]["eventType"]], path.name
+        event["detail"]["mail"]["tags"]["ses:configuration-set"] = [stack.names["ConfigurationSet"]]
+        assert matches(pattern, event), path.name
+        event["detail"]["mail"]["tags"]["ses:configuration-set"] = ["another-set"]
+        assert not matches(pattern, event), path.name
+
+
+def test_an_event_that_fails_is_retried_then_kept_in_the_events_dead_letter_queue() -> None:
+    key, rule = events_rule()
+    function = FUNCTIONS["EventsFunction"]["Properties"]
+
+    # Lambda retries the function's failures (NotYetRecorded) twice, then sends the event on with its error
+    invoke = function["EventInvokeConfig"]
+    assert invoke["MaximumRetryAttempts"] == 2
+    assert invoke["DestinationConfig"]["OnFailure"]["Type"] == "SQS"
+    assert ref(invoke["DestinationConfig"]["OnFailure"]["Destination"]) == "EventsDeadLetterQueue"
+
+    # EventBridge retries what it could not deliver to Lambda, then keeps it in the same queue
+    assert rule["RetryPolicy"]["MaximumEventAgeInSeconds"] >= 3600
+    assert ref(rule["DeadLetterConfig"]["Arn"]) == "EventsDeadLetterQueue"
+    # which EventBridge may write to on behalf of that rule only (SAM names it function + event key)
+    policy = RESOURCES["EventsDeadLetterQueuePolicy"]["Properties"]
+    assert [ref(queue) for queue in policy["Queues"]] == ["EventsDeadLetterQueue"]
+    [statement] = statements(policy["PolicyDocument"])
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [f"EventsFunction{key}", "Arn"]}}}
 
 
 @pytest.mark.parametrize("function_id", sorted(FUNCTIONS))
@@ -432,13 +597,50 @@ def test_alarms_watch_dead_letters_sender_errors_and_failed_emails() -> None:
         if alarm["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
         for dimension in alarm["Properties"]["Dimensions"]
     }
-    assert {"SendDeadLetterQueue", "HighPriorityDeadLetterQueue"} <= watched_queues
+    assert {"SendDeadLetterQueue", "HighPriorityDeadLetterQueue", "EventsDeadLetterQueue"} <= watched_queues
 
     metrics = {metric for alarm in alarms.values() for metric in alarm_metrics(alarm)}
     assert {("mailqueue", "EmailsFailed"), ("AWS/Lambda", "Errors"), ("mailqueue", "SenderErrorLogs")} <= metrics
     failed = alarms["FailedEmailsAlarm"]["Properties"]
     # Powertools Metrics adds the service dimension to every metric it emits
     assert failed["Dimensions"] == [{"Name": "service", "Value": "mailqueue"}]
+
+
+@pytest.mark.parametrize(
+    ("alarm_id", "metric", "parameter", "review_level"),
+    [
+        # SES's bounce rate counts hard bounces only
+        ("BounceRateAlarm", "EmailsBouncedByType", "BounceRateAlarmThreshold", 0.05),
+        ("ComplaintRateAlarm", "EmailsComplained", "ComplaintRateAlarmThreshold", 0.001),
+    ],
+)
+def test_bounce_and_complaint_rates_alarm_below_the_levels_ses_reviews_at(
+    alarm_id: str, metric: str, parameter: str, review_level: float
+) -> None:
+    alarm = RESOURCES[alarm_id]["Properties"]
+    queries = {query["Id"]: query for query in alarm["Metrics"]}
+    stats = {query_id: query["MetricStat"] for query_id, query in queries.items() if "MetricStat" in query}
+    [returned] = [query for query in queries.values() if query.get("ReturnData", True)]
+
+    # the rate is this stack's events over its sends, in the same window
+    names = {query_id: stat["Metric"]["MetricName"] for query_id, stat in stats.items()}
+    assert sorted(names.values()) == sorted([metric, "EmailsSent"])
+    events_id = next(query_id for query_id, name in names.items() if name == metric)
+    sent_id = next(query_id for query_id, name in names.items() if name == "EmailsSent")
+    assert f"{events_id}, 0) / FILL({sent_id}, 0)" in returned["Expression"]
+    assert len({stat["Period"] for stat in stats.values()}) == 1
+    for stat in stats.values():
+        assert stat["Stat"] == "Sum"
+        assert {"Name": "service", "Value": "mailqueue"} in stat["Metric"]["Dimensions"]
+    if metric == "EmailsBouncedByType":
+        dimensions = stats[events_id]["Metric"]["Dimensions"]
+        assert {"Name": "bounce_type", "Value": "Permanent"} in dimensions
+
+    # the threshold is a parameter whose default is under SES's review level
+    assert alarm["Threshold"] == {"Ref": parameter}
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    default = DOC["Parameters"][parameter]["Default"]
+    assert 0 < default < review_level
 
 
 def test_every_alarm_notifies_the_optional_email_topic() -> None:
@@ -454,7 +656,8 @@ def test_every_alarm_notifies_the_optional_email_topic() -> None:
 
 def dashboard_metric_names() -> set[str]:
     template, _ = RESOURCES["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
-    body = json.loads(re.sub(r"\$\{[^}]+\}", "x", template))
+    # placeholders as a number: some stand for one (an annotation's threshold), the others sit in strings
+    body = json.loads(re.sub(r"\$\{[^}]+\}", "0", template))
     names: set[str] = set()
     for widget in body["widgets"]:
         for line in widget["properties"].get("metrics", []):
@@ -480,6 +683,7 @@ def test_the_alarms_and_dashboard_watch_metrics_the_code_emits() -> None:
         if namespace == "mailqueue"
     }
     assert {"EmailsSent", "EmailsFailed", "SesLatency"} <= read
+    assert {"EmailsDelivered", "EmailsBounced", "EmailsComplained", "EmailsBouncedByType"} <= read
 
     # Then each one is emitted by name somewhere in the functions or the domain package
     sources = [*ROOT.glob("functions/*/*.py"), *ROOT.glob("layers/shared/mailqueue/*.py")]
@@ -509,6 +713,8 @@ def test_the_outputs_name_what_operators_and_the_cli_need() -> None:
         "HighPrioritySendQueueUrl",
         "SendDeadLetterQueueUrl",
         "HighPriorityDeadLetterQueueUrl",
+        "EventsDeadLetterQueueUrl",
+        "ConfigurationSetName",
         "DashboardUrl",
     } <= set(outputs)
     assert "${Dashboard}" in outputs["DashboardUrl"]["Value"]["Fn::Sub"]
