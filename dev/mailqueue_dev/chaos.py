@@ -52,7 +52,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mailqueue_dev.local import Function, LocalStack
+from mailqueue_dev.local import LocalStack
 
 log = logging.getLogger("mailqueue_dev.chaos")
 
@@ -583,6 +583,8 @@ class EventBus:
     _stopped: bool = field(default=False, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
     _counter: int = field(default=0, init=False)
+    # The most an invocation ended after its event was due, in seconds.
+    latest: float = field(default=0.0, init=False)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="chaos-ses-events", daemon=True)
@@ -611,10 +613,11 @@ class EventBus:
                     self._changed.wait(wait)
                 if self._stopped:
                     return
-                _, _, event, tries = heapq.heappop(self._queue)
+                due, _, event, tries = heapq.heappop(self._queue)
             kind = event["detail"]["eventType"]
             try:
                 self.invoke(event)
+                self.latest = max(self.latest, time.monotonic() - due)
             except Exception as error:
                 name = type(error).__name__
                 if tries < len(self.retry_delays):
@@ -694,6 +697,8 @@ class ChaosReport:
     faults: dict[str, int] = field(default_factory=dict)
     events: dict[str, int] = field(default_factory=dict)
     requeue_runs: dict[str, int] = field(default_factory=dict)
+    # How late (past its drawn delay) the latest SES event reached the events function.
+    event_latest_seconds: float = 0.0
     seconds_to_drain: float = 0.0
     seconds_after_last_enqueue: float = 0.0
     seconds_total: float = 0.0
@@ -733,7 +738,7 @@ class ChaosReport:
             lines.append(f"  accepted by SES in a window, recorded otherwise: {unsettled}")
         lines.append(f"faults injected   {sum(c for n, c in self.faults.items() if n not in _FAULT_DETAILS)}")
         lines += [f"  {name:<40} {count}" for name, count in sorted(self.faults.items())]
-        lines.append("SES events")
+        lines.append(f"SES events        (the latest handed over {self.event_latest_seconds:.1f} s past its delay)")
         lines += [f"  {name:<40} {count}" for name, count in sorted(self.events.items())]
         lines.append("requeue runs beside the schedule")
         lines += [f"  {name:<40} {count}" for name, count in sorted(self.requeue_runs.items())]
@@ -861,6 +866,7 @@ class ChaosRun:
         if waiting:
             self.ledger.events["still on their way when the run ended"] = waiting
         report.seconds_to_drain = finished - enqueue_started
+        report.event_latest_seconds = bus.latest
         report.seconds_after_last_enqueue = finished - last_enqueue
         if not drained:
             report.problems.append(f"the queue did not drain in {self.config.drain_timeout:.0f} s")
@@ -885,19 +891,30 @@ class ChaosRun:
         function.handler = runtime
 
     def _events_invoker(self) -> Callable[[dict[str, Any]], Any]:
-        """The events function, invoked as the local stack invokes every function (one at a time)."""
-        function = self.local.functions.get("EventsFunction")
-        if function is None or function.handler is None:
+        """What the events function does with one event, beside the other functions rather than in turn.
+
+        On AWS the events function runs concurrently with the senders; the local stack's invocations
+        take turns (Powertools keeps metrics per process), which would hold SES's events back behind
+        every sender batch. So the event goes to the handler module's domain object, ``events``, with
+        the handler's clients (faults included), and its Powertools wrapping is left out.
+        """
+        function = self.local.functions.get("EventsFunction") or getattr(self.local, "events_function", None)
+        if function is not None and function.module_name in sys.modules:
+            module = sys.modules[function.module_name]
+        else:
             folder = REPOSITORY / "functions" / "events"
             if str(folder) not in sys.path:
                 sys.path.insert(0, str(folder))
             import importlib  # noqa: PLC0415
 
-            module = importlib.reload(sys.modules["ses_events"]) if "ses_events" in sys.modules else None
-            module = module or importlib.import_module("ses_events")
-            function = Function("EventsFunction", folder, "ses_events", "handler", 30.0, handler=module.handler)
-        target = function
-        return lambda event: self.local.invoke(target, event)
+            # Afresh, as a new container would: its clients are the ones the faults are hooked on.
+            if "ses_events" in sys.modules:
+                module = importlib.reload(sys.modules["ses_events"])
+            else:
+                module = importlib.import_module("ses_events")
+        events = module.events
+        handle: Callable[[dict[str, Any]], Any] = events.handle
+        return handle
 
     def _emit_events(self, bus: EventBus, email_id: str, index: int, acceptance: Acceptance) -> None:
         draw = random.Random(f"{self.config.seed}:events:{index}:{acceptance.sequence}")
