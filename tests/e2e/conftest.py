@@ -95,6 +95,25 @@ def status_item(dynamodb: Any, table: str, email_id: str) -> dict[str, Any] | No
     return item
 
 
+def statuses(dynamodb: Any, table: str, ids: list[str]) -> dict[str, str]:
+    """The status of each email, read from the table (not through the API, which takes turns with the functions)."""
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), 100):
+        keys = [{"pk": {"S": email_id}, "sk": {"S": "status"}} for email_id in ids[start : start + 100]]
+        items = dynamodb.batch_get_item(
+            RequestItems={
+                table: {"Keys": keys, "ProjectionExpression": "pk, #s", "ExpressionAttributeNames": {"#s": "status"}}
+            }
+        )["Responses"][table]
+        found.update({item["pk"]["S"]: item["status"]["S"] for item in items})
+    return found
+
+
+def all_in(dynamodb: Any, table: str, ids: list[str], status: str) -> bool:
+    found = statuses(dynamodb, table, ids)
+    return len(found) == len(ids) and set(found.values()) == {status}
+
+
 def outbox_file(local: LocalStack, email_id: str) -> Path:
     return Path(local.outbox_dir) / f"{email_id}.eml"
 

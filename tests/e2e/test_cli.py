@@ -11,7 +11,7 @@ import pytest
 from mailqueue_dev import cli
 from mailqueue_dev.local import LocalStack
 
-from tests.e2e.conftest import Http, outbox_file, wait_for
+from tests.e2e.conftest import Http, all_in, outbox_file, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +49,7 @@ def test_send_then_status_then_outbox(local: LocalStack, http: Http, tmp_path: P
     assert (entry["from"], entry["to"], entry["subject"]) == ("app@example.com", "team@example.org", "Meeting notes")
 
 
-def test_send_a_file_of_emails_and_count_them(local: LocalStack, http: Http, tmp_path: Path) -> None:
+def test_send_a_file_of_emails_and_count_them(local: LocalStack, tmp_path: Path, dynamodb: Any, table: str) -> None:
     emails: list[dict[str, Any]] = [
         {"from": "app@example.com", "to": [f"reader{i}@example.org"], "subject": f"Newsletter {i}", "text": "News."}
         for i in range(120)
@@ -66,14 +66,11 @@ def test_send_a_file_of_emails_and_count_them(local: LocalStack, http: Http, tmp
     assert [item["index"] for item in summary["results"] if item.get("error")] == [7]
     ids = [item["id"] for item in summary["results"] if item.get("id")]
     wait_for(lambda: all(outbox_file(local, email_id).exists() for email_id in ids), "119 emails in the outbox")
+    wait_for(lambda: all_in(dynamodb, table, ids, "delivered"), "the 119 emails to be delivered", timeout=40)
 
-    def counted_delivered() -> bool:
-        code, out, _ = mailqueue(local, "--json", "stats")
-        assert code == cli.EXIT_OK
-        return bool(json.loads(out)["counts"]["delivered"] >= 119)
-
-    # Their Delivery events follow the sends; other tests' emails are counted too.
-    wait_for(counted_delivered, "stats to count the 119 emails delivered")
+    code, out, _ = mailqueue(local, "--json", "stats")
+    assert code == cli.EXIT_OK
+    assert json.loads(out)["counts"]["delivered"] >= 119  # other tests' emails are counted too
 
 
 def test_cancel_and_a_refused_retry(local: LocalStack) -> None:

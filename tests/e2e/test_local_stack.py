@@ -17,6 +17,7 @@ from mailqueue_dev.local import LocalStack
 
 from tests.e2e.conftest import (
     Http,
+    all_in,
     an_email,
     outbox_file,
     parse_eml,
@@ -96,16 +97,7 @@ def test_a_batch_of_100_is_all_delivered(local: LocalStack, http: Http, dynamodb
     assert (answer["accepted"], answer["rejected"]) == (100, 0)
     ids = [result["id"] for result in answer["results"]]
 
-    def all_delivered() -> bool:
-        keys = [{"pk": {"S": email_id}, "sk": {"S": "status"}} for email_id in ids]
-        found = dynamodb.batch_get_item(
-            RequestItems={
-                table: {"Keys": keys, "ProjectionExpression": "#s", "ExpressionAttributeNames": {"#s": "status"}}
-            }
-        )["Responses"][table]
-        return len(found) == 100 and all(item["status"]["S"] == "delivered" for item in found)
-
-    wait_for(all_delivered, "all 100 emails to be delivered", timeout=40)
+    wait_for(lambda: all_in(dynamodb, table, ids, "delivered"), "all 100 emails to be delivered", timeout=40)
     for index, email_id in enumerate(ids):
         message = parse_eml(local, email_id)
         assert message["To"] == f"customer{index}@example.org"
