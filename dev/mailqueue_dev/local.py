@@ -914,7 +914,12 @@ def main() -> int:
         print(
             "\nSend a first email:\n"
             f"  {local.first_curl()}\n"
-            f"Then follow it:  {cli} status <id>    and read it:  {cli} outbox\n",
+            f"Then follow it:  {cli} status <id>    and read it:  {cli} outbox\n"
+            + (
+                f"To see a bounce, send to bounce@{ses_simulator.SIMULATOR_DOMAIN}; then:  {cli} suppressions\n"
+                if local.ses_publisher is not None
+                else ""
+            ),
             flush=True,
         )
         try:
