@@ -18,6 +18,7 @@ from mailqueue_dev.local import (
     Route,
     SesEventPublisher,
     _http_answer,
+    _matches_ses,
     from_environment,
     tuned_settings,
 )
@@ -254,3 +255,16 @@ def test_make_dev_emits_ses_events_unless_turned_off(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("MAILQUEUE_SES_EVENTS", "0")
     assert from_environment().ses_events is False
     assert LocalStack().ses_events is False  # runs that hand over events themselves (chaos, bench)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "matches"),
+    [
+        ({"source": ["aws.ses"], "detail-type": ["Email Bounced"]}, True),
+        ({"source": ["aws.s3"]}, False),
+        ({"detail-type": ["Scheduled Event"]}, False),
+        (None, False),
+    ],
+)
+def test_the_events_function_is_the_one_whose_rule_takes_ses_events(pattern: Any, matches: bool) -> None:
+    assert _matches_ses(pattern) is matches
