@@ -63,7 +63,7 @@ idempotency_store = DynamoDBPersistenceLayer(
 )
 
 ERRORS: dict[int, Any] = {
-    status: {"description": text, "content": {"application/json": {"schema": ErrorResponse.model_json_schema()}}}
+    status: {"description": text, "content": {"application/json": {"model": ErrorResponse}}}
     for status, text in {
         400: "Malformed request",
         404: "No such email",
@@ -71,8 +71,19 @@ ERRORS: dict[int, Any] = {
         413: "Body too large",
         415: "Body is not JSON",
         422: "The email is not valid",
+        503: "Storage unreachable: nothing was accepted, send it again",
     }.items()
 }
+
+
+def answers(status: int, description: str, model: Any = None) -> dict[int, Any]:
+    """A route's documented answers: its success (with its body's model, if any) and every error."""
+    success: dict[str, Any] = {"description": description}
+    if model is not None:
+        success["content"] = {"application/json": {"model": model}}
+    return {status: success, **ERRORS}
+
+
 IdempotencyKey = Annotated[
     str | None,
     Header(alias="idempotency-key", max_length=255, description="Replays the first answer for 24 hours."),
@@ -82,7 +93,7 @@ IdempotencyKey = Annotated[
 # --- routes -----------------------------------------------------------------------------------------------
 
 
-@app.post("/emails", responses=ERRORS, summary="Enqueue one email")
+@app.post("/emails", responses=answers(202, "Accepted", EnqueueResult), summary="Enqueue one email")
 def enqueue(email: Annotated[EmailRequest, Body()], idempotency_key: IdempotencyKey = None) -> Response[EnqueueResult]:
     if idempotency_key:
         answer = _enqueue_once(request={"key": idempotency_key, "body": app.current_event.json_body})
@@ -92,7 +103,9 @@ def enqueue(email: Annotated[EmailRequest, Body()], idempotency_key: Idempotency
     return _json(HTTPStatus.ACCEPTED, answer)
 
 
-@app.post("/emails/batch", responses=ERRORS, summary="Enqueue up to 100 emails")
+@app.post(
+    "/emails/batch", responses=answers(202, "Accepted, item by item", BatchResult), summary="Enqueue up to 100 emails"
+)
 def enqueue_batch(
     batch: Annotated[BatchRequest, Body()], idempotency_key: IdempotencyKey = None
 ) -> Response[BatchResult]:
@@ -104,12 +117,12 @@ def enqueue_batch(
     return _json(HTTPStatus.ACCEPTED, answer)
 
 
-@app.get("/emails/<email_id>", responses=ERRORS, summary="An email's status and history")
+@app.get("/emails/<email_id>", responses=answers(200, "The email", EmailView), summary="An email's status and history")
 def get_email(email_id: str) -> EmailView:
     return mailqueue.get(email_id)
 
 
-@app.get("/emails", responses=ERRORS, summary="Emails in one status, newest first")
+@app.get("/emails", responses=answers(200, "A page of emails", EmailList), summary="Emails in one status, newest first")
 def list_emails(
     status: Annotated[str, Query(description="One of scheduled, queued, sending, retrying, sent, delivered, …")],
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -118,22 +131,36 @@ def list_emails(
     return mailqueue.list(status, limit, cursor)
 
 
-@app.delete("/emails/<email_id>", responses=ERRORS, summary="Cancel a scheduled, queued or retrying email")
+@app.delete(
+    "/emails/<email_id>",
+    responses=answers(200, "Cancelled", EmailView),
+    summary="Cancel a scheduled, queued or retrying email",
+)
 def cancel_email(email_id: str) -> EmailView:
     return mailqueue.cancel(email_id)
 
 
-@app.post("/emails/<email_id>/retry", responses=ERRORS, summary="Send a failed email again")
+@app.post(
+    "/emails/<email_id>/retry", responses=answers(202, "Queued again", EmailView), summary="Send a failed email again"
+)
 def retry_email(email_id: str) -> Response[EmailView]:
     return _json(HTTPStatus.ACCEPTED, mailqueue.retry(email_id).model_dump())
 
 
-@app.post("/attachments", responses=ERRORS, summary="A presigned URL to upload a large attachment")
+@app.post(
+    "/attachments",
+    responses=answers(201, "Upload there", UploadTicket),
+    summary="A presigned URL to upload a large attachment",
+)
 def upload_attachment(upload: Annotated[UploadRequest, Body()]) -> Response[UploadTicket]:
     return _json(HTTPStatus.CREATED, mailqueue.upload_ticket(upload).model_dump())
 
 
-@app.get("/suppressions", responses=ERRORS, summary="Addresses that bounced permanently or complained")
+@app.get(
+    "/suppressions",
+    responses=answers(200, "A page of addresses", SuppressionPage),
+    summary="Addresses that bounced permanently or complained",
+)
 def list_suppressions(
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=400)] = None,
@@ -141,7 +168,9 @@ def list_suppressions(
     return mailqueue.list_suppressions(limit, cursor)
 
 
-@app.delete("/suppressions/<address>", responses=ERRORS, summary="Lift an address from the suppression list")
+@app.delete(
+    "/suppressions/<address>", responses=answers(204, "Lifted"), summary="Lift an address from the suppression list"
+)
 def lift_suppression(address: str) -> Response[None]:
     mailqueue.lift_suppression(unquote(address))
     return Response(status_code=HTTPStatus.NO_CONTENT.value, content_type=None, body=None)
