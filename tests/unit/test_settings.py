@@ -1,5 +1,6 @@
 """Settings come from the function's environment, with the names the template gives them."""
 
+import pytest
 from mailqueue.settings import Settings
 
 
@@ -23,3 +24,32 @@ def test_settings_read_the_template_variables():
 
 def test_an_empty_configuration_set_means_none():
     assert Settings.from_env({"SES_CONFIGURATION_SET": ""}).configuration_set is None
+
+
+def test_values_from_the_environment_become_their_types():
+    settings = Settings.from_env({"SEND_RATE": "2.5", "DEADLINE_SHARDS": "8", "SENDING_IDENTITIES": "a.example"})
+
+    assert settings.send_rate == 2.5
+    assert settings.deadline_shards == 8
+    assert settings.sending_identities == ("a.example",)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"MAX_ATTEMPTS": "0"},
+        {"MAX_ATTEMPTS": "21"},
+        {"SEND_RATE": "0"},
+        {"STATUS_SHARDS": "x"},
+        {"RETENTION_DAYS": "1.5"},
+    ],
+)
+def test_a_value_out_of_bounds_or_of_the_wrong_type_is_refused(env):
+    with pytest.raises(ValueError, match=next(iter(env)).lower()):
+        Settings.from_env(env)
+
+
+def test_a_copy_with_changes_is_checked_too():
+    assert Settings().model_copy(update={"max_attempts": 2}).max_attempts == 2
+    with pytest.raises(ValueError, match="max_attempts"):
+        Settings().model_copy(update={"max_attempts": 0})
