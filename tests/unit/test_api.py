@@ -95,6 +95,13 @@ def test_an_email_far_ahead_is_scheduled_and_not_published(api, stack):
     assert email["deadline"] == clock.iso(send_at)
 
 
+def test_an_email_cannot_be_scheduled_past_what_s3_keeps(api, stack):
+    status, body = api.post("/emails", an_email(send_at=(clock.now() + timedelta(days=8)).isoformat()))
+
+    assert status == 422
+    assert body["error"]["details"] == [{"field": "send_at", "message": "must be at most 7 days ahead"}]
+
+
 def test_an_email_a_few_minutes_ahead_is_published_with_a_delay(api, stack):
     send_at = clock.now() + timedelta(minutes=5)
 

@@ -506,16 +506,22 @@ def requeue_when_due(email_id: str) -> None:
     requeuer().run(plenty, now=due)
 
 
-def throttle(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
-    """SES's answer to a send over the account's rate. Given at before-call, so the call never
-    reaches moto (which would record the email as sent whatever a before-send hook answers)."""
-    code, status = "TooManyRequestsException", 429
-    parsed = {
-        "Error": {"Code": code, "Message": "Maximum sending rate exceeded."},
-        "ResponseMetadata": {"HTTPStatusCode": status},
-    }
+def ses_error(code: str, status: int, message: str) -> tuple[AWSResponse, dict[str, Any]]:
+    """An SES error answer, given at before-call, so the call never reaches moto (which would
+    record the email as sent whatever a before-send hook answers)."""
+    parsed = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
     url = "https://email.us-east-1.amazonaws.com/v2/email/outbound-emails"
     return AWSResponse(url, status, {"x-amzn-ErrorType": code}, None), parsed
+
+
+def throttle(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+    """SES's answer to a send over the account's rate."""
+    return ses_error("TooManyRequestsException", 429, "Maximum sending rate exceeded.")
+
+
+def service_error(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+    """SES failing on its side: retried, and each attempt counts."""
+    return ses_error("InternalFailure", 500, "SES had a problem.")
 
 
 def test_a_lost_publish_ends_sent(api, stack, context):
@@ -592,7 +598,7 @@ def test_an_ses_error_ends_sent(api, stack, context):
 def test_an_ses_error_that_never_passes_ends_failed_after_the_last_attempt(api, stack, context):
     email_id = api.post("/emails", an_email())[1]["id"]
     ses = aws.client("sesv2")
-    ses.meta.events.register("before-call.sesv2.SendEmail", throttle)
+    ses.meta.events.register("before-call.sesv2.SendEmail", service_error)
     try:
         deliver(stack, context)
         for _ in range(settings().max_attempts):
@@ -601,11 +607,11 @@ def test_an_ses_error_that_never_passes_ends_failed_after_the_last_attempt(api, 
             requeue_when_due(email_id)
             deliver(stack, context)
     finally:
-        ses.meta.events.unregister("before-call.sesv2.SendEmail", throttle)
+        ses.meta.events.unregister("before-call.sesv2.SendEmail", service_error)
 
     current = record(email_id)
     assert current["status"] == "failed"
     assert current["attempts"] == settings().max_attempts
-    assert current["last_error"]["code"] == "TooManyRequestsException"
+    assert current["last_error"]["code"] == "InternalFailure"
     assert "deadline" not in current
     assert outbox() == []

@@ -244,7 +244,8 @@ def test_a_queued_email_is_sent_once_with_its_headers_and_attachments(api, stack
         {"Name": "email_id", "Value": email_id},
         {"Name": "campaign", "Value": "receipts"},
     ]
-    assert "ConfigurationSetName" not in request
+    # The stack's own configuration set, which publishes SES's events for the email.
+    assert request["ConfigurationSetName"] == sender.module.settings.configuration_set
 
     email = record(stack, email_id)
     assert email["status"] == "sent"
@@ -392,7 +393,7 @@ def test_a_cancelled_email_is_not_sent(api, stack, sender, capsys):
 # --- the outcome of each SES error --------------------------------------------------------------------------
 
 
-def test_a_throttle_is_retried_with_backoff(api, stack, sender, capsys):
+def test_a_throttle_is_retried_with_backoff_without_spending_an_attempt(api, stack, sender, capsys):
     email_id = enqueue(api)
     sender.answer_ses("TooManyRequestsException", "Maximum sending rate exceeded.", 429)
     before = clock.now()
@@ -404,13 +405,13 @@ def test_a_throttle_is_retried_with_backoff(api, stack, sender, capsys):
     assert outbox() == []
     email = record(stack, email_id)
     assert email["status"] == "retrying"
-    assert email["attempts"] == 1
+    assert email["attempts"] == 0  # a throttle slows the queue; it never uses up an email's attempts
     assert "claim_token" not in email
     assert email["last_error"] == {"code": "TooManyRequestsException", "message": "Maximum sending rate exceeded."}
     settings = sender.module.settings
     assert between(email["deadline"], before, after + timedelta(seconds=settings.backoff_base_seconds))
     assert history(email)[-1][0] == "retrying"
-    assert history(email)[-1][1].startswith("TooManyRequestsException: attempt 1 of 5, next in ")
+    assert history(email)[-1][1].startswith("TooManyRequestsException: throttled by SES, attempt not counted, next in ")
     assert emitted_metrics(capsys.readouterr().out)["EmailsRetried"] == 1
 
 
@@ -526,7 +527,7 @@ def test_an_account_error_holds_the_email_without_spending_an_attempt(api, stack
 
 def test_the_last_attempt_ends_in_failed(api, stack, sender):
     email_id = enqueue(api)
-    sender.answer_ses("TooManyRequestsException", "Maximum sending rate exceeded.", 429)
+    sender.answer_ses("InternalFailure", "SES had a problem.", 500)
     limit = sender.module.settings.max_attempts
     store = aws_store()
 
@@ -548,10 +549,10 @@ def test_the_last_attempt_ends_in_failed(api, stack, sender):
     email = record(stack, email_id)
     assert email["status"] == "failed"
     assert email["attempts"] == limit
-    assert email["last_error"]["code"] == "TooManyRequestsException"
+    assert email["last_error"]["code"] == "InternalFailure"
     assert history(email)[-1] == (
         "failed",
-        f"failed: TooManyRequestsException at the last attempt ({limit} of {limit})",
+        f"failed: InternalFailure at the last attempt ({limit} of {limit})",
     )
     assert len(email["history"]) <= 8
 

@@ -19,12 +19,13 @@ from botocore.exceptions import (
 )
 from mailqueue.ses_errors import CODES, Outcome, classify, classify_code
 
-TRANSIENT, UNKNOWN, ACCOUNT, PERMANENT = Outcome.TRANSIENT, Outcome.UNKNOWN, Outcome.ACCOUNT, Outcome.PERMANENT
+THROTTLED, TRANSIENT, UNKNOWN = Outcome.THROTTLED, Outcome.TRANSIENT, Outcome.UNKNOWN
+ACCOUNT, PERMANENT = Outcome.ACCOUNT, Outcome.PERMANENT
 
 ERROR_CODES = [
     # SES v2 SendEmail's documented errors.
-    ("TooManyRequestsException", 429, TRANSIENT),
-    ("LimitExceededException", 400, TRANSIENT),
+    ("TooManyRequestsException", 429, THROTTLED),
+    ("LimitExceededException", 400, THROTTLED),
     ("AccountSuspendedException", 400, ACCOUNT),
     ("SendingPausedException", 400, ACCOUNT),
     ("MessageRejected", 400, PERMANENT),
@@ -32,12 +33,12 @@ ERROR_CODES = [
     ("NotFoundException", 404, ACCOUNT),
     ("BadRequestException", 400, PERMANENT),
     # Common AWS errors on any call.
-    ("Throttling", 400, TRANSIENT),
-    ("ThrottlingException", 400, TRANSIENT),
-    ("ThrottledException", 400, TRANSIENT),
-    ("RequestThrottled", 400, TRANSIENT),
-    ("RequestLimitExceeded", 400, TRANSIENT),
-    ("SlowDown", 503, TRANSIENT),
+    ("Throttling", 400, THROTTLED),
+    ("ThrottlingException", 400, THROTTLED),
+    ("ThrottledException", 400, THROTTLED),
+    ("RequestThrottled", 400, THROTTLED),
+    ("RequestLimitExceeded", 400, THROTTLED),
+    ("SlowDown", 503, THROTTLED),
     ("ConcurrentModificationException", 409, TRANSIENT),
     ("InternalFailure", 500, TRANSIENT),
     ("InternalServerError", 500, TRANSIENT),
@@ -71,7 +72,7 @@ ERROR_CODES = [
     # Codes nobody listed: decided by HTTP status, transient unless it says the caller may not call.
     ("SomethingNew", 400, TRANSIENT),
     ("SomethingNew", 500, TRANSIENT),
-    ("SomethingNew", 429, TRANSIENT),
+    ("SomethingNew", 429, THROTTLED),
     ("SomethingNew", 403, ACCOUNT),
     ("SomethingNew", 401, ACCOUNT),
     ("SomethingNew", None, TRANSIENT),
@@ -107,7 +108,7 @@ EXCEPTIONS = [
     (ConnectTimeoutError(endpoint_url=URL), TRANSIENT),
     (EndpointConnectionError(endpoint_url=URL), TRANSIENT),
     (ProxyConnectionError(proxy_url="http://proxy", error="refused"), TRANSIENT),
-    (SSLError(endpoint_url=URL, error="handshake failed"), TRANSIENT),
+    (SSLError(endpoint_url=URL, error="handshake failed"), UNKNOWN),
     # The request may have reached SES: the outcome is unknown.
     (ReadTimeoutError(endpoint_url=URL), UNKNOWN),
     (ConnectionClosedError(endpoint_url=URL), UNKNOWN),

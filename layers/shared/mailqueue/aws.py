@@ -10,20 +10,26 @@ from functools import cache
 from typing import Any
 
 # Lambda functions reach only AWS APIs: fail fast rather than hold an invocation on a dead socket.
+# Attempts are few and reads short so that an API call's retries end well inside the function's
+# timeout (a function killed after storing an email but before answering invites a client retry).
 _TIMEOUTS = {"connect_timeout": 3, "read_timeout": 10, "tcp_keepalive": True}
+_FAST = {"connect_timeout": 2, "read_timeout": 5, "tcp_keepalive": True}
+# A failed publish loses nothing (the email's deadline brings it back), so SQS gets one retry.
+_ATTEMPTS = {"dynamodb": 3, "sqs": 2, "s3": 3}
 
 
 @cache
 def client(service: str) -> Any:
-    import boto3  # noqa: PLC0415 - imported on first use, off the cold-start path of what does not need it
     from botocore.config import Config  # noqa: PLC0415
 
     if service == "sesv2":
         # botocore must never resend an email by itself: a retry after a timeout can send it twice.
         # The state machine owns retries (see ``sending``).
         config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, **_TIMEOUTS)
+    elif service in {"dynamodb", "sqs"}:
+        config = Config(retries={"total_max_attempts": _ATTEMPTS[service], "mode": "standard"}, **_FAST)
     else:
-        config = Config(retries={"max_attempts": 4, "mode": "standard"}, **_TIMEOUTS)
+        config = Config(retries={"total_max_attempts": _ATTEMPTS.get(service, 3), "mode": "standard"}, **_TIMEOUTS)
     return _session().client(service, config=config)
 
 

@@ -9,6 +9,7 @@ import base64
 import binascii
 import json
 import re
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
@@ -67,6 +68,20 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAILBOX = re.compile(r"^\s*(?P<name>.*?)\s*<(?P<address>[^<>]*)>\s*$", re.DOTALL)
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}$")
 _TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+
+def _check_numbers(value: Any) -> None:
+    """Numbers DynamoDB can store: at most 38 significant digits, magnitude within 1e-130..1e126."""
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_numbers(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_numbers(item)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number = Decimal(str(value))
+        if len(number.as_tuple().digits) > 38 or (number != 0 and not -130 <= number.adjusted() <= 125):
+            raise ValueError(f"{value} is outside the numbers DynamoDB can store (38 digits, 1e-130 to 1e125)")
 
 
 class Mailbox(BaseModel):
@@ -268,8 +283,15 @@ class EmailRequest(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(json.dumps(value, separators=(",", ":"))) > MAX_METADATA_BYTES:
+        if value is None:
+            return value
+        try:
+            encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            raise ValueError("numbers must be finite") from None
+        if len(encoded) > MAX_METADATA_BYTES:
             raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+        _check_numbers(value)
         return value
 
     @model_validator(mode="after")

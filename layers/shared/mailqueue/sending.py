@@ -62,8 +62,10 @@ from mailqueue.statemachine import Change, Guard, Status, transition
 from mailqueue.store import CONTENT, ConditionFailed, EmailStore
 
 # Time kept back, past the pacing wait, for one claim, render, send and record: a message that
-# cannot be finished before the function's timeout is left to SQS, unclaimed.
-RESERVE_SECONDS = 8.0
+# cannot be finished before the function's timeout is left to SQS, unclaimed. It covers the SES
+# call's own limits (3 s to connect, 10 s to read) and the record write after it, so the function
+# is never killed between SES accepting an email and the write that records it.
+RESERVE_SECONDS = 20.0
 ATTEMPTS_EXHAUSTED = "attempts exhausted"
 _SENT_OR_LATER = frozenset({Status.SENT, Status.DELIVERED, Status.BOUNCED, Status.COMPLAINED})
 
@@ -218,6 +220,9 @@ class Sender:
             return transition(self.store, email_id, guard, change, now)
         except ConditionFailed as failure:
             current = failure.current or self.store.get(email_id)
+        if current is not None and current.get("status") == Status.SENDING and current.get("claim_token") == token:
+            # botocore retried a claim that had in fact been written: the claim is ours.
+            return current
         return self._not_claimed(email_id, current, now)
 
     def _not_claimed(self, email_id: str, current: dict[str, Any] | None, now: datetime) -> Report:
@@ -323,6 +328,19 @@ class Sender:
                 Status.RETRYING,
                 reason=f"{code}: attempt {attempt} of {limit}, next in {delay:.0f}s",
                 deadline=clock.after(now, delay),
+                set=last_error,
+                remove=released,
+                history=history,
+            )
+        elif outcome is Outcome.THROTTLED:
+            # A throttle says nothing about the email: wait, without spending an attempt.
+            report_as = Result.RETRYING
+            delay = backoff_seconds(max(attempt, 1), self.settings, self.draw)
+            change = Change(
+                Status.RETRYING,
+                reason=f"{code}: throttled by SES, attempt not counted, next in {delay:.0f}s",
+                deadline=clock.after(now, delay),
+                attempts_delta=-1,
                 set=last_error,
                 remove=released,
                 history=history,

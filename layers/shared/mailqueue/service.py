@@ -41,6 +41,7 @@ from mailqueue.settings import Settings
 from mailqueue.statemachine import Change, Guard, Status, history_entry, transition
 from mailqueue.store import ConditionFailed, EmailStore, SuppressionList
 
+MAX_SCHEDULE_DAYS = 7
 UNPUBLISHED_MESSAGE = (
     "stored, but the send queue could not be reached: the email stays queued and is published "
     "again when its deadline passes"
@@ -105,6 +106,11 @@ class Mailqueue:
         email_id = new_email_id()
         send_at = request.send_at
         delay = 0.0 if send_at is None else max(0.0, (send_at - now).total_seconds())
+        # Uploaded attachments and large content in S3 expire (uploads after 7 days, content after
+        # the retention period): an email must be sent while what it needs is still there.
+        horizon_days = min(MAX_SCHEDULE_DAYS, self.settings.retention_days)
+        if delay > horizon_days * 86400:
+            raise InvalidEmail.on("send_at", f"must be at most {horizon_days} days ahead")
         if delay > MAX_DELAY_SECONDS:
             status, deadline, delay_seconds = Status.SCHEDULED, send_at, 0
         else:

@@ -2,8 +2,10 @@
 
 Every SES v2 ``SendEmail`` failure lands in one of these outcomes:
 
-- ``transient``: SES did not take the email, for a reason that passes (throttling, quotas, service
-  errors, a connection that never reached SES). Retried with backoff; counts an attempt.
+- ``throttled``: SES is fine and so is the email; we are early (send rate, daily quota). Retried with
+  backoff without spending an attempt: a throttle slows the queue, it never fails an email.
+- ``transient``: SES did not take the email, for a reason that passes (service errors, a connection
+  that never reached SES). Retried with backoff; counts an attempt.
 - ``unknown``: the request may have reached SES (read timeout, connection dropped after sending).
   SES may have accepted the email, so it is not sent again until SES's Send event, tagged with
   the email's id, has had time to settle it. This is the one place a duplicate can come from.
@@ -25,6 +27,7 @@ from typing import Any
 
 class Outcome(StrEnum):
     ACCEPTED = "accepted"
+    THROTTLED = "throttled"
     TRANSIENT = "transient"
     UNKNOWN = "unknown"
     ACCOUNT = "account"
@@ -33,14 +36,14 @@ class Outcome(StrEnum):
 
 CODES: dict[str, Outcome] = {
     # Rate and quota: SES is fine, we are early.
-    "TooManyRequestsException": Outcome.TRANSIENT,
-    "LimitExceededException": Outcome.TRANSIENT,
-    "Throttling": Outcome.TRANSIENT,
-    "ThrottlingException": Outcome.TRANSIENT,
-    "ThrottledException": Outcome.TRANSIENT,
-    "RequestThrottled": Outcome.TRANSIENT,
-    "RequestLimitExceeded": Outcome.TRANSIENT,
-    "SlowDown": Outcome.TRANSIENT,
+    "TooManyRequestsException": Outcome.THROTTLED,
+    "LimitExceededException": Outcome.THROTTLED,
+    "Throttling": Outcome.THROTTLED,
+    "ThrottlingException": Outcome.THROTTLED,
+    "ThrottledException": Outcome.THROTTLED,
+    "RequestThrottled": Outcome.THROTTLED,
+    "RequestLimitExceeded": Outcome.THROTTLED,
+    "SlowDown": Outcome.THROTTLED,
     "ConcurrentModificationException": Outcome.TRANSIENT,
     # SES itself failed.
     "InternalFailure": Outcome.TRANSIENT,
@@ -109,7 +112,7 @@ def classify_code(code: str, http_status: int | None = None) -> Outcome:
     if code in CODES:
         return CODES[code]
     if http_status == 429:
-        return Outcome.TRANSIENT
+        return Outcome.THROTTLED
     if http_status in {401, 403}:
         return Outcome.ACCOUNT
     return Outcome.TRANSIENT
@@ -117,12 +120,18 @@ def classify_code(code: str, http_status: int | None = None) -> Outcome:
 
 # botocore exceptions, by class name (botocore is imported only by the code that calls AWS).
 # Raised before the request left this host: nothing reached SES.
-_NOT_SENT = frozenset(
-    {"ConnectionError", "ConnectTimeoutError", "EndpointConnectionError", "ProxyConnectionError", "SSLError"}
-)
+_NOT_SENT = frozenset({"ConnectionError", "ConnectTimeoutError", "EndpointConnectionError", "ProxyConnectionError"})
 # Raised after the request may have reached SES: the email may be on its way.
 _MAYBE_SENT = frozenset(
-    {"HTTPClientError", "ReadTimeoutError", "ConnectionClosedError", "ResponseStreamingError", "IncompleteReadError"}
+    {
+        "HTTPClientError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+        "ResponseStreamingError",
+        "IncompleteReadError",
+        # urllib3 also raises it while reading the answer, after the request went out.
+        "SSLError",
+    }
 )
 # This function cannot call SES at all as configured.
 _CANNOT_CALL = frozenset(

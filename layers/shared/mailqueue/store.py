@@ -120,6 +120,13 @@ class EmailStore:
         return failed
 
     def _batch_put(self, items: list[dict[str, Any]]) -> set[str]:
+        """Put ``items`` 25 at a time; the ids of those that may not have been written.
+
+        Puts are idempotent (the same item again), so a chunk is retried whole after any error,
+        and only what is still pending when the retries run out is reported.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
         failed: set[str] = set()
         for start in range(0, len(items), _BATCH_WRITE_LIMIT):
             chunk = items[start : start + _BATCH_WRITE_LIMIT]
@@ -127,9 +134,9 @@ class EmailStore:
             for attempt in range(_UNPROCESSED_RETRIES):
                 try:
                     answer = self._client.batch_write_item(RequestItems={self.table: requests})
-                except self._client.exceptions.ClientError:
+                except (BotoCoreError, ClientError):
                     if attempt == _UNPROCESSED_RETRIES - 1:
-                        failed.update(item["pk"] for item in chunk)
+                        failed.update(request["PutRequest"]["Item"]["pk"]["S"] for request in requests)
                         break
                     time.sleep(0.05 * 2**attempt)
                     continue
