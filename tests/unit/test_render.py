@@ -258,3 +258,16 @@ def test_large_content_is_read_from_s3() -> None:
 
     assert load_content(item, FakeBlobs({f"content/{EMAIL_ID}.json": body})) == body  # type: ignore[arg-type]
     assert load_content(body, FakeBlobs({})) == body  # type: ignore[arg-type]
+
+
+def test_header_classes_are_reused_but_only_for_a_bounded_number_of_names():
+    from mailqueue.render import _POLICY
+
+    registry = _POLICY.header_factory
+    for batch in range(3):
+        headers = {f"X-Ref-{batch}-{index}": str(index) for index in range(20)}
+        raw = parse(render(EMAIL_ID, content(headers=headers), NOW, no_uploads).raw)
+        assert raw[f"X-Ref-{batch}-19"] == "19"
+
+    assert registry["Subject"] is registry["subject"]
+    assert len(registry._classes) <= registry._KEEP
