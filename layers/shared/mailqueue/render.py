@@ -24,6 +24,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from mailqueue.blobs import BlobStore
+from mailqueue.packing import unpack
 
 # Lines longer than this break SMTP (RFC 5321 §4.5.3.1.6: 998 characters plus CRLF).
 MAX_LINE = 998
@@ -81,10 +82,10 @@ class Rendered:
 
 
 def load_content(item: dict[str, Any], blobs: BlobStore) -> dict[str, Any]:
-    """The content record's body: kept in the item itself, or in S3 when it was too large for one."""
+    """The content record's body: in the item itself (plain or compressed), or in S3 when too large for one."""
     if "s3_key" in item and "from" not in item:
         return blobs.get_content(str(item["s3_key"]))
-    return item
+    return unpack(item)
 
 
 def render(

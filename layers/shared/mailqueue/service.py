@@ -36,6 +36,7 @@ from mailqueue.models import (
     UploadTicket,
     summary_subject,
 )
+from mailqueue.packing import pack
 from mailqueue.queue import MAX_DELAY_SECONDS, Publication, SendQueue
 from mailqueue.settings import Settings
 from mailqueue.statemachine import Change, Guard, Status, history_entry, transition
@@ -162,7 +163,7 @@ class Mailqueue:
         item = {"pk": email_id, "sk": "content", "expires_at": expires_at}
         if len(json.dumps(body)) > self.settings.inline_content_limit:
             return {**item, "s3_key": self.blobs.put_content(email_id, body)}
-        return {**item, **body}
+        return {**item, **pack(body)}
 
     def _check_identity(self, sender: Mailbox) -> None:
         identities = self.settings.sending_identities

@@ -4,7 +4,8 @@ Each email is two items under one partition key (its id):
 - ``sk = "status"``: the small record that every transition rewrites (status, attempts, deadline,
   history, a readable summary). It stays well under 1 KB, since DynamoDB bills a write by the item.
 - ``sk = "content"``: what the sender renders (addresses, subject, bodies, headers, attachments),
-  written once at enqueue and read once per attempt; in S3 when too large for an item.
+  written once at enqueue and read once per attempt; compressed when that saves write units
+  (:mod:`mailqueue.packing`), in S3 when too large for an item.
 
 Indexes, both projecting only what their query returns:
 - ``by-deadline`` (``shard``, ``deadline``): sparse, holding live emails only; the requeue function
