@@ -44,7 +44,8 @@ from mailqueue.store import EmailStore, SuppressionList
 from mailqueue.web import error_payload, refusal
 
 logger = Logger()
-tracer = Tracer()
+# Only AWS calls leave this function: trace botocore alone, not every library the X-Ray SDK can patch.
+tracer = Tracer(patch_modules=("botocore",))
 metrics = Metrics()
 app = APIGatewayHttpResolver(enable_validation=True)
 settings = get_settings()

@@ -15,7 +15,8 @@ from mailqueue.settings import get_settings
 from mailqueue.store import EmailStore
 
 logger = Logger()
-tracer = Tracer()
+# Only AWS calls leave this function: trace botocore alone, not every library the X-Ray SDK can patch.
+tracer = Tracer(patch_modules=("botocore",))
 metrics = Metrics()
 settings = get_settings()
 requeuer = Requeuer(
