@@ -321,6 +321,9 @@ def cold_starts(template: dict[str, Any], runs: int, site: Path) -> dict[str, An
             "init_cpu_ms_median": round(init_cpu, 1),
             "floor_cpu_ms_median": round(floor_cpu, 1),
             "ratio": round(init_cpu / floor_cpu, 2),
+            # The least of the runs: noise only ever adds time, so this ratio shows how much of the
+            # median's is the machine's.
+            "ratio_of_minimums": round(min(s["cpu_ms"] for s in init) / min(s["cpu_ms"] for s in floor), 2),
             "init_wall_ms_median": round(_median(s["ms"] for s in init), 1),
             "floor_wall_ms_median": round(_median(s["ms"] for s in floor), 1),
             "init_cpu_ms_runs": [round(s["cpu_ms"], 1) for s in init],
@@ -455,6 +458,9 @@ def analyse(life: LifecycleResult, template: dict[str, Any], prices: dict[str, A
         "retried_email_extra": _rounded(retry_extra.as_dict()),
         "paths_per_email": {name: _rounded(usage.as_dict()) for name, usage in paths.items()},
         "cost_usd_per_million_emails": {name: _rounded(lines, 4) for name, lines in costs.items()},
+        "cost_usd_per_million_emails_by_step": {
+            label: round(sum(units.cost_per_million(usage, prices).values()), 4) for label, usage in pieces.items()
+        },
         "cost_totals_usd_per_million_emails": {name: round(total, 3) for name, total in totals.items()},
         "ses_usd_per_million_emails": ses,
         "infra_share_of_ses_fee": {name: round(total / ses, 4) for name, total in totals.items()},
@@ -660,7 +666,7 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7, help="cold-start runs per function (median)")
+    parser.add_argument("--runs", type=int, default=9, help="cold-start runs per function (median)")
     parser.add_argument("--quick", action="store_true", help="fewer emails and runs, for a smoke test")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
