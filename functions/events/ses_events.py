@@ -45,7 +45,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             extra={"event_type": outcome.event_type, "result": outcome.result, "status": outcome.status},
         )
     name = METRIC_NAMES.get(outcome.event_type)
-    if name and outcome.result == "applied":
+    # A delivery delay changes no status, but an operator wants to see them.
+    counted = outcome.result == "applied" or (outcome.event_type == "DeliveryDelay" and outcome.result == "ignored")
+    if name and counted:
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
         if outcome.bounce_type:
             # Bounce rates by type (Permanent, Transient): their own dimension, apart from the totals.

@@ -248,3 +248,13 @@ def test_lifting_a_suppression_allows_the_address_again(api, handler):
     assert status == 204
     assert again == 404
     assert api.post("/emails", an_email())[0] == 202
+
+
+def test_a_delivery_delay_is_counted_though_it_changes_nothing(api, handler, capsys):
+    email_id = email_in(api, Status.SENT)
+    capsys.readouterr()
+
+    handler(sample("delivery-delay", email_id))
+
+    assert '"EmailsDelayed":[1.0]' in capsys.readouterr().out.replace(" ", "")
+    assert read(api, email_id)["status"] == "sent"
