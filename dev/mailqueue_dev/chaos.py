@@ -82,16 +82,18 @@ class Timings:
     """Every deadline of the run, short enough to drain in seconds (deployed: minutes)."""
 
     queued_grace_seconds: int = 2
-    claim_seconds: int = 5
+    # Longer than a live sender ever holds a claim here, even on a busy machine: as on AWS, where the
+    # claim outlasts the function's timeout, only a dead sender's claim expires.
+    claim_seconds: int = 8
     unknown_outcome_seconds: int = 2
     account_error_seconds: int = 2
     backoff_base_seconds: int = 1
     backoff_max_seconds: int = 2
     requeue_every: float = 0.5
     overlap_every: float = 1.0
-    # Lambda retries a failed asynchronous invocation twice, after about one and two minutes: here
-    # after a fifth and two fifths of the claim, as the claim (3 minutes) compares to those.
-    event_retry_delays: tuple[float, ...] = (1.0, 2.0)
+    # Lambda retries a failed asynchronous invocation twice, about one and two minutes apart, against
+    # a claim of three minutes: here a third and two thirds of the claim.
+    event_retry_delays: tuple[float, ...] = (2.5, 5.0)
 
     def environment(self) -> dict[str, str]:
         return {
@@ -123,7 +125,8 @@ class Faults:
     ses_timeout_before_send: float = 0.02
     ses_timeout_after_accept: float = 0.02
     sender_dies_after_accept: float = 0.02
-    # Per email: SES rejects it (permanent), or throttles every attempt (it runs out of attempts).
+    # Per email: SES rejects it (permanent), or fails every attempt with a 5xx (it runs out of attempts;
+    # a throttle never spends one).
     rejected_emails: float = 0.01
     doomed_emails: float = 0.005
     # Per email SES accepted: its Send event is lost; a Delivery event follows.
@@ -174,7 +177,7 @@ class EmailPlan:
     attachment_bytes: int
     high_priority: bool
     cancel: str | None  # "scheduled" (an hour ahead, then cancelled) or "queued" (cancelled at once)
-    fate: str  # "normal", "rejected" (permanently) or "doomed" (throttled at every attempt)
+    fate: str  # "normal", "rejected" (permanently) or "doomed" (a 5xx at every attempt)
 
     def request(self, now: datetime) -> dict[str, Any]:
         email: dict[str, Any] = {
@@ -256,7 +259,7 @@ def ses_fault(config: ChaosConfig, plan: EmailPlan, attempt: int) -> str | None:
     if plan.fate == "rejected":
         return "ses_rejected"
     if plan.fate == "doomed":
-        return "ses_throttled"
+        return "ses_server_error"
     draw = random.Random(f"{config.seed}:ses:{plan.index}:{attempt}").random()
     for kind, chance in config.faults.ses_table():
         if draw < chance:
@@ -272,8 +275,8 @@ def ses_fault(config: ChaosConfig, plan: EmailPlan, attempt: int) -> str | None:
 class Acceptance:
     """SES accepted one SendEmail call for an email."""
 
-    sequence: int
-    kind: str  # "clean", "ses_timeout_after_accept" or "sender_died_after_accept"
+    sequence: int | None  # in the ledger's order; None for a send only SES's record shows
+    kind: str  # "clean", "ses_timeout_after_accept", "sender_died_after_accept" or "answer_lost"
     message_id: str
 
 
@@ -1061,13 +1064,12 @@ class ChaosRun:
 
     # --- counting ----------------------------------------------------------------------------------------------
 
-    def _count(self, report: ChaosReport, records: dict[str, dict[str, Any]], moto_sends: Counter[str]) -> None:
+    def _count(self, report: ChaosReport, records: dict[str, dict[str, Any]], moto_sends: dict[str, list[str]]) -> None:
         from mailqueue.ses_errors import Outcome, classify_code  # noqa: PLC0415
-        from mailqueue.settings import Settings  # noqa: PLC0415
-        from mailqueue.statemachine import ALLOWED, HISTORY_LIMIT, Status  # noqa: PLC0415
+        from mailqueue.settings import get_settings  # noqa: PLC0415
 
         ledger = self.ledger
-        max_attempts = Settings().max_attempts
+        max_attempts = get_settings().max_attempts
         problems = report.problems
         report.accepted = len(ledger.accepted)
         report.accepted_in_batches = sum(1 for index in ledger.accepted.values() if self.plans[index].batch)
@@ -1076,15 +1078,14 @@ class ChaosRun:
         report.events = dict(ledger.events)
         report.requeue_runs = dict(ledger.requeue_runs)
         report.ses_accepted = sum(len(items) for items in ledger.acceptances.values())
-        report.ses_recorded_by_moto = sum(moto_sends.values())
+        report.ses_recorded_by_moto = sum(len(items) for items in moto_sends.values())
         problems += [f"the API refused or failed: {error}" for error in ledger.api_errors[:20]]
         if report.accepted < self.config.emails:
             problems.append(f"only {report.accepted} of {self.config.emails} emails were accepted")
-        hooked = Counter({email_id: len(items) for email_id, items in ledger.acceptances.items()})
-        if +hooked != +moto_sends:
-            problems.append(
-                f"SES sends seen by the hooks ({sum(hooked.values())}) and by moto ({sum(moto_sends.values())}) differ"
-            )
+        seen_by_hooks = {item.message_id for items in ledger.acceptances.values() for item in items}
+        recorded = {message_id for items in moto_sends.values() for message_id in items}
+        if seen_by_hooks - recorded:
+            problems.append(f"{len(seen_by_hooks - recorded)} sends the hooks saw accepted are not in SES's record")
 
         failed: Counter[str] = Counter()
         windows: Counter[str] = Counter()
@@ -1094,39 +1095,27 @@ class ChaosRun:
         for email_id, index in sorted(ledger.accepted.items()):
             plan = self.plans[index]
             record = records.get(email_id)
-            sends = ledger.acceptances.get(email_id, [])
+            sends = self._sends(email_id, moto_sends.get(email_id, []))
             if record is None:
                 report.lost.append(email_id)
                 problems.append(f"{email_id} (email {index}) was accepted and is gone from the table")
                 continue
             status = str(record["status"])
-            history = record.get("history") or []
-            statuses = [Status(entry["status"]) for entry in history]
-            start = 1 if len(history) >= HISTORY_LIMIT else 0  # a trimmed history skips entries after its first
-            for before, after, entry in zip(
-                statuses[start:], statuses[start + 1 :], history[start + 1 :], strict=False
-            ):
-                bridged = (
-                    before is Status.QUEUED
-                    and after is Status.FAILED
-                    and "attempts exhausted" in entry.get("reason", "")
-                )
-                if after not in ALLOWED[before] and not bridged:
-                    problems.append(f"{email_id} went from {before} to {after}, which the state machine forbids")
+            told = f"{email_id} (email {index}, {_story(record)})"
+            problems += [f"{told}: {forbidden}" for forbidden in _forbidden_transitions(record)]
             if status in LIVE:
                 report.stuck[email_id] = status
-                problems.append(f"{email_id} (email {index}) is still {status}")
+                problems.append(f"{told} is still {status}")
                 continue
-            in_window = self._duplicates(email_id, sends, windows, problems)
+            in_window = self._duplicates(told, email_id, sends, windows, problems)
             if status in SENT_OR_LATER:
                 report.sent += 1
                 report.delivered += status == "delivered"
                 if not sends:
                     report.lost.append(email_id)
-                    problems.append(f"{email_id} (email {index}) is {status} but SES never accepted it")
+                    problems.append(f"{told} is {status} but SES never accepted it")
             elif status == "failed":
-                error = record.get("last_error") or {}
-                code = str(error.get("code", "unknown"))
+                code = str((record.get("last_error") or {}).get("code", "unknown"))
                 if classify_code(code) is Outcome.PERMANENT:
                     failed[f"{code} (permanent)"] += 1
                 elif int(record.get("attempts", 0)) >= max_attempts:
@@ -1134,69 +1123,105 @@ class ChaosRun:
                 else:
                     failed[f"{code} (not allowed)"] += 1
                     report.lost.append(email_id)
-                    problems.append(
-                        f"{email_id} (email {index}) failed for a reason that may not fail an email: {code}"
-                    )
+                    problems.append(f"{told} failed for a reason that may not fail an email: {code}")
                 if sends:
                     unsettled["failed"] += 1
                     if not in_window:
-                        problems.append(f"{email_id} (email {index}) is failed, yet SES accepted it")
+                        problems.append(f"{told} is failed, yet SES accepted it")
             elif status == "cancelled":
                 report.cancelled += 1
                 if ledger.cancel_answers.get(email_id) != 200:
                     report.lost.append(email_id)
-                    problems.append(f"{email_id} (email {index}) is cancelled, but no cancel of it succeeded")
+                    problems.append(f"{told} is cancelled, but no cancel of it succeeded")
                 if sends:
                     unsettled["cancelled"] += 1
                     if not in_window:
-                        problems.append(f"{email_id} (email {index}) was cancelled, yet SES accepted it")
+                        problems.append(f"{told} was cancelled, yet SES accepted it")
             if plan.cancel == "scheduled" and ledger.cancel_answers.get(email_id) != 200:
-                problems.append(
-                    f"the cancel of scheduled email {email_id} answered {ledger.cancel_answers.get(email_id)}"
-                )
+                problems.append(f"the cancel of scheduled {told} answered {ledger.cancel_answers.get(email_id)}")
         report.cancel_refused = sum(1 for answer in ledger.cancel_answers.values() if answer == 409)
         report.failed = dict(failed)
         report.extra_sends_by_window = dict(windows)
         report.sent_in_window_yet_not_sent = dict(unsettled)
-        report.sent_twice = sum(1 for sends in ledger.acceptances.values() if len(sends) > 1)
+        report.sent_twice = sum(1 for sends in moto_sends.values() if len(sends) > 1)
 
-    def _duplicates(self, email_id: str, sends: list[Acceptance], windows: Counter[str], problems: list[str]) -> bool:
+    def _sends(self, email_id: str, message_ids: list[str]) -> list[Acceptance]:
+        """Every send SES accepted for the email, in SES's order, with what the hooks saw of each.
+
+        A send the hooks never saw is one whose answer never reached the sender (the emulator took
+        longer than the client's read timeout): an unknown outcome the run did not inject.
+        """
+        seen = {item.message_id: item for item in self.ledger.acceptances.get(email_id, [])}
+        return [seen.get(message_id) or Acceptance(None, "answer_lost", message_id) for message_id in message_ids]
+
+    def _duplicates(
+        self, told: str, email_id: str, sends: list[Acceptance], windows: Counter[str], problems: list[str]
+    ) -> bool:
         """Count each send after the first by the window it came through; True if the email had any window."""
-        write_failures = self.ledger.sent_write_failures.get(email_id, [])
-        any_window = False
-        for earlier, later in itertools.pairwise(sends):
-            if earlier.kind != "clean":
-                window = earlier.kind
-            elif any(earlier.sequence < failure < later.sequence for failure in write_failures):
-                window = "sent_write_failed"
-            else:
-                window = None
+        failures = self.ledger.sent_write_failures.get(email_id, [])
+        later_hooked = [item.sequence for item in sends if item.sequence is not None]
+
+        def unrecorded(item: Acceptance) -> str | None:
+            """Why SES's acceptance of ``item`` was never recorded as sent, if it was not."""
+            if item.kind != "clean":
+                return item.kind
+            following = [
+                sequence for sequence in later_hooked if item.sequence is not None and sequence > item.sequence
+            ]
+            until = min(following, default=None)
+            if any(item.sequence is not None and item.sequence < f and (until is None or f < until) for f in failures):
+                return "sent_write_failed"
+            return None
+
+        for earlier, _ in itertools.pairwise(sends):
+            window = unrecorded(earlier)
             if window is None:
-                report_id = self.ledger.accepted.get(email_id)
-                problems.append(
-                    f"{email_id} (email {report_id}) was sent again although SES's first answer was recorded"
-                )
-                continue
-            windows[window] += 1
-            any_window = True
-        if sends and (sends[-1].kind != "clean" or write_failures):
-            any_window = True
-        return any_window
+                problems.append(f"{told} was sent again although SES's answer to an earlier send was recorded")
+            else:
+                windows[window] += 1
+        return any(unrecorded(item) is not None for item in sends)
 
 
-def _moto_sends() -> Counter[str]:
-    """How many times SES (moto, in this process) accepted each email, by the Message-ID the renderer sets."""
+def _story(record: dict[str, Any]) -> str:
+    """An email's history, short: what a failed run should print about it."""
+    steps = [
+        f"{entry.get('status')}" + (f" ({entry['reason']})" if entry.get("reason") else "")
+        for entry in record.get("history") or []
+    ]
+    return "history: " + " > ".join(steps)[:600]
+
+
+def _forbidden_transitions(record: dict[str, Any]) -> list[str]:
+    """Transitions in the email's history that the state machine does not allow."""
+    from mailqueue.statemachine import ALLOWED, HISTORY_LIMIT, Status  # noqa: PLC0415
+
+    history = record.get("history") or []
+    statuses = [Status(entry["status"]) for entry in history]
+    # A trimmed history (it keeps its first entry and the latest) skips entries after the first.
+    start = 1 if len(history) >= HISTORY_LIMIT else 0
+    found = []
+    for before, after, entry in zip(statuses[start:], statuses[start + 1 :], history[start + 1 :], strict=False):
+        # Failing a queued email with no attempts left claims it first; the history omits that claim.
+        bridged = before is Status.QUEUED and after is Status.FAILED and "attempts exhausted" in entry.get("reason", "")
+        if after not in ALLOWED[before] and not bridged:
+            found.append(f"went from {before} to {after}, which the state machine forbids")
+    return found
+
+
+def _moto_sends() -> dict[str, list[str]]:
+    """The message ids SES (moto, in this process) accepted for each email, in order, by the Message-ID the
+    renderer sets."""
     from moto.core.models import DEFAULT_ACCOUNT_ID  # noqa: PLC0415
     from moto.ses.models import ses_backends  # noqa: PLC0415
 
     pattern = re.compile(r"^Message-ID:\s*<([0-9A-HJKMNP-TV-Z]{26})@", re.IGNORECASE | re.MULTILINE)
-    sends: Counter[str] = Counter()
-    for message in ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages:
+    sends: dict[str, list[str]] = defaultdict(list)
+    for message in list(ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages):
         raw = getattr(message, "raw_data", "") or ""
         found = pattern.search(raw if isinstance(raw, str) else raw.decode(errors="replace"))
         if found:
-            sends[found.group(1)] += 1
-    return sends
+            sends[found.group(1)].append(str(message.id))
+    return dict(sends)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +38,12 @@ def counted(
     records: dict[str, dict[str, Any]],
     sends: dict[str, list[Acceptance]],
     sent_write_failures: dict[str, int] | None = None,
+    unseen: dict[str, list[str]] | None = None,
 ) -> ChaosReport:
-    """Count a made-up outcome of a run of the 4 emails IDS, without running it."""
+    """Count a made-up outcome of a run of the 4 emails IDS, without running it.
+
+    ``sends`` are what the hooks saw SES accept; SES's record holds those, after the ``unseen`` ones.
+    """
     run = ChaosRun(ChaosConfig(emails=4, cancels=0), tmp_path)
     for index, email_id in enumerate(IDS):
         run.ledger.accepted[email_id] = index
@@ -48,7 +51,10 @@ def counted(
     for email_id, sequence in (sent_write_failures or {}).items():
         run.ledger.sent_write_failures[email_id].append(sequence)
     report = ChaosReport(emails=4, seed=0)
-    run._count(report, records, Counter({email_id: len(items) for email_id, items in sends.items()}))
+    ses_record = {email_id: [item.message_id for item in items] for email_id, items in sends.items()}
+    for email_id, message_ids in (unseen or {}).items():
+        ses_record[email_id] = [*message_ids, *ses_record.get(email_id, [])]
+    run._count(report, records, ses_record)
     return report
 
 
@@ -101,6 +107,19 @@ def test_the_count_explains_a_second_send_after_an_unrecorded_acceptance(tmp_pat
         "sender_died_after_accept": 1,
         "sent_write_failed": 1,
     }
+
+
+def test_a_send_only_ses_recorded_is_an_answer_the_sender_never_got(tmp_path: Path) -> None:
+    records = {email_id: record(email_id, "sent") for email_id in IDS}
+    sends = {email_id: [Acceptance(n, "clean", f"m{n}")] for n, email_id in enumerate(IDS)}
+    sends[IDS[0]] = [Acceptance(7, "clean", "m7")]
+
+    # SES took IDS[0] once before, but its answer never reached the sender (a read timeout).
+    report = counted(tmp_path, records, sends, unseen={IDS[0]: ["m-lost"]})
+
+    assert report.problems == [], report.problems
+    assert report.extra_sends_by_window == {"answer_lost": 1}
+    assert report.ses_recorded_by_moto == 5
 
 
 def test_the_count_flags_a_failure_that_is_neither_permanent_nor_exhausted(tmp_path: Path) -> None:
