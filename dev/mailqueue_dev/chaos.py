@@ -295,6 +295,8 @@ class Ledger:
     faults: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
     requeue_runs: Counter[str] = field(default_factory=Counter)
+    # SES message ids of the sends that SES's events (Send or Delivery) were on their way for.
+    with_events: set[str] = field(default_factory=set)
     _sequence: int = 0
 
     def next_sequence(self) -> int:
@@ -718,75 +720,67 @@ class ChaosReport:
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok, "fault_kinds": self.fault_kinds}
 
-    def lines(self) -> list[str]:
+    def _rows(self) -> list[tuple[str, str]]:
         failed = sum(self.failed.values())
-        windows = ", ".join(f"{name} {count}" for name, count in sorted(self.extra_sends_by_window.items())) or "none"
-        lines = [
-            f"emails            {self.emails} (seed {self.seed})",
-            f"accepted          {self.accepted} ({self.accepted_single} single, {self.accepted_in_batches} in batches)",
-            f"sent              {self.sent} (of which {self.delivered} delivered, by SES's events)",
-            f"failed            {failed}"
-            + "".join(f"\n  {reason:<40} {count}" for reason, count in sorted(self.failed.items())),
-            f"cancelled         {self.cancelled} (and {self.cancel_refused} cancels refused: already on their way)",
-            f"lost              {len(self.lost)}",
-            f"stuck live        {len(self.stuck)}",
-            f"SES accepted      {self.ses_accepted} sends (moto recorded {self.ses_recorded_by_moto})",
-            f"sent twice        {self.sent_twice} emails: {len(self.sent_twice_outside_windows)} outside the windows",
-            f"  extra sends in the documented windows: {windows}",
-        ]
-        if self.sent_in_window_yet_not_sent:
-            unsettled = ", ".join(
-                f"{status} {count}" for status, count in sorted(self.sent_in_window_yet_not_sent.items())
-            )
-            lines.append(f"  accepted by SES in a window, recorded otherwise: {unsettled}")
-        lines.append(f"faults injected   {sum(c for n, c in self.faults.items() if n not in _FAULT_DETAILS)}")
-        lines += [f"  {name:<40} {count}" for name, count in sorted(self.faults.items())]
-        lines.append(f"SES events        (the latest handed over {self.event_latest_seconds:.1f} s past its delay)")
-        lines += [f"  {name:<40} {count}" for name, count in sorted(self.events.items())]
-        lines.append("requeue runs beside the schedule")
-        lines += [f"  {name:<40} {count}" for name, count in sorted(self.requeue_runs.items())]
-        lines += [
-            f"drained in        {self.seconds_to_drain:.1f} s ({self.seconds_after_last_enqueue:.1f} s after the last "
-            f"enqueue; {self.seconds_total:.1f} s with start and stop)",
-            "result            " + ("PASS" if self.ok else "FAIL"),
-        ]
-        lines += [f"  problem: {problem}" for problem in self.problems]
-        return lines
-
-    def markdown(self) -> str:
-        failed = sum(self.failed.values())
-        rows = [
+        windows = {name: count for name, count in self.extra_sends_by_window.items() if name != _DESPITE_EVENT}
+        late = self.extra_sends_by_window.get(_DESPITE_EVENT, 0)
+        answered = self.ses_recorded_by_moto - self.ses_accepted
+        return [
             ("emails enqueued", f"{self.emails} (seed {self.seed})"),
             ("accepted", f"{self.accepted} ({self.accepted_single} single, {self.accepted_in_batches} in batches)"),
             ("sent", f"{self.sent} (of which {self.delivered} delivered, by SES's events)"),
-            (
-                "failed",
-                f"{failed}: " + ", ".join(f"{reason} {count}" for reason, count in sorted(self.failed.items()))
-                if failed
-                else "0",
-            ),
-            ("cancelled", f"{self.cancelled} ({self.cancel_refused} cancels refused: already sending or sent)"),
+            ("failed", f"{failed}" + "".join(f"; {reason} {count}" for reason, count in sorted(self.failed.items()))),
+            ("cancelled", f"{self.cancelled} (and {self.cancel_refused} cancels refused: already sending or sent)"),
             ("**lost**", f"**{len(self.lost)}**"),
-            ("stuck live", str(len(self.stuck))),
-            ("SES sends", f"{self.ses_accepted} (moto recorded {self.ses_recorded_by_moto})"),
+            ("**stuck live**", f"**{len(self.stuck)}**"),
+            (
+                "SES sends",
+                f"{self.ses_recorded_by_moto} in SES's record"
+                + (f", {answered} of them never answered to the sender" if answered else ""),
+            ),
             ("**sent twice outside the windows**", f"**{len(self.sent_twice_outside_windows)}**"),
             (
                 "sent twice inside the windows",
-                f"{self.sent_twice} emails: "
-                + (
-                    ", ".join(f"{name} {count}" for name, count in sorted(self.extra_sends_by_window.items())) or "none"
-                ),
+                f"emails {self.sent_twice}, extra sends {sum(windows.values())}"
+                + "".join(f"; {WINDOWS.get(name, name)} {count}" for name, count in sorted(windows.items()))
+                + (f" ({late} although SES's event was on its way: it came too late)" if late else ""),
             ),
             (
                 "time to drain",
                 f"{self.seconds_to_drain:.0f} s ({self.seconds_after_last_enqueue:.0f} s after the last enqueue)",
             ),
         ]
-        table = ["| figure | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
+
+    def _faults(self, indent: str) -> list[tuple[str, int]]:
+        """Each fault's label and count; a detail of the fault above it is indented."""
+        return [
+            (f"{indent if name in _FAULT_DETAILS else ''}{FAULTS.get(name, name)}", count)
+            for name, count in sorted(self.faults.items(), key=_fault_order)
+        ]
+
+    def lines(self) -> list[str]:
+        lines = [f"{name.strip('*'):<34} {value.strip('*')}" for name, value in self._rows()]
+        if self.sent_in_window_yet_not_sent:
+            unsettled = ", ".join(
+                f"{status} {count}" for status, count in sorted(self.sent_in_window_yet_not_sent.items())
+            )
+            lines.append(f"{'accepted by SES in a window, yet':<34} {unsettled}")
+        lines.append(f"faults injected ({self.fault_kinds} kinds)")
+        lines += [f"  {name:<70} {count}" for name, count in self._faults("  ")]
+        lines.append(f"SES events (the latest handed over {self.event_latest_seconds:.1f} s past its delay)")
+        lines += [f"  {name:<70} {count}" for name, count in sorted(self.events.items())]
+        lines.append("requeue runs beside the schedule")
+        lines += [f"  {name:<70} {count}" for name, count in sorted(self.requeue_runs.items())]
+        lines.append(f"{'result':<34} " + ("PASS" if self.ok else "FAIL"))
+        lines += [f"  problem: {problem}" for problem in self.problems]
+        return lines
+
+    def markdown(self) -> str:
+        table = ["| figure | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in self._rows())]
         faults = [
-            "| fault | count |",
+            "| fault injected | count |",
             "|---|---|",
-            *(f"| {name} | {count} |" for name, count in sorted(self.faults.items())),
+            *(f"| {name} | {count} |" for name, count in self._faults("&nbsp;&nbsp;&nbsp;&nbsp;")),
         ]
         events = [
             "| SES event | count |",
@@ -796,6 +790,36 @@ class ChaosReport:
         return "\n".join([*table, "", *faults, "", *events])
 
 
+FAULTS = {
+    "sqs_publish_failed": "SQS publish failed (calls)",
+    "sqs_publish_failed_messages": "emails those calls carried",
+    "sqs_delivered_twice": "SQS delivered a message twice",
+    "dynamodb_throttled_then_retried": "DynamoDB throttled a write attempt; botocore retried it",
+    "dynamodb_write_failed": "DynamoDB throttled a write through its retries: the call failed",
+    "dynamodb_sent_write_failed": "of which the `sent` write after SES accepted",
+    "ses_throttled": "SES throttled",
+    "ses_server_error": "SES answered 500 or 503",
+    "ses_account_paused": "SES: sending paused for the account",
+    "ses_rejected": "SES rejected the email for good",
+    "ses_timeout_before_send": "SES timed out before it got the request",
+    "ses_timeout_after_accept": "SES timed out after it accepted the email",
+    "sender_died_after_accept": "the sender died after SES accepted, before writing `sent`",
+    "requeue_runs_overlapped": "two requeue runs at once, beside the schedule",
+}
+WINDOWS = {
+    "ses_timeout_after_accept": "unknown outcome (timed out after SES accepted)",
+    "answer_lost": "unknown outcome (SES's answer never reached the sender)",
+    "sender_died_after_accept": "the sender died after SES accepted",
+    "sent_write_failed": "the `sent` write failed after SES accepted",
+}
+
+
+def _fault_order(item: tuple[str, int]) -> int:
+    return list(FAULTS).index(item[0]) if item[0] in FAULTS else len(FAULTS)
+
+
+# Repeats whose earlier send had an SES event on its way, which came too late to settle it.
+_DESPITE_EVENT = "despite_an_event"
 # Counters that detail another fault rather than count one of their own.
 _FAULT_DETAILS = frozenset({"sqs_publish_failed_messages", "dynamodb_sent_write_failed"})
 
@@ -922,12 +946,18 @@ class ChaosRun:
     def _emit_events(self, bus: EventBus, email_id: str, index: int, acceptance: Acceptance) -> None:
         draw = random.Random(f"{self.config.seed}:events:{index}:{acceptance.sequence}")
         recipient = f"r{index}@example.org"
+        published = False
         if draw.random() < self.config.faults.send_event_lost:
             self.ledger.event("Send lost")
         else:
             bus.publish(ses_event("Send", email_id, acceptance.message_id, recipient), draw.uniform(0.05, 0.6))
+            published = True
         if draw.random() < self.config.faults.delivery_event:
             bus.publish(ses_event("Delivery", email_id, acceptance.message_id, recipient), draw.uniform(0.3, 1.5))
+            published = True
+        if published:
+            with self.ledger.lock:
+                self.ledger.with_events.add(acceptance.message_id)
 
     def _enqueue_all(self) -> None:
         import requests  # noqa: PLC0415
@@ -1107,7 +1137,10 @@ class ChaosRun:
                 report.stuck[email_id] = status
                 problems.append(f"{told} is still {status}")
                 continue
-            in_window = self._duplicates(told, email_id, sends, windows, problems)
+            in_window, unexplained = self._duplicates(email_id, sends, windows)
+            if unexplained:
+                report.sent_twice_outside_windows.append(email_id)
+                problems.append(f"{told} was sent again although SES's answer to an earlier send was recorded")
             if status in SENT_OR_LATER:
                 report.sent += 1
                 report.delivered += status == "delivered"
@@ -1154,10 +1187,12 @@ class ChaosRun:
         seen = {item.message_id: item for item in self.ledger.acceptances.get(email_id, [])}
         return [seen.get(message_id) or Acceptance(None, "answer_lost", message_id) for message_id in message_ids]
 
-    def _duplicates(
-        self, told: str, email_id: str, sends: list[Acceptance], windows: Counter[str], problems: list[str]
-    ) -> bool:
-        """Count each send after the first by the window it came through; True if the email had any window."""
+    def _duplicates(self, email_id: str, sends: list[Acceptance], windows: Counter[str]) -> tuple[bool, bool]:
+        """Count each send after the first by the window it came through.
+
+        Returns whether the email had a send in a window at all, and whether it was sent again after a
+        send whose acceptance was recorded (outside every window).
+        """
         failures = self.ledger.sent_write_failures.get(email_id, [])
         later_hooked = [item.sequence for item in sends if item.sequence is not None]
 
@@ -1173,13 +1208,16 @@ class ChaosRun:
                 return "sent_write_failed"
             return None
 
+        unexplained = False
         for earlier, _ in itertools.pairwise(sends):
             window = unrecorded(earlier)
             if window is None:
-                problems.append(f"{told} was sent again although SES's answer to an earlier send was recorded")
+                unexplained = True
             else:
                 windows[window] += 1
-        return any(unrecorded(item) is not None for item in sends)
+                if earlier.message_id in self.ledger.with_events:
+                    windows[_DESPITE_EVENT] += 1
+        return any(unrecorded(item) is not None for item in sends), unexplained
 
 
 def _story(record: dict[str, Any]) -> str:
@@ -1272,7 +1310,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     config = ChaosConfig(emails=args.emails, seed=args.seed, log_level=args.log_level.upper())
     print(f"chaos run: {config.emails} emails, seed {config.seed}; faults on every AWS call…", flush=True)
-    report = run(config, args.workdir, progress=lambda line: print(f"  {line}", flush=True))
+    # Progress goes to stderr: the local stack sends stdout to its metrics file during each invocation.
+    report = run(config, args.workdir, progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     print("\n".join(report.lines()), flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,7 @@ def test_the_count_flags_lost_stuck_and_unexplained_duplicates(tmp_path: Path) -
 
     assert sorted(report.lost) == [IDS[2], IDS[3]]
     assert report.stuck == {IDS[1]: "retrying"}
+    assert report.sent_twice_outside_windows == [IDS[0]]
     assert any("sent again" in problem for problem in report.problems)
     assert not report.ok
 
