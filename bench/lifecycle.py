@@ -15,7 +15,7 @@ Phases, each waited on until every email in it is ``sent``:
 - ``idempotent``: the same with an ``Idempotency-Key``;
 - ``batch``: one ``POST /emails/batch`` of 100;
 - ``retry``: a batch whose first SES attempt is throttled: retrying, requeued, sent;
-- ``delivery``: SES's Delivery event for each email of the batch, through the events handler;
+- ``delivery``: SES's Send and Delivery events for each email of the batch, through the events handler;
 - ``throughput``: batches of 100, timed from the first request to the last email sent.
 """
 
@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -73,6 +74,8 @@ class Call:
     wru: float = 0.0
     rru: float = 0.0
     wru_by: dict[str, float] = field(default_factory=dict)  # "table" or "table/index" -> units
+    # (table/index, partition key value) -> units: how the index writes spread over partitions
+    wru_by_partition: dict[tuple[str, str], float] = field(default_factory=dict)
     sqs_requests: int = 0
     s3_puts: int = 0
     s3_gets: int = 0
@@ -254,6 +257,10 @@ class Recorder:
         for index, value in cost.indexes.items():
             name = f"{table.name}/{index}"
             call.wru_by[name] = call.wru_by.get(name, 0) + value
+        for index, spread in cost.partitions.items():
+            for partition, value in spread.items():
+                key = (f"{table.name}/{index}", partition)
+                call.wru_by_partition[key] = call.wru_by_partition.get(key, 0) + value
 
     def _remember(self, table: units.Table, key: tuple[str, tuple[Any, ...]], item: dict[str, Any] | None) -> None:
         if item is None:
@@ -404,8 +411,9 @@ def _throttle_once(seen: set[str]) -> Callable[..., Any]:
     return hook
 
 
-def _delivery_event(email_id: str) -> dict[str, Any]:
-    event: dict[str, Any] = json.loads((ROOT / "events" / "events" / "delivery.json").read_text())
+def _ses_event(kind: str, email_id: str) -> dict[str, Any]:
+    """SES's event of ``kind`` (a sample in events/events/) for one email, as EventBridge delivers it."""
+    event: dict[str, Any] = json.loads((ROOT / "events" / "events" / f"{kind}.json").read_text())
     event["id"] = str(uuid.uuid4())
     event["detail"]["mail"]["tags"]["email_id"] = [email_id]
     return event
@@ -426,6 +434,8 @@ def run(
     singles: int = 20, idempotent: int = 10, retried: int = 10, throughput_emails: int = 300, timeout: float = 60.0
 ) -> LifecycleResult:
     """Run every phase on a fresh local stack; returns what was recorded."""
+    # Powertools warns of every invocation that adds no metric (an ignored Send event); Lambda's logs would hide it.
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
     recorder = Recorder(tables={}, peek=None)
     original_client = emulator_module.Emulator.client
 
@@ -536,8 +546,10 @@ def _phases(
     events_function = local.functions.get(EVENTS)
     if events_function is None or events_function.handler is None:
         events_function = _events_function(recorder)
+    # SES publishes a Send and a Delivery event for every email the configuration set sees.
     for email_id in emails["batch"]:
-        local.invoke(events_function, _delivery_event(email_id))
+        local.invoke(events_function, _ses_event("send", email_id))
+        local.invoke(events_function, _ses_event("delivery", email_id))
     recorder.wait_for(emails["batch"], "delivered", timeout)
     emails["delivery"] = emails["batch"]
 

@@ -14,6 +14,7 @@ import argparse
 import base64
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -31,6 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mailqueue.requeueing import RESERVE_MILLIS
 from mailqueue.settings import Settings
 from mailqueue_dev.template import Stack, load_template
 
@@ -39,6 +41,7 @@ from bench.lifecycle import ESM, EVENTS, Call, Invocation, LifecycleResult
 
 ROOT = Path(__file__).resolve().parents[1]
 PRICES = ROOT / "bench" / "prices.json"
+LIMITS = ROOT / "bench" / "limits.json"
 RESULTS = ROOT / "bench" / "results.json"
 LAYER = ROOT / ".aws-sam" / "build" / "SharedLayer"
 
@@ -164,6 +167,19 @@ def wru_breakdown(selection: Selection, emails: int) -> dict[str, float]:
         for name, value in call.wru_by.items():
             parts[_short_table(name)] += value / emails
     return dict(sorted(parts.items()))
+
+
+def partition_spread(selections: list[tuple[Selection, int]]) -> dict[str, dict[str, float]]:
+    """Index write units per email, by index and partition key group: a status (``sent#2`` -> ``sent``),
+    or ``shard`` for the numbered shards of the deadline index. Each group is spread evenly over its
+    shards, so the busiest partition of a group takes its units divided by the number of shards."""
+    groups: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for selection, emails in selections:
+        for call in selection.calls:
+            for (index, partition), value in call.wru_by_partition.items():
+                group = "shard" if partition.isdigit() else re.sub(r"#\d+$", "", partition)
+                groups[_short_table(index)][group] += value / emails
+    return {index: dict(sorted(spread.items())) for index, spread in sorted(groups.items())}
 
 
 def _short_table(name: str) -> str:
@@ -419,13 +435,20 @@ def analyse(life: LifecycleResult, template: dict[str, Any], prices: dict[str, A
             select(life, "retry", {"SenderFunction", ESM, "RequeueFunction"}, _not_idle),
             n["retry"],
         ),
-        "delivery event (events function)": (select(life, "delivery", {EVENTS}), n["delivery"]),
+        "SES events: Send and Delivery (events function)": (select(life, "delivery", {EVENTS}), n["delivery"]),
     }
     calls = {label: calls_per_email(sel, count) for label, (sel, count) in selections.items()}
     pieces = {label: per_email(sel, count) for label, (sel, count) in selections.items()}
     wru = {label: wru_breakdown(sel, count) for label, (sel, count) in selections.items()}
     durations = {label: duration_per_email(sel, count) for label, (sel, count) in selections.items()}
     batch_sizes = [i.records for i in select(life, "batch", {"SenderFunction"}).invocations]
+    spread = partition_spread(
+        [
+            selections["enqueue a batch of 100 (POST /emails/batch)"],
+            selections["send (sender + event source)"],
+            selections["SES events: Send and Delivery (events function)"],
+        ]
+    )
 
     idle = [i for i in life.recorder.invocations if i.function == "RequeueFunction" and not worked(i)]
     idle_selection = Selection(
@@ -434,7 +457,7 @@ def analyse(life: LifecycleResult, template: dict[str, Any], prices: dict[str, A
     idle_run = per_email(idle_selection, max(1, len(idle)))
 
     send = pieces["send (sender + event source)"]
-    delivery = pieces["delivery event (events function)"]
+    delivery = pieces["SES events: Send and Delivery (events function)"]
     retry_extra = pieces["retried email: first attempt, requeue and second attempt"] + send.scaled(-1)
     pacing = pacing_wait(template, durations["send (sender + event source)"], memory["SenderFunction"])
     paths = {
@@ -453,6 +476,7 @@ def analyse(life: LifecycleResult, template: dict[str, Any], prices: dict[str, A
         "capacity_per_email": {label: _rounded(usage.as_dict()) for label, usage in pieces.items()},
         "dynamodb_wru_per_email_by_table_and_index": {label: _rounded(parts) for label, parts in wru.items()},
         "lambda_ms_per_email": {label: round(value, 2) for label, value in durations.items()},
+        "index_wru_per_email_by_partition_group": {index: _rounded(groups, 3) for index, groups in spread.items()},
         "sender_batch_sizes": batch_sizes,
         "requeue_idle_run": _rounded(idle_run.as_dict()),
         "retried_email_extra": _rounded(retry_extra.as_dict()),
@@ -519,6 +543,134 @@ def pacing_wait(template: dict[str, Any], active_ms_per_email: float, memory_mb:
 
 def _rounded(values: dict[str, float], digits: int = 6) -> dict[str, float]:
     return {key: round(value, digits) for key, value in values.items()}
+
+
+# --- capacity -----------------------------------------------------------------------------------------------
+
+DAILY_VOLUMES = (1_000_000, 10_000_000, 100_000_000)
+# Headroom over the day's average rate: traffic comes in peaks, and a backlog must drain.
+HEADROOM = 2.0
+
+
+def capacity(template: dict[str, Any], analysis: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
+    """Emails an hour a deployment with the template's defaults sustains against each ceiling, from the
+    measured per-email figures; and the settings each daily volume needs."""
+    limit = {name: float(entry["value"]) for name, entry in limits["limits"].items()}
+    parameters = template["Parameters"]
+    send_rate = float(parameters["SendRate"]["Default"])
+    concurrency = int(parameters["SenderMaxConcurrency"]["Default"])
+    api_rate = float(parameters["ApiThrottleRate"]["Default"])
+    defaults = Settings()
+    queues, deadline_shards, status_shards = defaults.send_queues, defaults.deadline_shards, defaults.status_shards
+    requeue_timeout = float(template["Resources"]["RequeueFunction"]["Properties"].get("Timeout", 60))
+
+    ms = analysis["lambda_ms_per_email"]
+    active_ms = ms["send (sender + event source)"]
+    per_invocation_max = 1000 / active_ms  # emails a second one sender invocation can work through
+    paths = analysis["paths_per_email"]
+    wru_per_email = paths["batch"]["dynamodb_wru"]
+    spread = analysis["index_wru_per_email_by_partition_group"]
+    deadline_group = max(spread.get("EmailsTable/by-deadline", {"shard": 0.0}).values())
+    status_group = max(spread.get("EmailsTable/by-status", {"-": 0.0}).values())
+    suppression_rru = analysis["capacity_per_email"]["enqueue a batch of 100 (POST /emails/batch)"]["dynamodb_rru"]
+    function_seconds = {
+        "batch": (ms["enqueue a batch of 100 (POST /emails/batch)"] + ms[_EVENTS_STEP]) / 1000,
+        "single": (ms["enqueue one (POST /emails)"] + ms[_EVENTS_STEP]) / 1000,
+    }
+    requeue_ms = ms["requeue of a retried email (requeue function)"]
+
+    per_second = {
+        "SES send rate (SendRate), both queues busy": send_rate,
+        "SES send rate, normal-priority email only (half the rate is kept for the high-priority queue)": (
+            send_rate / queues
+        ),
+        "sender invocations (SenderMaxConcurrency per queue x what one works through)": (
+            queues * concurrency * min(send_rate / (concurrency * queues), per_invocation_max)
+        ),
+        "Lambda account concurrency, batch path (API and events functions; the sender's is capped apart)": (
+            (limit["lambda_concurrent_executions"] - queues * concurrency) / function_seconds["batch"]
+        ),
+        "Lambda account concurrency, single path": (
+            (limit["lambda_concurrent_executions"] - queues * concurrency) / function_seconds["single"]
+        ),
+        "API throttle (ApiThrottleRate), single path": api_rate,
+        "API throttle (ApiThrottleRate), batches of 100": api_rate * 100,
+        "DynamoDB on-demand table, new (4,000 WRU/s before it scales)": (
+            limit["dynamodb_on_demand_new_table_wru_per_second"] / wru_per_email
+        ),
+        "DynamoDB on-demand table quota (40,000 WRU/s)": limit["dynamodb_on_demand_table_wru_per_second"]
+        / wru_per_email,
+        f"DynamoDB by-deadline index partitions ({deadline_shards} shards)": (
+            limit["dynamodb_partition_wru_per_second"] * deadline_shards / max(deadline_group, 1e-9)
+        ),
+        f"DynamoDB by-status index, busiest status ({status_shards} shards)": (
+            limit["dynamodb_partition_wru_per_second"] * status_shards / max(status_group, 1e-9)
+        ),
+        "DynamoDB suppression list partition (one recipient an email)": (
+            limit["dynamodb_partition_rru_per_second"] / max(suppression_rru, 1e-9)
+        ),
+        "requeue function, scheduled and retried emails (one run a minute)": (
+            (requeue_timeout - RESERVE_SECONDS) * 1000 / requeue_ms / 60
+        ),
+    }
+    ceilings = {
+        name: {"emails_per_second": round(rate, 1), "emails_per_hour": round(rate * 3600)}
+        for name, rate in per_second.items()
+    }
+    plans = {}
+    for daily in DAILY_VOLUMES:
+        rate = daily / 86400
+        needed = rate * HEADROOM
+        sender_concurrency = max(2, math.ceil(needed / per_invocation_max))
+        plans[f"{daily:,} a day"] = {
+            "average_emails_per_second": round(rate, 1),
+            "planned_emails_per_second": round(needed, 1),
+            "SendRate (the account's SES rate, normal priority only: twice the planned rate)": math.ceil(
+                needed * queues
+            ),
+            "SenderMaxConcurrency (per queue)": sender_concurrency,
+            "ApiThrottleRate if each email is its own request": math.ceil(needed),
+            "API requests a second in batches of 100": round(needed / 100, 2),
+            "Lambda concurrency, all functions": math.ceil(
+                queues * sender_concurrency + needed * function_seconds["single"]
+            ),
+            "DynamoDB write units a second": round(needed * wru_per_email),
+            "DEADLINE_SHARDS": max(deadline_shards, math.ceil(needed * deadline_group / 1000)),
+            "STATUS_SHARDS": max(status_shards, math.ceil(needed * status_group / 1000)),
+            "suppression list reads a second (RRU, one recipient an email)": round(needed * suppression_rru),
+            "infrastructure USD a day, batch path": round(
+                daily / 1e6 * analysis["cost_totals_usd_per_million_emails"]["batch"], 2
+            ),
+            "SES USD a day": round(daily / 1e6 * analysis["ses_usd_per_million_emails"], 2),
+        }
+    return {
+        "defaults": {
+            "SendRate": send_rate,
+            "SenderMaxConcurrency": concurrency,
+            "send_queues": queues,
+            "ApiThrottleRate": api_rate,
+            "deadline_shards": deadline_shards,
+            "status_shards": status_shards,
+        },
+        "measured_inputs": {
+            "sender_ms_per_email": active_ms,
+            "emails_per_second_one_sender_invocation": round(per_invocation_max, 1),
+            "dynamodb_wru_per_email": wru_per_email,
+            "by_deadline_wru_per_email_busiest_group": deadline_group,
+            "by_status_wru_per_email_busiest_group": status_group,
+            "suppression_rru_per_email": suppression_rru,
+            "requeue_ms_per_email": requeue_ms,
+        },
+        "ceilings_at_defaults": ceilings,
+        "binding_ceiling_at_defaults": min(ceilings, key=lambda name: ceilings[name]["emails_per_second"]),
+        "headroom_over_daily_average": HEADROOM,
+        "plans": plans,
+    }
+
+
+_EVENTS_STEP = "SES events: Send and Delivery (events function)"
+# Time the requeue function keeps back at the end of a run.
+RESERVE_SECONDS = RESERVE_MILLIS / 1000
 
 
 # --- output -------------------------------------------------------------------------------------------------
@@ -635,6 +787,22 @@ def report(results: dict[str, Any]) -> str:
         f"Local throughput: {t['emails_per_second']:.1f} emails/s enqueue to SES-accepted "
         f"({t['emails']:.0f} emails in {t['seconds']:.1f} s, moto server, one process)."
     )
+    cap = results["capacity"]
+    rows = [
+        [name, f"{c['emails_per_second']:,.1f}", f"{c['emails_per_hour']:,}"]
+        for name, c in sorted(cap["ceilings_at_defaults"].items(), key=lambda item: item[1]["emails_per_second"])
+    ]
+    out.append(_table("Ceilings at the template's defaults (lowest first)", ["", "emails/s", "emails/hour"], rows))
+    plans = cap["plans"]
+    names = list(next(iter(plans.values())))
+    rows = [[name, *(f"{plans[volume][name]:,}" for volume in plans)] for name in names]
+    out.append(
+        _table(
+            f"What each daily volume needs ({cap['headroom_over_daily_average']:g}x the average rate)",
+            ["", *plans],
+            rows,
+        )
+    )
     goals = results["goals"]
     out.append(
         _table(
@@ -694,6 +862,7 @@ def main(argv: list[str] | None = None) -> int:
         "warm_cpu": warm,
         "layer": layer,
     }
+    results["capacity"] = capacity(template, analysis, json.loads(LIMITS.read_text()))
     results["goals"] = goals(results)
     results["bench_seconds"] = round(time.perf_counter() - started, 1)
     args.out.write_text(json.dumps(results, indent=2, default=_json_default) + "\n")

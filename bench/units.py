@@ -108,6 +108,11 @@ class Index:
     def key_of(self, item: Item) -> tuple[Any, ...]:
         return tuple(_plain(item[key]) for key in self.keys)
 
+    def partition_of(self, item: Item) -> str:
+        """The value of the index's partition key in ``item``, as text."""
+        ((_, value),) = item[self.keys[0]].items()
+        return str(value)
+
     def project(self, item: Item, table_keys: tuple[str, ...]) -> dict[str, Mapping[str, Any]]:
         """The index's copy of ``item``."""
         if self.projection == "ALL":
@@ -140,6 +145,8 @@ class WriteCost:
 
     table: int = 0
     indexes: dict[str, int] = field(default_factory=dict)
+    # Per index, the units by the partition key value they went to: a partition takes 1,000 a second.
+    partitions: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -152,24 +159,29 @@ def write_cost(table: Table, old: Item | None, new: Item | None) -> WriteCost:
     cost = WriteCost(table=write_units(max(sizes, default=0)))
     for index in table.indexes:
         was, now = index.holds(old), index.holds(new)
-        units = 0
+        # (partition key value, units) of each index item written: deleted, put or updated.
+        written: list[tuple[str, int]] = []
         if was and now:
             assert old is not None
             assert new is not None
             before, after = index.project(old, table.keys), index.project(new, table.keys)
             if index.key_of(old) != index.key_of(new):
                 # A new key is a new index item: delete the old one, put the new one.
-                units = write_units(item_size(before)) + write_units(item_size(after))
+                written += [(index.partition_of(old), write_units(item_size(before)))]
+                written += [(index.partition_of(new), write_units(item_size(after)))]
             elif before != after:
-                units = write_units(max(item_size(before), item_size(after)))
+                written += [(index.partition_of(new), write_units(max(item_size(before), item_size(after))))]
         elif was:
             assert old is not None
-            units = write_units(item_size(index.project(old, table.keys)))
+            written += [(index.partition_of(old), write_units(item_size(index.project(old, table.keys))))]
         elif now:
             assert new is not None
-            units = write_units(item_size(index.project(new, table.keys)))
-        if units:
-            cost.indexes[index.name] = units
+            written += [(index.partition_of(new), write_units(item_size(index.project(new, table.keys))))]
+        if written:
+            cost.indexes[index.name] = sum(units for _, units in written)
+            spread = cost.partitions.setdefault(index.name, {})
+            for partition, units in written:
+                spread[partition] = spread.get(partition, 0) + units
     return cost
 
 

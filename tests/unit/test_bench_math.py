@@ -210,3 +210,12 @@ def test_every_price_in_the_table_names_its_source():
     for name, entry in PRICES["prices"].items():
         assert entry["usd"] > 0, name
         assert entry["source"].startswith("https://aws.amazon.com/"), name
+
+
+def test_index_writes_are_counted_by_the_partition_key_value_they_go_to():
+    before = record("queued", "2026-11-26T10:15:00.000Z")
+    after = record("sending", "2026-11-26T10:03:00.000Z")
+
+    cost = units.write_cost(EMAILS, before, after)
+
+    assert cost.partitions == {"by-deadline": {"1": 2}, "by-status": {"queued#1": 1, "sending#1": 1}}
