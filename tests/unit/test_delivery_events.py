@@ -86,6 +86,12 @@ def test_a_bounce_records_type_and_diagnostic_and_suppresses_the_address(api, ha
 
     email = read(api, email_id)
     assert email["history"][-1]["reason"] == "bounce Permanent/General"
+    assert email["bounce"] == {
+        "type": "Permanent/General",
+        "recipients": [
+            {"address": "alice@example.org", "status": "5.1.1", "diagnostic": "smtp; 550 5.1.1 user unknown"}
+        ],
+    }
     status, page = api.get("/suppressions")
     assert status == 200
     assert [(s["address"], s["email_id"]) for s in page["suppressions"]] == [("alice@example.org", email_id)]

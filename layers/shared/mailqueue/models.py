@@ -394,6 +394,9 @@ class EmailView(BaseModel):
     deadline: str | None = None
     ses_message_id: str | None = None
     last_error: dict[str, str] | None = None
+    bounce: dict[str, Any] | None = Field(
+        default=None, description="For a bounced email: SES's bounce type and, per recipient, status and diagnostic."
+    )
     metadata: dict[str, Any] | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
 

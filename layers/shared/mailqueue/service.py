@@ -335,6 +335,7 @@ def view(record: dict[str, Any]) -> EmailView:
         deadline=record.get("deadline"),
         ses_message_id=record.get("ses_message_id"),
         last_error=record.get("last_error"),
+        bounce=record.get("bounce"),
         metadata=record.get("metadata"),
         history=[HistoryEntry(**entry) for entry in record.get("history", [])],
     )
