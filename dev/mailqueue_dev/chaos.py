@@ -12,13 +12,14 @@ on the clients they share (:func:`mailqueue.aws.client`):
 - DynamoDB throttles a write: one attempt (botocore retries it) or every attempt (the call fails);
 - SES throttles, answers 5xx, pauses the account, rejects the email, or times out, either before
   the request reached it (nothing sent) or after it accepted the email (the outcome is unknown);
-- the sender dies after SES accepted an email, before it recorded ``sent`` (its claim expires);
+- the sender dies after SES accepted an email, before it recorded ``sent`` (SES's event settles it,
+  or, if that is lost, its claim expires and it is sent again);
 - two requeue runs overlap, beside the scheduled one.
 
 SES's events come back as they would through EventBridge: late, some lost, a failed invocation
 retried twice. Then the run waits until no email is live and counts, per email id, what SES
-accepted (moto's own record of sent messages, cross-checked with the hooks) against what the
-table says. It fails if an email is lost, stuck, failed for a reason other than a permanent SES
+accepted (moto's own record of sent messages, in order; the hooks tell which answers never reached
+the sender) against what the table says. It fails if an email is lost, stuck, failed for a reason other than a permanent SES
 error or exhausted attempts, cancelled yet sent, or sent twice outside the documented windows:
 an unknown outcome, the sender dying after SES accepted, or the ``sent`` write failing.
 

@@ -17,7 +17,7 @@ IDS = [f"01JCHA{n:020d}" for n in range(4)]
 
 @pytest.mark.e2e
 def test_nothing_is_lost_or_sent_twice_outside_the_windows_under_faults(tmp_path: Path) -> None:
-    report = chaos.run(ChaosConfig(emails=300), tmp_path)
+    report = chaos.run(ChaosConfig(emails=300, drain_timeout=120), tmp_path)
 
     summary = "\n".join(report.lines())
     assert report.ok, summary
