@@ -19,9 +19,10 @@ on the clients they share (:func:`mailqueue.aws.client`):
 SES's events come back as they would through EventBridge: late, some lost, a failed invocation
 retried twice. Then the run waits until no email is live and counts, per email id, what SES
 accepted (moto's own record of sent messages, in order; the hooks tell which answers never reached
-the sender) against what the table says. It fails if an email is lost, stuck, failed for a reason other than a permanent SES
-error or exhausted attempts, cancelled yet sent, or sent twice outside the documented windows:
-an unknown outcome, the sender dying after SES accepted, or the ``sent`` write failing.
+the sender) against what the table says. It fails if an email is lost, stuck, failed for a reason
+other than a permanent SES error or exhausted attempts, cancelled yet sent, or sent twice outside
+the documented windows: an unknown outcome, the sender dying after SES accepted, or the ``sent``
+write failing.
 
 Every timing is shortened (see :class:`Timings`) so that the run drains in seconds. The faults of
 each email's SES calls are drawn from the seed, the email's index and the attempt, so they are the
