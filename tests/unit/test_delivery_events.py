@@ -264,3 +264,21 @@ def test_a_delivery_delay_is_counted_though_it_changes_nothing(api, handler, cap
 
     assert '"EmailsDelayed":[1.0]' in capsys.readouterr().out.replace(" ", "")
     assert read(api, email_id)["status"] == "sent"
+
+
+@pytest.mark.parametrize("moved_on_to", [Status.QUEUED, Status.FAILED, Status.CANCELLED])
+def test_a_late_send_event_settles_an_email_that_moved_on_as_sent(api, handler, moved_on_to):
+    # Given an attempt whose outcome was unknown, and an email that moved on before SES's event came
+    email_id = email_in(api, Status.RETRYING)
+    store = api.module.mailqueue.store
+    now = clock.now()
+    change = Change(moved_on_to, reason="moved on", deadline=clock.after(now, 60) if moved_on_to.live else None)
+    transition(store, email_id, Guard({Status.RETRYING}), change, now)
+
+    # When SES's Send event arrives
+    handler(sample("send", email_id))
+
+    # Then the email is sent and will never be sent again
+    email = read(api, email_id)
+    assert email["status"] == "sent"
+    assert email["deadline"] is None

@@ -10,7 +10,7 @@ every step, for every email:
 - every transition in its history is one the state machine allows;
 - it is live exactly when it has a deadline, and holds a claim token exactly when it is sending;
 - a terminal email changes status only through the documented paths: the retry of a failed
-  email, and SES events after sent;
+  email, SES events after sent, and SES's proof that a failed or cancelled email was sent after all;
 - its history only grows (the documented trimming keeps the first entry and the latest ones);
 - it is never recorded sent unless SES accepted it, and SES accepts it a second time only after
   an attempt whose answer the sender never recorded (the documented duplicate windows).
@@ -215,8 +215,13 @@ class Machine(RuleBasedStateMachine):
             assert target in ALLOWED[source] or (source, target) == BRIDGED, f"{email_id}: {source} -> {target}"
 
         if old_status not in LIVE and status is not old_status:
-            documented = (old_status is Status.FAILED and status is Status.QUEUED and self.step == "retry") or (
-                old_status in SENT_OR_LATER and self.step == "event"
+            documented = (
+                (old_status is Status.FAILED and status is Status.QUEUED and self.step == "retry")
+                or (old_status in SENT_OR_LATER and self.step == "event")
+                # SES's proof that an earlier attempt was accepted, arriving after the email gave up.
+                or (
+                    old_status in {Status.FAILED, Status.CANCELLED} and status in SENT_OR_LATER and self.step == "event"
+                )
             )
             assert documented, f"{email_id}: {old_status} became {status} through {self.step}"
         if status in SENT_OR_LATER:

@@ -30,6 +30,11 @@ OUTCOMES: dict[str, tuple[frozenset[Status], Status | None]] = {
 }
 # Events that prove SES accepted the email: they settle an attempt whose outcome was unknown.
 _PROVES_ACCEPTED = {"Send", "Delivery", "Bounce", "Complaint", "DeliveryDelay"}
+# Where such an attempt can have left the email by the time its event arrives: still sending (the
+# sender died or has not recorded it yet), retrying (the outcome was unknown), queued again (its
+# claim expired first), failed (that was the last attempt) or cancelled (cancelled while retrying).
+# SES has the email either way: it is sent, and never sent again.
+_SETTLED_BY_PROOF = frozenset({Status.SENDING, Status.RETRYING, Status.QUEUED, Status.FAILED, Status.CANCELLED})
 
 
 class NotYetRecorded(Exception):
@@ -130,7 +135,7 @@ class DeliveryEvents:
 
         if status is Status.SENDING and event_type not in _PROVES_ACCEPTED:
             raise NotYetRecorded(f"{email_id} is still being sent; {event_type} will be retried")
-        if status in {Status.SENDING, Status.RETRYING} and event_type in _PROVES_ACCEPTED:
+        if status in _SETTLED_BY_PROOF and event_type in _PROVES_ACCEPTED:
             # SES proves it accepted the email: never send it again. Retrying: the last attempt's outcome
             # was unknown. Sending: the sender has not recorded the send, and may never: if it died after
             # SES accepted, its claim would expire and the requeue function would hand the email out again.

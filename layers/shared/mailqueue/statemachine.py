@@ -53,7 +53,9 @@ TERMINAL = frozenset(Status) - LIVE
 ALLOWED: Mapping[Status, frozenset[Status]] = {
     Status.SCHEDULED: frozenset({Status.QUEUED, Status.CANCELLED}),
     # queued -> queued: the requeue function publishes an email whose message was lost.
-    Status.QUEUED: frozenset({Status.SENDING, Status.QUEUED, Status.CANCELLED}),
+    # queued, failed, cancelled -> sent: SES's event proves an earlier attempt was accepted after
+    # all (the sender died, or its answer was lost, and the email moved on before the event came).
+    Status.QUEUED: frozenset({Status.SENDING, Status.QUEUED, Status.CANCELLED, Status.SENT}),
     # sending -> queued: a claim expired (the sender died); sending -> failed: that was the last attempt.
     Status.SENDING: frozenset({Status.SENT, Status.RETRYING, Status.FAILED, Status.QUEUED}),
     # retrying -> sent: SES's Send event settles an attempt whose outcome was unknown.
@@ -63,8 +65,8 @@ ALLOWED: Mapping[Status, frozenset[Status]] = {
     Status.DELIVERED: frozenset({Status.BOUNCED, Status.COMPLAINED}),
     Status.BOUNCED: frozenset({Status.COMPLAINED}),
     Status.COMPLAINED: frozenset(),
-    Status.FAILED: frozenset({Status.QUEUED}),
-    Status.CANCELLED: frozenset(),
+    Status.FAILED: frozenset({Status.QUEUED, Status.SENT}),
+    Status.CANCELLED: frozenset({Status.SENT}),
 }
 
 # The status record keeps its first entry (how the email was accepted) and the latest ones.
