@@ -72,7 +72,23 @@ def load_handler(module_name: str) -> Any:
     return importlib.import_module(module_name)
 
 
-class ApiClient:
+class Verbs:
+    """post/get/delete on top of a client's ``request(method, path, body, **kwargs)``."""
+
+    def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        raise NotImplementedError
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        return self.request("POST", path, body, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
+        return self.request("GET", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> tuple[int, Any]:
+        return self.request("DELETE", path, **kwargs)
+
+
+class ApiClient(Verbs):
     """Calls the api handler with HTTP API events, as API Gateway would."""
 
     def __init__(self, context: LambdaContext) -> None:
@@ -94,15 +110,6 @@ class ApiClient:
         answer = self._handler(http_api_event(method, path, payload, sent_headers, query), self._context)
         text = answer.get("body") or ""
         return answer["statusCode"], json.loads(text) if text else None
-
-    def post(self, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
-        return self.request("POST", path, body, **kwargs)
-
-    def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
-        return self.request("GET", path, **kwargs)
-
-    def delete(self, path: str, **kwargs: Any) -> tuple[int, Any]:
-        return self.request("DELETE", path, **kwargs)
 
 
 @pytest.fixture

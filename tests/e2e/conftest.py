@@ -14,6 +14,8 @@ import pytest
 import requests
 from mailqueue_dev.local import LocalStack
 
+from tests.conftest import Verbs
+
 T = TypeVar("T")
 
 
@@ -42,7 +44,7 @@ def http(local: LocalStack) -> Iterator[Http]:
         yield Http(local.api_url, session)
 
 
-class Http:
+class Http(Verbs):
     """The API over HTTP, as any client would call it."""
 
     def __init__(self, url: str, session: requests.Session) -> None:
@@ -52,15 +54,6 @@ class Http:
     def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
         response = self.session.request(method, f"{self.url}{path}", json=body, timeout=30, **kwargs)
         return response.status_code, response.json() if response.content else None
-
-    def post(self, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
-        return self.request("POST", path, body, **kwargs)
-
-    def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
-        return self.request("GET", path, **kwargs)
-
-    def delete(self, path: str, **kwargs: Any) -> tuple[int, Any]:
-        return self.request("DELETE", path, **kwargs)
 
 
 @pytest.fixture

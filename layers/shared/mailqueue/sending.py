@@ -312,6 +312,18 @@ class Sender:
         last_error = {"last_error": result.classified.as_error()}
         released = ("claim_token",)
 
+        def wait(reason: str, seconds: float, counted: bool = True) -> Change:
+            """Back to retrying until ``seconds`` from now; an attempt not counted is given back."""
+            return Change(
+                Status.RETRYING,
+                reason=reason,
+                deadline=clock.after(now, seconds),
+                attempts_delta=0 if counted else -1,
+                set=last_error,
+                remove=released,
+                history=history,
+            )
+
         if outcome is Outcome.ACCEPTED:
             report_as = Result.SENT
             change = Change(
@@ -324,49 +336,26 @@ class Sender:
         elif outcome is Outcome.TRANSIENT and attempt < limit:
             report_as = Result.RETRYING
             delay = backoff_seconds(attempt, self.settings, self.draw)
-            change = Change(
-                Status.RETRYING,
-                reason=f"{code}: attempt {attempt} of {limit}, next in {delay:.0f}s",
-                deadline=clock.after(now, delay),
-                set=last_error,
-                remove=released,
-                history=history,
-            )
+            change = wait(f"{code}: attempt {attempt} of {limit}, next in {delay:.0f}s", delay)
         elif outcome is Outcome.THROTTLED:
             # A throttle says nothing about the email: wait, without spending an attempt.
             report_as = Result.RETRYING
-            delay = backoff_seconds(max(attempt, 1), self.settings, self.draw)
-            change = Change(
-                Status.RETRYING,
-                reason=f"{code}: throttled by SES, attempt not counted, next in {delay:.0f}s",
-                deadline=clock.after(now, delay),
-                attempts_delta=-1,
-                set=last_error,
-                remove=released,
-                history=history,
-            )
+            delay = backoff_seconds(attempt, self.settings, self.draw)
+            change = wait(f"{code}: throttled by SES, attempt not counted, next in {delay:.0f}s", delay, counted=False)
         elif outcome is Outcome.UNKNOWN:
             # Even at the last attempt: SES may have the email, and only a live email can still be
             # settled as sent by its Send event. The requeue function fails it if none comes.
             report_as = Result.UNKNOWN
-            change = Change(
-                Status.RETRYING,
-                reason=f"outcome unknown ({code}): waiting for SES's Send event before sending again",
-                deadline=clock.after(now, self.settings.unknown_outcome_seconds),
-                set=last_error,
-                remove=released,
-                history=history,
+            change = wait(
+                f"outcome unknown ({code}): waiting for SES's Send event before sending again",
+                self.settings.unknown_outcome_seconds,
             )
         elif outcome is Outcome.ACCOUNT:
             report_as = Result.HELD
-            change = Change(
-                Status.RETRYING,
-                reason=f"held: {code} is an account or configuration error; attempt not counted",
-                deadline=clock.after(now, self.settings.account_error_seconds),
-                attempts_delta=-1,
-                set=last_error,
-                remove=released,
-                history=history,
+            change = wait(
+                f"held: {code} is an account or configuration error; attempt not counted",
+                self.settings.account_error_seconds,
+                counted=False,
             )
         else:
             report_as = Result.FAILED
