@@ -285,14 +285,24 @@ def _addresses(values: list[str] | None) -> list[str]:
 
 
 def email_from_flags(api: Api, args: argparse.Namespace) -> dict[str, Any]:
-    missing = [flag for flag, value in (("--from", args.sender), ("--subject", args.subject)) if not value]
+    templated = args.template is not None
+    required = (("--from", args.sender),) if templated else (("--from", args.sender), ("--subject", args.subject))
+    missing = [flag for flag, value in required if not value]
     if not (args.to or args.cc or args.bcc):
         missing.append("--to")
-    if args.text is None and args.html is None:
-        missing.append("--text or --html")
+    if args.text is None and args.html is None and not templated:
+        missing.append("--text or --html (or --template)")
     if missing:
         raise Failure(EXIT_USAGE, f"send needs {', '.join(missing)} (or --file)")
-    email: dict[str, Any] = {"from": args.sender, "subject": args.subject}
+    email: dict[str, Any] = {"from": args.sender}
+    if templated:
+        from mailqueue_dev.cli_templates import load_data  # noqa: PLC0415
+
+        email |= {"template": args.template, "data": load_data(args.data)}
+        if args.template_version is not None:
+            email["template_version"] = args.template_version
+    if args.subject is not None:
+        email["subject"] = args.subject
     for name, values in (("to", args.to), ("cc", args.cc), ("bcc", args.bcc), ("reply_to", args.reply_to)):
         if values:
             email[name] = _addresses(values)
@@ -342,7 +352,10 @@ def cmd_send(api: Api, args: argparse.Namespace, output: Output) -> int:
 
 
 def _has_email_flags(args: argparse.Namespace) -> bool:
-    flags = ("sender", "to", "cc", "bcc", "reply_to", "subject", "text", "html", "send_at", "priority", "attach")
+    flags = (
+        *("sender", "to", "cc", "bcc", "reply_to", "subject", "text", "html", "send_at", "priority", "attach"),
+        *("template", "template_version", "data"),
+    )
     return any(getattr(args, name) for name in flags)
 
 
@@ -405,6 +418,8 @@ def _show_email(email: dict[str, Any], output: Output) -> None:
     for name in (*fields, "created_at", "updated_at"):
         if email.get(name) not in (None, ""):
             output.line(f"{name.ljust(width)}  {email[name]}")
+    if email.get("template"):
+        output.line(f"{'template'.ljust(width)}  {email['template']} version {email.get('template_version')}")
     reason = outcome_reason(email)
     if reason:
         output.line(f"{'reason'.ljust(width)}  {reason}")
@@ -602,6 +617,9 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("--subject")
     send.add_argument("--text", help="the plain-text body")
     send.add_argument("--html", help="the HTML body")
+    send.add_argument("--template", metavar="NAME", help="render subject, text and html from this stored template")
+    send.add_argument("--template-version", type=int, metavar="N", help="the template's version (default: latest)")
+    send.add_argument("--data", metavar="JSON", help="the template's variables, as JSON or @FILE")
     send.add_argument("--attach", action="append", metavar="FILE", help="attach a file (repeatable)")
     send.add_argument("--send-at", metavar="ISO8601", help="when to send, e.g. 2030-01-01T09:00:00+00:00")
     send.add_argument("--priority", choices=("normal", "high"))
@@ -643,6 +661,10 @@ def parser() -> argparse.ArgumentParser:
     unsuppress = commands.add_parser("unsuppress", parents=[common], help="lift an address from the suppression list")
     unsuppress.add_argument("address")
     unsuppress.set_defaults(run=cmd_unsuppress)
+
+    from mailqueue_dev.cli_templates import add_commands  # noqa: PLC0415
+
+    add_commands(commands, common, _page_size)
 
     outbox = commands.add_parser("outbox", parents=[common], help="what the local stack sent (.eml files)")
     outbox.add_argument("id", nargs="?", help="print this email's .eml")

@@ -41,7 +41,9 @@ from mailqueue.queue import SendQueue
 from mailqueue.service import Mailqueue, field_path
 from mailqueue.settings import get_settings
 from mailqueue.store import EmailStore, SuppressionList
+from mailqueue.templates import TemplateLibrary, TemplateStore
 from mailqueue.web import error_payload, refusal
+from template_routes import template_router
 
 logger = Logger()
 # Only AWS calls leave this function: trace botocore alone, not every library the X-Ray SDK can patch.
@@ -55,7 +57,10 @@ mailqueue = Mailqueue(
     queue=SendQueue(settings, aws.client("sqs")),
     blobs=BlobStore(settings, aws.client("s3")),
     suppressions=SuppressionList(settings, aws.client("dynamodb")),
+    templates=TemplateLibrary(TemplateStore(settings, aws.client("dynamodb"))),
 )
+assert mailqueue.templates is not None
+app.include_router(template_router(mailqueue.templates))
 idempotency = IdempotencyConfig(
     event_key_jmespath="key", payload_validation_jmespath="body", expires_after_seconds=24 * 3600
 )

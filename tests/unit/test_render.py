@@ -150,11 +150,30 @@ def test_text_and_html_are_alternatives() -> None:
     assert [part.get_content_type() for part in parts] == ["text/plain", "text/html"]
 
 
-def test_html_only() -> None:
-    message = parse(render(EMAIL_ID, content(text=None, html="<p>Thanks</p>"), NOW, no_uploads).raw)
+def test_html_only_gets_a_text_alternative_made_from_it() -> None:
+    html = '<p>Thanks, <b>Bob</b>.</p><p><a href="https://example.com/orders/7">Your order</a></p>'
+
+    message = parse(render(EMAIL_ID, content(text=None, html=html), NOW, no_uploads).raw)
+
+    assert message.get_content_type() == "multipart/alternative"
+    text, rich = message.iter_parts()
+    assert text.get_content_type() == "text/plain"
+    assert text.get_content().replace("\r\n", "\n") == "Thanks, Bob.\n\nYour order (https://example.com/orders/7)\n"
+    assert rich.get_content_type() == "text/html"
+    assert rich.get_content().replace("\r\n", "\n") == html + "\n"
+
+
+def test_the_callers_text_part_wins_over_one_made_from_html() -> None:
+    message = parse(render(EMAIL_ID, content(text="My own words.", html="<p>Other words</p>"), NOW, no_uploads).raw)
+
+    text, _ = message.iter_parts()
+    assert text.get_content().replace("\r\n", "\n") == "My own words.\n"
+
+
+def test_html_without_text_stays_html_only() -> None:
+    message = parse(render(EMAIL_ID, content(text=None, html='<img src="cid:logo">'), NOW, no_uploads).raw)
 
     assert message.get_content_type() == "text/html"
-    assert text_of(message) == "<p>Thanks</p>\n"
 
 
 def test_attachments_inline_and_uploaded() -> None:

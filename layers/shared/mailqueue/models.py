@@ -19,9 +19,14 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from mailqueue.template_models import TEMPLATE_NAME_PATTERN
 
 MAX_RECIPIENTS = 50
 MAX_SUBJECT = 998
@@ -209,7 +214,23 @@ class EmailRequest(BaseModel):
         default_factory=list, description="Recipients who receive the email but appear in no header."
     )
     reply_to: list[str] = Field(default_factory=list, max_length=10)
-    subject: str = Field(min_length=1, max_length=MAX_SUBJECT)
+    template: str | None = Field(
+        default=None,
+        pattern=TEMPLATE_NAME_PATTERN,
+        description="A stored template (PUT /templates/{name}) to render subject, text and html from, with "
+        "data; give it in place of subject, text and html.",
+    )
+    template_version: int | None = Field(
+        default=None, ge=1, description="The template's version; the latest when left out."
+    )
+    data: dict[str, Any] | None = Field(default=None, description="The template's variables.")
+    subject: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SUBJECT,
+        validate_default=True,
+        description="Required unless the email is rendered from a template.",
+    )
     text: str | None = Field(default=None, max_length=MAX_BODY_CHARS, description="Plain-text body.")
     html: str | None = Field(default=None, max_length=MAX_BODY_CHARS, description="HTML body.")
     headers: dict[str, HeaderValue] = Field(default_factory=dict, max_length=MAX_HEADERS)
@@ -253,6 +274,19 @@ class EmailRequest(BaseModel):
         if _CONTROL.search(value):
             raise ValueError("must not contain control characters")
         return value
+
+    @field_validator("subject", mode="wrap")
+    @classmethod
+    def _subject_unless_template(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> str | None:
+        """A subject is required, unless a template gives it (it is then checked once rendered)."""
+        if value is None:
+            if info.data.get("template") is None:
+                raise PydanticCustomError("missing", "Field required")
+            return None
+        checked: str = handler(value)
+        return checked
 
     @field_validator("headers")
     @classmethod
@@ -305,7 +339,13 @@ class EmailRequest(BaseModel):
         duplicates = sorted({key for key in keys if keys.count(key) > 1})
         if duplicates:
             raise ValueError(f"each recipient may appear once; repeated: {', '.join(duplicates)}")
-        if self.text is None and self.html is None:
+        if self.template is not None:
+            given = [name for name in ("subject", "text", "html") if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"give either a template (with data) or {', '.join(given)}, not both")
+        elif self.template_version is not None or self.data is not None:
+            raise ValueError("template_version and data go with a template")
+        elif self.text is None and self.html is None:
             raise ValueError("give text, html or both")
         inline_bytes = sum(attachment.decoded_size() for attachment in self.attachments)
         if inline_bytes > MAX_ATTACHMENT_BYTES:
@@ -398,6 +438,8 @@ class EmailView(BaseModel):
         default=None, description="For a bounced email: SES's bounce type and, per recipient, status and diagnostic."
     )
     metadata: dict[str, Any] | None = None
+    template: str | None = Field(default=None, description="The template the email was rendered from, if any.")
+    template_version: int | None = Field(default=None, description="That template's version.")
     history: list[HistoryEntry] = Field(default_factory=list)
 
 

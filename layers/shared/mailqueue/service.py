@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -42,6 +42,9 @@ from mailqueue.settings import Settings
 from mailqueue.statemachine import Change, Guard, Status, history_entry, transition
 from mailqueue.store import ConditionFailed, EmailStore, SuppressionList
 
+if TYPE_CHECKING:
+    from mailqueue.templates import TemplateLibrary, TemplateRef
+
 MAX_SCHEDULE_DAYS = 7
 UNPUBLISHED_MESSAGE = (
     "stored, but the send queue could not be reached: the email stays queued and is published "
@@ -58,12 +61,18 @@ class Mailqueue:
     queue: SendQueue
     blobs: BlobStore
     suppressions: SuppressionList
+    # Renders emails that name a template; None where templates are not offered.
+    templates: TemplateLibrary | None = None
 
     # --- enqueue --------------------------------------------------------------------------------------
 
     def enqueue(self, request: EmailRequest, now: datetime | None = None) -> EnqueueResult:
         now = now or clock.now()
-        prepared = self._prepare(request, now, self._suppressed([request]))
+        expanded = self._expand([request])[0]
+        if isinstance(expanded, InvalidEmail):
+            raise expanded
+        request, origin = expanded
+        prepared = self._prepare(request, now, self._suppressed([request]), origin)
         if self.store.put_new([(prepared.record, prepared.content)]):
             raise Unavailable("the email could not be stored; nothing was accepted, send it again")
         return self._publish([prepared])[0]
@@ -72,16 +81,22 @@ class Mailqueue:
         now = now or clock.now()
         results: list[BatchItemResult] = []
         prepared: list[tuple[int, _Prepared]] = []
-        valid: list[tuple[int, EmailRequest]] = []
+        checked: list[tuple[int, EmailRequest]] = []
         for index, item in enumerate(items):
             try:
-                valid.append((index, EmailRequest.model_validate(item)))
+                checked.append((index, EmailRequest.model_validate(item)))
             except ValidationError as error:
                 results.append(BatchItemResult(index=index, error=error_body(validation_failure(error))))
-        suppressed = self._suppressed([request for _, request in valid])
-        for index, request in valid:
+        valid: list[tuple[int, EmailRequest, TemplateRef | None]] = []
+        for (index, _), expanded in zip(checked, self._expand([request for _, request in checked]), strict=True):
+            if isinstance(expanded, InvalidEmail):
+                results.append(BatchItemResult(index=index, error=error_body(expanded)))
+            else:
+                valid.append((index, *expanded))
+        suppressed = self._suppressed([request for _, request, _ in valid])
+        for index, request, origin in valid:
             try:
-                prepared.append((index, self._prepare(request, now, suppressed)))
+                prepared.append((index, self._prepare(request, now, suppressed, origin)))
             except InvalidEmail as error:
                 results.append(BatchItemResult(index=index, error=error_body(error)))
         not_stored = self.store.put_new([(p.record, p.content) for _, p in prepared])
@@ -98,7 +113,22 @@ class Mailqueue:
         accepted = sum(1 for result in results if result.id)
         return BatchResult(accepted=accepted, rejected=len(results) - accepted, results=results)
 
-    def _prepare(self, request: EmailRequest, now: datetime, suppressed: dict[str, dict[str, Any]]) -> _Prepared:
+    def _expand(self, requests: list[EmailRequest]) -> list[tuple[EmailRequest, TemplateRef | None] | InvalidEmail]:
+        """Emails that name a template rendered from it (see ``mailqueue.templates``); others as they are."""
+        if self.templates is None:
+            return [
+                InvalidEmail.on("template", "templates are not offered here") if request.template else (request, None)
+                for request in requests
+            ]
+        return self.templates.expand(requests)
+
+    def _prepare(
+        self,
+        request: EmailRequest,
+        now: datetime,
+        suppressed: dict[str, dict[str, Any]],
+        origin: TemplateRef | None = None,
+    ) -> _Prepared:
         sender = request.sender
         self._check_identity(sender)
         request = self._without_suppressed(request, suppressed)
@@ -132,10 +162,12 @@ class Mailqueue:
             "created_at": clock.iso(now),
             "updated_at": clock.iso(now),
             "to": recipients[0].address,
-            "subject": summary_subject(request.subject),
+            "subject": summary_subject(request.subject or ""),
             "send_at": clock.iso(send_at) if send_at else None,
             "history": [history_entry(status, now, "accepted")],
             "metadata": request.metadata,
+            "template": origin.name if origin else None,
+            "template_version": origin.version if origin else None,
         }
         content = self._content(email_id, request, now)
         return _Prepared(email_id, record, content, Publication(email_id, request.priority, delay_seconds), status)
@@ -337,6 +369,8 @@ def view(record: dict[str, Any]) -> EmailView:
         last_error=record.get("last_error"),
         bounce=record.get("bounce"),
         metadata=record.get("metadata"),
+        template=record.get("template"),
+        template_version=record.get("template_version"),
         history=[HistoryEntry(**entry) for entry in record.get("history", [])],
     )
 
