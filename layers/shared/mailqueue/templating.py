@@ -104,8 +104,11 @@ def _estimate(name: str, subject: Any, args: tuple[Any, ...], kwargs: Mapping[st
         count = len(subject) + 1 if old == "" else subject.count(old)
         return len(subject) + count * max(0, len(new) - len(old))
     if name == "join":
-        separator, items = (subject, args[0]) if isinstance(subject, str) and args else (kwargs.get("d", ""), subject)
-        if isinstance(items, list | tuple) and isinstance(separator, str):
+        if isinstance(subject, str):  # str.join(items)
+            separator, items = subject, args[0] if args else None
+        else:  # the join filter: items | join(separator)
+            separator, items = (args[0] if args else kwargs.get("d", "")), subject
+        if isinstance(items, list | tuple | range) and isinstance(separator, str):
             return len(separator) * len(items) + sum(_size(item) or len(str(item)) for item in items)
     return 0
 
@@ -190,8 +193,15 @@ class _Bounds(NodeTransformer):
 class _Sandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
-    def __init__(self, autoescape: bool) -> None:
-        super().__init__(autoescape=autoescape, undefined=_Undefined, auto_reload=False, cache_size=0)
+    def __init__(self, part: str) -> None:
+        # HTML is escaped; text and HTML keep the newline their file ends with, a subject is one line.
+        super().__init__(
+            autoescape=part == "html",
+            keep_trailing_newline=part != "subject",
+            undefined=_Undefined,
+            auto_reload=False,
+            cache_size=0,
+        )
         self.filters = {name: _bounded_filter(name, function) for name, function in self.filters.items()}
         self.filters[_LOOP_FILTER] = _bounded_loop
         self.filters[_SIZE_FILTER] = _checked
@@ -217,8 +227,10 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         _spend()
         _check_arguments(args, kwargs)
-        owner = getattr(__obj, "__self__", None)
-        method = getattr(__obj, "__name__", "")
+        # The sandbox hands out str.format wrapped; the method it wraps tells the string it formats.
+        target = getattr(__obj, "__wrapped__", __obj)
+        owner = getattr(target, "__self__", None)
+        method = getattr(target, "__name__", "")
         if isinstance(owner, str):
             if method in {"format", "format_map"}:
                 _check_format(owner)
@@ -227,13 +239,13 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return _checked(super().call(__context, __obj, *args, **kwargs))
 
 
-_ENVIRONMENTS: dict[bool, _Sandbox] = {}
+_ENVIRONMENTS: dict[str, _Sandbox] = {}
 
 
-def _environment(autoescape: bool) -> _Sandbox:
-    if autoescape not in _ENVIRONMENTS:
-        _ENVIRONMENTS[autoescape] = _Sandbox(autoescape)
-    return _ENVIRONMENTS[autoescape]
+def _environment(part: str) -> _Sandbox:
+    if part not in _ENVIRONMENTS:
+        _ENVIRONMENTS[part] = _Sandbox(part)
+    return _ENVIRONMENTS[part]
 
 
 @dataclass(frozen=True)
@@ -264,7 +276,7 @@ def compile_parts(parts: Parts) -> Compiled:
             compiled[part] = None
             continue
         try:
-            compiled[part] = _environment(autoescape=part == "html").from_string(source)
+            compiled[part] = _environment(part).from_string(source)
         except TemplateSyntaxError as error:
             errors.append(FieldError(part, f"line {error.lineno}: {error.message}"))
             compiled[part] = None
