@@ -52,3 +52,25 @@ def typical_email(index: int, **overrides: Any) -> dict[str, Any]:
     }
     email.update(overrides)
     return email
+
+
+BENCH_TEMPLATE = "bench-shipping"
+
+
+def typical_template() -> dict[str, str]:
+    """The typical email as a stored template: the order number is its one variable."""
+    marker = "\x00order\x00"
+    return {
+        "subject": "Your order {{ order }} has shipped",
+        "text": TEXT.format(order=marker).replace(marker, "{{ order }}"),
+        "html": HTML.format(order=marker).replace(marker, "{{ order }}"),
+    }
+
+
+def templated_email(index: int, **overrides: Any) -> dict[str, Any]:
+    """The typical email rendered from :func:`typical_template`: the same message, sent as a template and data."""
+    email = typical_email(index, **overrides)
+    order = email["metadata"]["order_id"]
+    for part in ("subject", "text", "html"):
+        del email[part]
+    return {**email, "template": BENCH_TEMPLATE, "data": {"order": order}}

@@ -14,6 +14,8 @@ Phases, each waited on until every email in it is ``sent``:
 - ``single``: emails posted one by one (``POST /emails``);
 - ``idempotent``: the same with an ``Idempotency-Key``;
 - ``batch``: one ``POST /emails/batch`` of 100;
+- ``templated``: the same 100 emails rendered from a stored template (saved in ``template-save``),
+  each item giving only its recipient and data;
 - ``retry``: a batch whose first SES attempt is throttled: retrying, requeued, sent;
 - ``delivery``: SES's Send and Delivery events for each email of the batch, through the events handler;
 - ``throughput``: batches of 100, timed from the first request to the last email sent.
@@ -46,7 +48,7 @@ from mailqueue_dev import emulator as emulator_module
 from mailqueue_dev.local import Function, LocalStack
 
 from bench import units
-from bench.emails import typical_email
+from bench.emails import BENCH_TEMPLATE, templated_email, typical_email, typical_template
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE_NAME = "mailqueue"
@@ -237,6 +239,23 @@ class Recorder:
                         key = self._key(table, request["DeleteRequest"]["Key"])
                         self._charge(call, table, units.write_cost(table, self.images.get(key), None))
                         self._remember(table, key, None)
+        elif operation == "TransactWriteItems":
+            # A transaction bills each write twice (prepare and commit).
+            for entry in params["TransactItems"]:
+                ((kind, request),) = entry.items()
+                table = self.tables[request["TableName"]]
+                if kind not in {"Put", "Update"}:
+                    continue
+                target = request["Item"] if kind == "Put" else request["Key"]
+                key = self._key(table, target)
+                new = request["Item"] if kind == "Put" else None
+                if new is None and not call.error:
+                    new = self.peek.get_item(TableName=table.name, Key=target, ConsistentRead=True).get("Item")
+                cost = units.write_cost(table, self.images.get(key), new)
+                self._charge(call, table, cost)
+                self._charge(call, table, cost)
+                if not call.error:
+                    self._remember(table, key, new)
         elif operation == "GetItem":
             item = parsed.get("Item")
             call.rru = units.read_units(units.item_size(item) if item else 0, bool(params.get("ConsistentRead")))
@@ -497,8 +516,9 @@ def _phases(
             raise RuntimeError(f"POST {path} answered {answer.status_code}: {answer.text[:300]}")
         return answer.json()
 
-    def batch(count: int, **overrides: Any) -> list[str]:
-        answer = post("/emails/batch", {"emails": [typical_email(next(counter), **overrides) for _ in range(count)]})
+    def batch(count: int, templated: bool = False, **overrides: Any) -> list[str]:
+        make = templated_email if templated else typical_email
+        answer = post("/emails/batch", {"emails": [make(next(counter), **overrides) for _ in range(count)]})
         ids = [result["id"] for result in answer["results"] if result.get("id")]
         if len(ids) != count:
             raise RuntimeError(f"the batch accepted {len(ids)} of {count}: {answer}")
@@ -529,6 +549,16 @@ def _phases(
     emails["batch"] = batch(100)
     api_requests["batch"] = 1
     recorder.wait_for(emails["batch"], "sent", timeout)
+    recorder.quiet()
+
+    recorder.phase = "template-save"
+    saved = http.put(f"{api}/templates/{BENCH_TEMPLATE}", json=typical_template(), timeout=30)
+    if saved.status_code != 201:
+        raise RuntimeError(f"PUT /templates/{BENCH_TEMPLATE} answered {saved.status_code}: {saved.text[:300]}")
+    recorder.phase = "templated"
+    emails["templated"] = batch(100, templated=True)
+    api_requests["templated"] = 1
+    recorder.wait_for(emails["templated"], "sent", timeout)
     recorder.quiet()
 
     recorder.phase = "retry"

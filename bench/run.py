@@ -427,6 +427,14 @@ def analyse(life: LifecycleResult, template: dict[str, Any], prices: dict[str, A
         "enqueue one with Idempotency-Key": (select(life, "idempotent", {"ApiFunction"}), n["idempotent"]),
         "enqueue a batch of 100 (POST /emails/batch)": (select(life, "batch", {"ApiFunction"}), n["batch"]),
         "send (sender + event source)": (select(life, "batch", {"SenderFunction", ESM}), n["batch"]),
+        "enqueue a batch of 100 from a template (POST /emails/batch)": (
+            select(life, "templated", {"ApiFunction"}),
+            n["templated"],
+        ),
+        "send a templated email (sender + event source)": (
+            select(life, "templated", {"SenderFunction", ESM}),
+            n["templated"],
+        ),
         "requeue of a retried email (requeue function)": (
             select(life, "retry", {"RequeueFunction"}, worked),
             max(1, life.requeued),
@@ -464,6 +472,9 @@ def analyse(life: LifecycleResult, template: dict[str, Any], prices: dict[str, A
         "batch": pieces["enqueue a batch of 100 (POST /emails/batch)"] + send + delivery,
         "single": pieces["enqueue one (POST /emails)"] + send + delivery,
         "single with Idempotency-Key": pieces["enqueue one with Idempotency-Key"] + send + delivery,
+        "batch from a template": pieces["enqueue a batch of 100 from a template (POST /emails/batch)"]
+        + pieces["send a templated email (sender + event source)"]
+        + delivery,
     }
     costs = {name: units.cost_per_million(usage, prices) for name, usage in paths.items()}
     pacing_cost = units.cost_per_million(units.Usage(lambda_gb_seconds=pacing["gb_seconds_per_email"]), prices)

@@ -157,3 +157,27 @@ def test_html_to_text_keeps_words_paragraphs_lists_and_links() -> None:
 
 def test_html_to_text_of_nothing_readable_is_empty() -> None:
     assert html_to_text("<style>p{}</style><img src='x.png'>") == ""
+
+
+def test_no_function_imports_jinja2_at_cold_start() -> None:
+    """Only a render loads Jinja2: the sender, requeue and events functions never do, the API on first use."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    folders = ["layers/shared", "functions/api", "functions/sender", "functions/requeue", "functions/events"]
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(str(root / folder) for folder in folders),
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "1",
+    }
+    script = "import sys, api, sender, requeue, ses_events; print(sorted(m for m in sys.modules if 'jinja2' in m))"
+
+    answer = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True, timeout=120
+    )
+
+    assert answer.stdout.strip() == "[]", answer.stderr
