@@ -329,3 +329,20 @@ def test_the_openapi_document_describes_the_template_routes(api):
     assert "get" in schema["paths"]["/templates"]
     email = schema["components"]["schemas"]["EmailRequest"]["properties"]
     assert {"template", "template_version", "data"} <= set(email)
+
+
+def test_css_can_be_inlined_when_saving(api):
+    html = (
+        "<html><head><style>p.note { color: #555 } @media (max-width: 600px) { p { font-size: 18px } }</style>"
+        '<link rel="stylesheet" href="https://example.invalid/remote.css"></head>'
+        '<body><p class="note">Hi {{ name }}</p><a href="{{ url }}">go</a></body></html>'
+    )
+
+    status, saved = api.request("PUT", "/templates/styled", {"subject": "Hi", "html": html, "inline_css": True})
+
+    assert status == 201, saved
+    assert '<p class="note" style="color: #555;">Hi {{ name }}</p>' in saved["html"]
+    assert '<a href="{{ url }}">go</a>' in saved["html"]
+    assert "@media (max-width: 600px)" in saved["html"]
+    assert "remote.css" not in saved["html"]
+    assert api.request("PUT", "/templates/plain", {"subject": "Hi", "html": html})[1]["html"] == html

@@ -361,10 +361,15 @@ class TemplateLibrary:
 
 
 def _inline_css(html: str) -> str:
+    """The HTML with its <style> rules moved into style attributes; @media rules stay in a <style> block.
+
+    Stylesheets the HTML links to are never fetched: a template carries its own CSS.
+    """
     import css_inline  # noqa: PLC0415
 
+    inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
     try:
-        inlined: str = css_inline.inline(html)
+        inlined: str = inliner.inline(html)
     except ValueError as error:
         raise InvalidTemplate.on("html", f"its CSS cannot be inlined: {error}") from None
     return inlined
