@@ -20,6 +20,7 @@ from mailqueue import settings as settings_module
 from mailqueue.delivery import OUTCOMES
 from mailqueue.settings import Settings
 from mailqueue.store import DEADLINE_INDEX, STATUS_INDEX, SUPPRESSION_PARTITION
+from mailqueue.templates import HEADS
 from mailqueue_dev.template import TEMPLATE, Stack, build, load_template
 from moto import mock_aws
 
@@ -395,12 +396,27 @@ def test_suppression_list_access_is_limited_to_its_partition(function_id: str, a
     on_the_table = [
         statement
         for statement in role_statements(function_id)
-        if set(as_list(statement["Action"])) & actions and ref(statement["Resource"]) == "EmailsTable"
+        if set(as_list(statement["Action"])) & actions
+        and ref(statement["Resource"]) == "EmailsTable"
+        and statement.get("Sid") != "Templates"
     ]
     assert {action for statement in on_the_table for action in as_list(statement["Action"])} == actions
     for statement in on_the_table:
         leading_keys = {"dynamodb:LeadingKeys": [SUPPRESSION_PARTITION]}
         assert statement["Condition"] == {"ForAllValues:StringEquals": leading_keys}
+
+
+def test_the_api_queries_the_table_only_in_the_suppression_and_template_partitions() -> None:
+    queries = [
+        statement
+        for statement in role_statements("ApiFunction")
+        if "dynamodb:Query" in as_list(statement["Action"]) and ref(statement["Resource"]) == "EmailsTable"
+    ]
+    templates = [statement for statement in queries if statement.get("Sid") == "Templates"]
+
+    assert len(queries) == 2
+    assert [as_list(statement["Action"]) for statement in templates] == [["dynamodb:Query"]]
+    assert templates[0]["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [HEADS, "template#*"]}}
 
 
 def test_ses_sends_only_from_the_configured_identities_and_configuration_set() -> None:
