@@ -346,3 +346,18 @@ def test_css_can_be_inlined_when_saving(api):
     assert "@media (max-width: 600px)" in saved["html"]
     assert "remote.css" not in saved["html"]
     assert api.request("PUT", "/templates/plain", {"subject": "Hi", "html": html})[1]["html"] == html
+
+
+def test_a_call_renders_at_most_what_a_request_could_carry(api, monkeypatch):
+    from mailqueue import templates
+
+    monkeypatch.setattr(templates, "MAX_RENDERED_PER_CALL", 2_500)
+    api.request("PUT", "/templates/long", {"subject": "Long", "text": "{{ 'x' * 1000 }}"})
+    emails = [templated(template="long", to=[f"r{i}@example.org"], data={}) for i in range(5)]
+
+    status, answer = api.post("/emails/batch", {"emails": [*emails, an_email()]})
+
+    assert status == 202
+    # Three renders pass the budget (the third crosses it); what follows is refused, hand-written mail is not.
+    assert [bool(result["id"]) for result in answer["results"]] == [True, True, True, False, False, True]
+    assert "fewer per call" in answer["results"][3]["error"]["message"]

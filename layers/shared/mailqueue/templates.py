@@ -47,6 +47,9 @@ from mailqueue.template_models import (
 HEADS = "templates"
 _VERSION_PREFIX = "v#"
 _SAVE_ATTEMPTS = 5
+# The rendered content one call may hold, in characters: what a request of hand-written emails can
+# carry (Lambda takes 6 MB), so a call of short items and long templates cannot exhaust the function.
+MAX_RENDERED_PER_CALL = 6_000_000
 _BATCH_WRITE_LIMIT = 25
 
 
@@ -305,7 +308,21 @@ class TemplateLibrary:
         :class:`InvalidEmail` in its place.
         """
         read: dict[tuple[str, int | None], dict[str, Any]] = {}
-        return [self._expand_one(request, read) for request in requests]
+        results: list[tuple[EmailRequest, TemplateRef | None] | InvalidEmail] = []
+        rendered = 0
+        for request in requests:
+            if request.template is not None and rendered > MAX_RENDERED_PER_CALL:
+                message = (
+                    f"the call's emails render to more than {MAX_RENDERED_PER_CALL} characters; send fewer per call"
+                )
+                results.append(TemplateDataError(message, [FieldError("template", message)]))
+                continue
+            result = self._expand_one(request, read)
+            if request.template is not None and not isinstance(result, InvalidEmail):
+                email = result[0]
+                rendered += sum(len(part or "") for part in (email.subject, email.text, email.html))
+            results.append(result)
+        return results
 
     def _expand_one(
         self, request: EmailRequest, read: dict[tuple[str, int | None], dict[str, Any]]
