@@ -36,7 +36,8 @@ _ERRORS: dict[int, Any] = {
 
 
 def _answers(status: int, description: str, model: Any = None) -> dict[int, Any]:
-    success: dict[str, Any] = {"description": description}
+    # No model, no body: an empty content map keeps Powertools from documenting a JSON null.
+    success: dict[str, Any] = {"description": description, "content": {}}
     if model is not None:
         success["content"] = {"application/json": {"model": model}}
     return {status: success, **_ERRORS}

@@ -35,6 +35,11 @@ ROUTES = (
     "POST /attachments",
     "GET /suppressions",
     "DELETE /suppressions/{address}",
+    "PUT /templates/{name}",
+    "GET /templates/{name}",
+    "GET /templates",
+    "DELETE /templates/{name}",
+    "POST /templates/{name}/preview",
 )
 # Routes whose only input is a path parameter that may be any string: no request to them is invalid.
 ANY_PATH_ONLY = frozenset(
