@@ -280,7 +280,11 @@ class EmailRequest(BaseModel):
     def _subject_unless_template(
         cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
     ) -> str | None:
-        """A subject is required, unless a template gives it (it is then checked once rendered)."""
+        """A subject is required, unless a template gives it (it is then checked once rendered).
+
+        Keep this the last ``subject`` validator of the class: it wraps those defined before it, so
+        that none of them ever sees the None of a templated email.
+        """
         if value is None:
             if info.data.get("template") is None:
                 raise PydanticCustomError("missing", "Field required")
