@@ -51,16 +51,16 @@ tracer = Tracer(patch_modules=("botocore",))
 metrics = Metrics()
 app = APIGatewayHttpResolver(enable_validation=True)
 settings = get_settings()
+templates = TemplateLibrary(TemplateStore(settings, aws.client("dynamodb")))
 mailqueue = Mailqueue(
     settings=settings,
     store=EmailStore(settings, aws.client("dynamodb")),
     queue=SendQueue(settings, aws.client("sqs")),
     blobs=BlobStore(settings, aws.client("s3")),
     suppressions=SuppressionList(settings, aws.client("dynamodb")),
-    templates=TemplateLibrary(TemplateStore(settings, aws.client("dynamodb"))),
+    templates=templates,
 )
-assert mailqueue.templates is not None
-app.include_router(template_router(mailqueue.templates))
+app.include_router(template_router(templates))
 idempotency = IdempotencyConfig(
     event_key_jmespath="key", payload_validation_jmespath="body", expires_after_seconds=24 * 3600
 )

@@ -181,3 +181,12 @@ def test_no_function_imports_jinja2_at_cold_start() -> None:
     )
 
     assert answer.stdout.strip() == "[]", answer.stderr
+
+
+def test_data_nested_as_deep_as_json_allows_is_no_failure() -> None:
+    data: dict = {"leaf": "x"}
+    for _ in range(5000):
+        data = {"inner": data}
+
+    assert render("{{ inner.inner.missing | default('none') }}", data).text == "none"
+    assert refusal("{{ inner.inner.absent }}", data).details[0].field == "data.inner.inner.absent"

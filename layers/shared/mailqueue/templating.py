@@ -307,22 +307,27 @@ def compiled_version(name: str, version: int, parts: Parts) -> Compiled:
     return found
 
 
-def _paths(data: Any, prefix: str, found: dict[int, str]) -> None:
-    """Where each dict and list of the data sits, to name a missing key by its full path."""
-    if isinstance(data, dict):
-        found[id(data)] = prefix
-        for key, value in data.items():
-            _paths(value, f"{prefix}.{key}" if prefix else str(key), found)
-    elif isinstance(data, list):
-        found[id(data)] = prefix
-        for index, value in enumerate(data):
-            _paths(value, f"{prefix}[{index}]", found)
+def _paths(data: Any) -> dict[int, str]:
+    """Where each dict and list of the data sits, to name a missing key by its full path.
+
+    Walked with a stack of its own, since data may be nested as deep as JSON allows.
+    """
+    found: dict[int, str] = {}
+    pending: list[tuple[Any, str]] = [(data, "")]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, dict):
+            found[id(value)] = path
+            pending.extend((item, f"{path}.{key}" if path else str(key)) for key, item in value.items())
+        elif isinstance(value, list):
+            found[id(value)] = path
+            pending.extend((item, f"{path}[{index}]") for index, item in enumerate(value))
+    return found
 
 
 def render_parts(compiled: Compiled, data: dict[str, Any]) -> Parts:
     """Render every part with ``data``; a :class:`TemplateDataError` names what went wrong and where."""
-    paths: dict[int, str] = {}
-    _paths(data, "", paths)
+    paths = _paths(data)
     rendered: dict[str, str | None] = {}
     for part in PARTS:
         template = getattr(compiled, part)
