@@ -361,3 +361,43 @@ def test_a_call_renders_at_most_what_a_request_could_carry(api, monkeypatch):
     # Three renders pass the budget (the third crosses it); what follows is refused, hand-written mail is not.
     assert [bool(result["id"]) for result in answer["results"]] == [True, True, True, False, False, True]
     assert "fewer per call" in answer["results"][3]["error"]["message"]
+
+
+def racing_saves(api, times: int) -> list[int]:
+    """Before each of the API's next ``times`` save transactions, another save of welcome lands first."""
+    store = api.module.templates.store
+    raced: list[int] = []
+    saving: list[bool] = []
+
+    def concurrent_save(**_: Any) -> None:
+        if len(raced) < times and not saving:
+            saving.append(True)  # the other save's own transaction passes this hook untouched
+            raced.append(
+                store.save("welcome", {"subject": "Other", "text": "x"}, "2030-01-01T00:00:00.000Z")["version"]
+            )
+            saving.pop()
+
+    store._client.meta.events.register("before-call.dynamodb.TransactWriteItems", concurrent_save)
+    return raced
+
+
+def test_two_saves_at_once_make_two_versions(api):
+    api.request("PUT", "/templates/welcome", WELCOME)
+    raced = racing_saves(api, times=1)
+
+    status, saved = api.request("PUT", "/templates/welcome", WELCOME)
+
+    assert status == 201
+    assert (raced, saved["version"]) == ([2], 3)
+    assert api.get("/templates/welcome", query="version=2")[1]["subject"] == "Other"
+    assert api.get("/templates/welcome")[1]["subject"] == WELCOME["subject"]
+
+
+def test_a_save_that_keeps_losing_the_race_is_a_409(api):
+    api.request("PUT", "/templates/welcome", WELCOME)
+    racing_saves(api, times=100)
+
+    status, answer = api.request("PUT", "/templates/welcome", WELCOME)
+
+    assert status == 409
+    assert_error_shape(answer, "template_conflict")

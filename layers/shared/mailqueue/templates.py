@@ -68,7 +68,9 @@ class TemplateDataError(InvalidEmail):
 
 
 class TemplateConflict(MailqueueError):
-    code = "conflict"
+    """Saves of the same template kept colliding: the caller may send it again."""
+
+    code = "template_conflict"
     http_status = 409
 
 
