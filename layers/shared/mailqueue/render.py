@@ -7,7 +7,8 @@ custom header values as RFC 2047 encoded words, non-ASCII attachment names as RF
 and bodies quoted-printable or base64 whenever they are not short-lined ASCII, so no line of the
 message is ever longer than SMTP's 998 characters.
 
-Bcc recipients are listed in the send call's destination, never in a header.
+Bcc recipients are listed in the send call's destination, never in a header. An email given only
+HTML gets a plain-text alternative made from it (:mod:`mailqueue.html_text`).
 """
 
 from __future__ import annotations
