@@ -155,7 +155,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser, page_size: Any)
     put.add_argument("--subject", required=True, help="the subject template, e.g. 'Welcome, {{ name }}'")
     put.add_argument("--text-file", metavar="FILE", help="the plain-text template")
     put.add_argument("--html-file", metavar="FILE", help="the HTML template")
-    put.add_argument("--inline-css", action="store_true", help="move <style> rules into style attributes")
+    put.add_argument("--inline-css", action="store_true", help="copy <style> rules into style attributes")
     put.set_defaults(run=cmd_put)
 
     get = sub.add_parser("get", parents=[common], help="a template's latest version, or --version N")

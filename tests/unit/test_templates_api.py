@@ -343,6 +343,7 @@ def test_css_can_be_inlined_when_saving(api):
     assert status == 201, saved
     assert '<p class="note" style="color: #555;">Hi {{ name }}</p>' in saved["html"]
     assert '<a href="{{ url }}">go</a>' in saved["html"]
+    # The <style> block stays, for the clients that read it and for what no attribute holds.
     assert "@media (max-width: 600px)" in saved["html"]
     assert "remote.css" not in saved["html"]
     assert api.request("PUT", "/templates/plain", {"subject": "Hi", "html": html})[1]["html"] == html

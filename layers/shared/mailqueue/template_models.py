@@ -43,7 +43,7 @@ class TemplateRequest(BaseModel):
     )
     inline_css: bool = Field(
         default=False,
-        description="Move the HTML's <style> rules into style attributes when saving, for email clients "
+        description="Copy the HTML's <style> rules into style attributes when saving, for email clients "
         "that ignore <style> blocks.",
     )
 

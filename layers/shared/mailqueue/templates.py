@@ -380,13 +380,14 @@ class TemplateLibrary:
 
 
 def _inline_css(html: str) -> str:
-    """The HTML with its <style> rules moved into style attributes; @media rules stay in a <style> block.
+    """The HTML with its <style> rules copied into style attributes.
 
-    Stylesheets the HTML links to are never fetched: a template carries its own CSS.
+    The <style> blocks stay too, for the clients that read them and for what no attribute can hold
+    (@media rules). Stylesheets the HTML links to are never fetched: a template carries its own CSS.
     """
     import css_inline  # noqa: PLC0415
 
-    inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+    inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_style_tags=True)
     try:
         inlined: str = inliner.inline(html)
     except ValueError as error:
