@@ -671,6 +671,10 @@ def parser() -> argparse.ArgumentParser:
     outbox.add_argument("--limit", type=int, default=20)
     outbox.add_argument("--outbox", metavar="DIR", help=f"default: $MAILQUEUE_OUTBOX or {DEFAULT_OUTBOX}")
     outbox.set_defaults(run=cmd_outbox, local_only=True)
+
+    from mailqueue_dev import console  # noqa: PLC0415 - the console imports this module
+
+    console.register(commands, common)
     return main
 
 
