@@ -1,0 +1,299 @@
+"""The console in a real browser (Debian's Chromium, driven by Playwright) against the local stack.
+
+Each test leaves a screenshot of the page it looked at in docs/console/, which docs/console.md shows.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+from mailqueue import aws
+from mailqueue_dev import cli
+from mailqueue_dev.console import Console, ConsoleServer
+from mailqueue_dev.console.client import ConsoleClient
+from mailqueue_dev.local import LocalStack
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.e2e.conftest import Http, an_email, wait_for, wait_for_status
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+LIVE = ("queued", "sending", "retrying", "sent")
+
+
+@pytest.fixture(scope="module")
+def console(local: LocalStack) -> Iterator[ConsoleServer]:
+    client = ConsoleClient(cli.Api(local.api_url))
+    # No caching of the overview, and a quick refresh: each look reads the API afresh.
+    factory = lambda port: Console(client, port, local.outbox_dir, overview_seconds=0, refresh_seconds=1)  # noqa: E731
+    with ConsoleServer(factory, port=0) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make chromium` installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, console: ConsoleServer) -> Iterator[Page]:
+    context = browser.new_context(viewport=DESKTOP, base_url=console.url)
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+def shot(page: Page, name: str, full_page: bool = True) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+
+
+def fits(page: Page) -> bool:
+    """Nothing runs off the side: the page needs no sideways scrolling (wide tables scroll in their own box)."""
+    wider = page.evaluate(
+        """() => [...document.querySelectorAll("body *")]
+            .filter((e) => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1
+                           && !e.closest(".scroll"))
+            .map((e) => e.tagName + "." + e.className).slice(0, 5)"""
+    )
+    assert not wider, f"wider than the page: {wider}"
+    return bool(page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth"))
+
+
+def api_counts(http: Http) -> dict[str, int]:
+    counts = {}
+    for status in cli.STATUSES:
+        count, cursor = 0, None
+        while True:
+            code, body = http.get("/emails", params={"status": status, "limit": 100, "cursor": cursor})
+            assert code == 200, body
+            count += len(body["emails"])
+            cursor = body.get("cursor")
+            if not cursor:
+                break
+        counts[status] = count
+    return counts
+
+
+def page_counts(page: Page) -> dict[str, int]:
+    cells = page.locator("[data-status]")
+    return {
+        str(cells.nth(i).get_attribute("data-status")): int(cells.nth(i).inner_text()) for i in range(cells.count())
+    }
+
+
+def test_overview_counts_match_the_apis_and_refresh_on_their_own(page: Page, http: Http) -> None:
+    # Given a queue at rest: no email on its way (earlier tests' emails have settled)
+    wait_for(lambda: all(api_counts(http)[status] == 0 for status in LIVE), "the queue to settle", timeout=60)
+
+    # When the overview is opened, between two readings of the API that agree
+    def agreed() -> tuple[dict[str, int], dict[str, int]] | None:
+        before = api_counts(http)
+        page.goto("/")
+        shown = page_counts(page)
+        return (before, shown) if api_counts(http) == before else None
+
+    expected, shown = wait_for(agreed, "two equal readings of the API around the page")
+
+    # Then it shows the API's count of every status
+    assert shown == expected
+    assert page.locator('[data-figure="dead-letters"]').inner_text().startswith("unavailable")
+    assert page.locator('[data-figure="send-rate-limit"]').inner_text().startswith("unavailable")
+    shot(page, "overview")
+
+    # And a new email shows up without reloading the page
+    code, answer = http.post("/emails", an_email())
+    assert code == 202, answer
+    wait_for_status(http, answer["id"], "delivered")
+    expect(page.locator('[data-status="delivered"]')).to_have_text(str(expected["delivered"] + 1), timeout=20_000)
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1  # the same page, refreshed
+
+    # And at a phone's width nothing runs off the side
+    page.set_viewport_size(PHONE)
+    shot(page, "overview-phone")
+    assert fits(page)
+
+
+def test_a_bounced_emails_timeline_shows_the_bounce_diagnostic(page: Page, http: Http, console: ConsoleServer) -> None:
+    address = f"bounce+console-{uuid.uuid4().hex[:8]}@simulator.amazonses.com"
+    code, answer = http.post("/emails", an_email(to=[address], subject="Your order has shipped"))
+    assert code == 202, answer
+    wait_for_status(http, answer["id"], "bounced")
+
+    # Found by its id from the search box, with the keyboard
+    page.goto("/")
+    page.get_by_label("Find an email").fill(answer["id"])
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{console.url}emails/{answer['id']}")
+
+    bounced = page.locator("ol.timeline > li.step-bounced")
+    expect(bounced).to_contain_text("bounce Permanent/General")
+    expect(bounced.locator(".bounce")).to_contain_text("Permanent/General")
+    expect(bounced.locator(".diagnostic")).to_have_text("smtp; 550 5.1.1 user unknown")
+    expect(page.locator("ol.timeline > li")).to_have_count(4)  # queued, sending, sent, bounced
+    expect(page.locator("#message ~ p").first).to_contain_text("from the local outbox")
+    shot(page, "email-bounced")
+
+    page.set_viewport_size(PHONE)
+    shot(page, "email-bounced-phone")
+    assert fits(page)
+
+    # The suppressions page names the address, why, and the email that caused it; lifting it asks first
+    page.set_viewport_size(DESKTOP)
+    page.get_by_role("link", name="Suppressions").click()
+    row = page.locator("tr", has_text=address)
+    expect(row).to_contain_text("permanent bounce (General)")
+    expect(row.get_by_role("link", name=answer["id"])).to_be_visible()
+    shot(page, "suppressions")
+    row.get_by_role("link", name=f"Lift the suppression of {address}").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Lift this suppression?")
+    assert address in suppressed(http)
+    shot(page, "lift-confirm")
+    page.get_by_role("button", name="Yes, lift it").click()
+    expect(page.get_by_role("status")).to_contain_text("The API answered 204")
+    assert address not in suppressed(http)
+
+
+def suppressed(http: Http) -> set[str]:
+    code, body = http.get("/suppressions", params={"limit": 100})
+    assert code == 200, body
+    return {entry["address"] for entry in body["suppressions"]}
+
+
+@pytest.fixture
+def rejected_by_ses() -> Iterator[str]:
+    """A subject SES rejects (MessageRejected, a permanent error), as SES's own answer through botocore's hooks."""
+    subject = f"Rejected {uuid.uuid4().hex[:8]}"
+    rejected = threading.Event()
+
+    def reject(params: dict[str, Any], **_: Any) -> None:
+        raw = params.get("Content", {}).get("Raw", {}).get("Data", b"")
+        if subject.encode() in (raw if isinstance(raw, bytes) else str(raw).encode()) and not rejected.is_set():
+            rejected.set()
+            raise ClientError(
+                {"Error": {"Code": "MessageRejected", "Message": "Email address is not verified."}}, "SendEmail"
+            )
+
+    events = aws.client("sesv2").meta.events
+    events.register("before-parameter-build.sesv2.SendEmail", reject, unique_id="e2e-console-reject")
+    try:
+        yield subject
+    finally:
+        events.unregister("before-parameter-build.sesv2.SendEmail", unique_id="e2e-console-reject")
+    assert rejected.is_set()
+
+
+def test_retry_from_the_page_moves_a_failed_email_to_queued(page: Page, http: Http, rejected_by_ses: str) -> None:
+    # Given an email SES rejected once: failed, with SES's error and its class on the page
+    code, answer = http.post("/emails", an_email(subject=rejected_by_ses))
+    assert code == 202, answer
+    email_id = answer["id"]
+    wait_for_status(http, email_id, "failed")
+    page.goto(f"/emails/{email_id}")
+    expect(page.locator(".status-line")).to_have_text("failed")
+    expect(page.locator("ol.timeline > li.step-failed")).to_contain_text("failed: MessageRejected")
+    expect(page.locator("ol.timeline > li.step-failed .class")).to_have_text("permanent")
+    shot(page, "email-failed")
+
+    # When it is retried from the page, after the confirmation
+    page.get_by_role("link", name="Retry…").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Retry this email?")
+    assert http.get(f"/emails/{email_id}")[1]["status"] == "failed"  # asking is not acting
+    page.get_by_role("button", name="Yes, retry this email").click()
+
+    # Then the API's answer says queued, and the email goes out
+    expect(page.get_by_role("status")).to_contain_text("The API answered 202: the email is now queued")
+    shot(page, "retry-answer")
+    delivered = wait_for_status(http, email_id, "delivered")
+    assert ("queued", "retried by request") in [(h["status"], h["reason"]) for h in delivered["history"]]
+
+
+def test_cancel_asks_for_confirmation(page: Page, http: Http) -> None:
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    code, answer = http.post("/emails", an_email(send_at=tomorrow, subject="Reminder: your trial ends tomorrow"))
+    assert code == 202, answer
+    email_id = answer["id"]
+    assert answer["status"] == "scheduled"
+
+    page.goto(f"/emails/{email_id}")
+    page.get_by_role("link", name="Cancel…").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Cancel this email?")
+    shot(page, "cancel-confirm")
+
+    # Going back leaves it as it was
+    page.get_by_role("link", name="No, go back").click()
+    expect(page.locator(".status-line")).to_have_text("scheduled")
+    assert http.get(f"/emails/{email_id}")[1]["status"] == "scheduled"
+
+    # Confirming, from the keyboard, cancels it
+    page.get_by_role("link", name="Cancel…").click()
+    page.get_by_role("button", name="Yes, cancel this email").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("status")).to_contain_text("The API answered 200: the email is now cancelled")
+    assert http.get(f"/emails/{email_id}")[1]["status"] == "cancelled"
+
+    # A second cancel is refused by the API, and the page says why
+    page.goto(f"/emails/{email_id}/cancel")
+    page.get_by_role("button", name="Yes, cancel this email").click()
+    expect(page.get_by_role("alert")).to_contain_text("409")
+    expect(page.get_by_role("alert")).to_contain_text("cancelled")
+    shot(page, "cancel-refused")
+
+
+def test_lists_page_newest_first_and_search_by_recipient(page: Page, http: Http) -> None:
+    recipient = f"dana-{uuid.uuid4().hex[:6]}@example.org"
+    ids = []
+    for n in range(3):
+        code, answer = http.post("/emails", an_email(to=[recipient], subject=f"Invoice {n + 1}"))
+        assert code == 202, answer
+        ids.append(answer["id"])
+    for email_id in ids:
+        wait_for_status(http, email_id, "delivered")
+
+    page.goto("/emails?status=delivered&limit=20")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Delivered emails")
+    first_ids = page.locator("td a.id").all_inner_texts()
+    assert first_ids == sorted(first_ids, reverse=True)
+    assert first_ids[:3] == ids[::-1]
+    shot(page, "list")
+    if page.get_by_role("link", name="Older emails").count():
+        page.get_by_role("link", name="Older emails").click()
+        older = page.locator("td a.id").all_inner_texts()
+        assert older and max(older) < min(first_ids)
+
+    page.get_by_label("Find an email").fill(recipient)
+    page.get_by_role("button", name="Find").click()
+    expect(page.get_by_role("status")).to_contain_text(f"3 emails to {recipient}")
+    assert sorted(page.locator("td a.id").all_inner_texts()) == sorted(ids)
+    shot(page, "search")
+
+
+def test_a_page_asked_for_by_another_host_name_is_refused(console: ConsoleServer) -> None:
+    answer = requests.get(console.url, headers={"Host": f"rebound.example:{console.port}"}, timeout=10)
+    assert answer.status_code == 421
