@@ -13,7 +13,7 @@ SAM_STAMP := $(TOOLS)/sam/.installed-$(SAM_VERSION)
 CHECKOV_STAMP := $(TOOLS)/checkov/.installed-$(CHECKOV_VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help install tools dev test lint format typecheck unit integration e2e chaos validate build deploy clean
+.PHONY: help install tools chromium dev test lint format typecheck unit integration e2e chaos validate build deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,10 +25,14 @@ $(STAMP): pyproject.toml layers/shared/requirements.txt
 
 install: $(STAMP) ## Create .venv and install mailqueue with its dev tools
 
+# The console's browser tests drive Debian's chromium through Playwright (never `playwright install`).
+chromium: ## Install Debian's chromium for the console's browser tests, unless /usr/bin/chromium exists
+	@test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
 dev: $(STAMP) ## Run the whole queue locally: emulator, API, sender, requeue, outbox
 	$(BIN)/python -m mailqueue_dev.local
 
-test: $(STAMP) lint typecheck validate ## Lint, type-check, check the template and run every test
+test: $(STAMP) chromium lint typecheck validate ## Lint, type-check, check the template and run every test
 	$(BIN)/pytest -q
 
 lint: $(STAMP) ## ruff lint and format check
@@ -48,7 +52,7 @@ unit: $(STAMP) ## Unit tests (moto's mock_aws, no network)
 integration: $(STAMP) ## Integration tests (boto3 against moto in server mode)
 	$(BIN)/pytest -q tests/integration
 
-e2e: $(STAMP) ## End-to-end tests through the local stack's HTTP API
+e2e: $(STAMP) chromium ## End-to-end tests through the local stack's HTTP API, and the console in Chromium
 	$(BIN)/pytest -q tests/e2e
 
 chaos: $(STAMP) ## 2,000 emails through the local stack under injected faults: nothing lost (figures: docs/reliability.md)

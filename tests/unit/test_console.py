@@ -68,7 +68,11 @@ class FakeApi:
             listed = sorted((e for e in self.emails if e["status"] == query["status"]), key=lambda e: e["id"])[::-1]
             start = int(query.get("cursor") or 0)
             limit = int(query.get("limit", 20))
-            page = listed[start : start + limit]
+            # As the API lists them: from an index that holds neither the history nor the last error.
+            page = [
+                {k: v for k, v in e.items() if k not in {"history", "last_error", "bounce", "metadata"}}
+                for e in listed[start : start + limit]
+            ]
             more = start + limit < len(listed)
             return 200, {"emails": page, **({"cursor": str(start + limit)} if more else {})}
         if method == "GET" and path.startswith("/emails/"):
@@ -321,29 +325,43 @@ def test_timeline_names_error_classes_and_carries_the_bounce() -> None:
 
 
 def test_overview_counts_each_status_and_derives_the_figures(api: FakeApi) -> None:
-    sent_now = [{"status": "sent", "at": iso(NOW - timedelta(seconds=30)), "reason": "accepted by SES"}]
+    just_now = iso(NOW - timedelta(seconds=20))
+    sent = {"status": "sent", "at": iso(NOW - timedelta(seconds=30)), "reason": "accepted by SES"}
+    long_ago = {"status": "sent", "at": iso(NOW - timedelta(minutes=3)), "reason": "accepted by SES"}
     api.emails = [
-        *(an_email(f"01J9Z8Y7X6W5V4T3S2R1Q0Q{i:03d}", "delivered", history=sent_now) for i in range(3)),
+        # Sent in the last minute (one of them bounced since)
+        *(
+            an_email(f"01J9Z8Y7X6W5V4T3S2R1Q0Q{i:03d}", "delivered", updated_at=just_now, history=[sent])
+            for i in range(2)
+        ),
+        an_email("01J9Z8Y7X6W5V4T3S2R1Q0Q003", "bounced", updated_at=just_now, history=[sent]),
+        # Sent earlier, though its delivery came in the last minute
+        an_email("01J9Z8Y7X6W5V4T3S2R1Q0Q004", "delivered", updated_at=just_now, history=[long_ago]),
         an_email("01J9Z8Y7X6W5V4T3S2R1Q0R001", "delivered", created_at=iso(NOW - timedelta(hours=3))),
         an_email("01J9Z8Y7X6W5V4T3S2R1Q0R002", "failed", created_at=iso(NOW - timedelta(days=2))),
+        # Held by the account, and retrying for a reason of its own
         an_email(
             "01J9Z8Y7X6W5V4T3S2R1Q0R003",
             "retrying",
             last_error={"code": "AccountSendingPausedException", "message": "paused"},
-            history=[{"status": "retrying", "at": iso(NOW), "reason": "held: AccountSendingPausedException is …"}],
         ),
-        an_email(
-            "01J9Z8Y7X6W5V4T3S2R1Q0R004", "retrying", history=[{"status": "retrying", "at": iso(NOW), "reason": "x"}]
-        ),
+        an_email("01J9Z8Y7X6W5V4T3S2R1Q0R004", "retrying", last_error={"code": "ServiceUnavailable", "message": "x"}),
     ]
     overview = compute(ConsoleClient(cli.Api("http://127.0.0.1:3000", transport=api)), now=NOW)
     counts = {count.status: count.count for count in overview.counts}
-    assert counts == {**dict.fromkeys(cli.STATUSES, 0), "delivered": 4, "failed": 1, "retrying": 2}
-    assert (overview.accepted_last_hour, overview.accepted_last_day) == (5, 6)
-    assert (overview.sent_last_minute, overview.sent_last_hour) == (3, 3)
+    assert counts == {**dict.fromkeys(cli.STATUSES, 0), "delivered": 4, "bounced": 1, "failed": 1, "retrying": 2}
+    assert (overview.accepted_last_hour, overview.accepted_last_day) == (6, 7)
+    assert (overview.sent_last_minute, overview.sent_capped) == (3, False)
     assert overview.held.total == 1
     assert overview.held.by_code == {"AccountSendingPausedException": 1}
     assert overview.send_rate_limit is None and overview.dead_letters is None
+    # Only the emails that could have been sent in the last minute, and the retrying ones, are read one by one
+    reads = sorted(path.rsplit("/", 1)[1] for method, path in api.calls if path.startswith("/emails/"))
+    assert reads == [
+        *(f"01J9Z8Y7X6W5V4T3S2R1Q0Q00{i}" for i in (0, 1, 3, 4)),
+        "01J9Z8Y7X6W5V4T3S2R1Q0R003",
+        "01J9Z8Y7X6W5V4T3S2R1Q0R004",
+    ]
 
 
 def test_overview_stops_at_the_cap_and_says_so(api: FakeApi) -> None:
