@@ -13,7 +13,7 @@ SAM_STAMP := $(TOOLS)/sam/.installed-$(SAM_VERSION)
 CHECKOV_STAMP := $(TOOLS)/checkov/.installed-$(CHECKOV_VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help install tools chromium dev test lint format typecheck unit integration e2e chaos validate build deploy clean
+.PHONY: help install tools chromium dev test lint format typecheck unit integration e2e chaos mutants validate build deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ e2e: $(STAMP) chromium ## End-to-end tests through the local stack's HTTP API, a
 
 chaos: $(STAMP) ## 2,000 emails through the local stack under injected faults: nothing lost (figures: docs/reliability.md)
 	$(BIN)/python -m mailqueue_dev.chaos --emails 2000 --json .mailqueue/chaos.json --doc docs/reliability.md
+
+mutants: $(STAMP) ## Deliberate defects in the guarantee code, one at a time: the proofs must fail on each (docs/reliability.md)
+	$(BIN)/python -m mailqueue_dev.mutants --doc docs/reliability.md
 
 $(SAM_STAMP):
 	@rm -rf $(TOOLS)/sam && $(PYTHON) -m venv $(TOOLS)/sam

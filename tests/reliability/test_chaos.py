@@ -5,19 +5,44 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mailqueue_dev import chaos
-from mailqueue_dev.chaos import Acceptance, ChaosConfig, ChaosReport, ChaosRun
+from mailqueue_dev.chaos import Acceptance, ChaosConfig, ChaosReport, ChaosRun, Faults
 
 IDS = [f"01JCHA{n:020d}" for n in range(4)]
 
 
+# Faults that strike a defect not fixed yet: off in the main run, each shown failing on its own below.
+KNOWN_DEFECTS = {"enqueue_answer_lost": 0.0}
+# Every fault kind of the main run, each of which must strike at least once.
+FAULT_KINDS = {
+    "sqs_publish_failed",
+    "sqs_delivered_twice",
+    "sqs_delivered_then_error",
+    "dynamodb_write_failed",
+    "dynamodb_answer_lost_once",
+    "dynamodb_call_answer_lost",
+    "ses_throttled",
+    "ses_server_error",
+    "ses_account_paused",
+    "ses_rejected",
+    "ses_timeout_before_send",
+    "ses_timeout_after_accept",
+    "sender_died_after_accept",
+    "requeue_runs_overlapped",
+    "event_delivered_twice",
+    "delivery_before_send",
+}
+
+
 @pytest.mark.e2e
 def test_nothing_is_lost_or_sent_twice_outside_the_windows_under_faults(tmp_path: Path) -> None:
-    report = chaos.run(ChaosConfig(emails=300, drain_timeout=120), tmp_path)
+    faults = dataclasses.replace(Faults(), **KNOWN_DEFECTS)
+    report = chaos.run(ChaosConfig(emails=300, drain_timeout=120, faults=faults), tmp_path)
 
     summary = "\n".join(report.lines())
     assert report.ok, summary
@@ -27,7 +52,25 @@ def test_nothing_is_lost_or_sent_twice_outside_the_windows_under_faults(tmp_path
     assert report.sent_twice_outside_windows == [], summary
     assert report.ses_accepted == report.ses_recorded_by_moto, summary
     assert report.sent + sum(report.failed.values()) + report.cancelled == report.accepted, summary
-    assert report.fault_kinds >= 5, summary
+    assert {name for name, count in report.faults.items() if count} >= FAULT_KINDS, summary
+
+
+@pytest.mark.e2e
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "503 after a write that landed: an enqueue whose status write reached DynamoDB but whose answers were "
+        "lost is answered 503 (send it again), while the stored email is published later by the requeue "
+        "function, so the client's resend becomes a second email"
+    ),
+)
+def test_a_lost_answer_at_enqueue_never_makes_a_second_email(tmp_path: Path) -> None:
+    config = ChaosConfig(emails=40, cancels=0, drain_timeout=120, faults=Faults.only(enqueue_answer_lost=0.3))
+    report = chaos.run(config, tmp_path)
+
+    summary = "\n".join(report.lines())
+    assert report.faults.get("dynamodb_call_answer_lost: enqueue status"), summary
+    assert report.ok, summary
 
 
 # --- the count catches what it must: a run that cannot fail proves nothing -----------------------------------
@@ -39,10 +82,13 @@ def counted(
     sends: dict[str, list[Acceptance]],
     sent_write_failures: dict[str, int] | None = None,
     unseen: dict[str, list[str]] | None = None,
+    claims: dict[str, list[int]] | None = None,
+    proofs: dict[str, list[tuple[int, str]]] | None = None,
 ) -> ChaosReport:
     """Count a made-up outcome of a run of the 4 emails IDS, without running it.
 
     ``sends`` are what the hooks saw SES accept; SES's record holds those, after the ``unseen`` ones.
+    Unless ``claims`` says otherwise, each send was claimed just before its SES call.
     """
     run = ChaosRun(ChaosConfig(emails=4, cancels=0), tmp_path)
     for index, email_id in enumerate(IDS):
@@ -50,12 +96,24 @@ def counted(
     run.ledger.acceptances.update(sends)
     for email_id, sequence in (sent_write_failures or {}).items():
         run.ledger.sent_write_failures[email_id].append(sequence)
+    if claims is None:
+        claims = {
+            email_id: [item.call_sequence - 1 for item in items if item.call_sequence is not None]
+            for email_id, items in sends.items()
+        }
+    run.ledger.claims.update(claims)
+    run.ledger.proofs.update(proofs or {})
     report = ChaosReport(emails=4, seed=0)
     ses_record = {email_id: [item.message_id for item in items] for email_id, items in sends.items()}
     for email_id, message_ids in (unseen or {}).items():
         ses_record[email_id] = [*message_ids, *ses_record.get(email_id, [])]
     run._count(report, records, ses_record)
     return report
+
+
+def accepted(sequence: int, kind: str = "clean") -> Acceptance:
+    """SES's acceptance of a send whose call started at ``10 * sequence`` and was accepted just after."""
+    return Acceptance(10 * sequence + 1, kind, f"m{sequence}", call_sequence=10 * sequence)
 
 
 def record(email_id: str, status: str, **extra: Any) -> dict[str, Any]:
@@ -87,20 +145,21 @@ def test_the_count_flags_lost_stuck_and_unexplained_duplicates(tmp_path: Path) -
     assert sorted(report.lost) == [IDS[2], IDS[3]]
     assert report.stuck == {IDS[1]: "retrying"}
     assert report.sent_twice_outside_windows == [IDS[0]]
-    assert any("sent again" in problem for problem in report.problems)
+    assert any("sent twice outside the window" in problem for problem in report.problems)
     assert not report.ok
 
 
 def test_the_count_explains_a_second_send_after_an_unrecorded_acceptance(tmp_path: Path) -> None:
     records = {email_id: record(email_id, "sent") for email_id in IDS}
     sends = {
-        IDS[0]: [Acceptance(1, "ses_timeout_after_accept", "m1"), Acceptance(5, "clean", "m5")],
-        IDS[1]: [Acceptance(2, "sender_died_after_accept", "m2"), Acceptance(6, "clean", "m6")],
-        IDS[2]: [Acceptance(3, "clean", "m3"), Acceptance(7, "clean", "m7")],
-        IDS[3]: [Acceptance(4, "clean", "m4")],
+        IDS[0]: [accepted(1, "ses_timeout_after_accept"), accepted(5)],
+        IDS[1]: [accepted(2, "sender_died_after_accept"), accepted(6)],
+        IDS[2]: [accepted(3), accepted(7)],
+        IDS[3]: [accepted(4)],
     }
-    # The `sent` write after the first send of IDS[2] failed.
-    report = counted(tmp_path, records, sends, sent_write_failures={IDS[2]: 4})
+    # The `sent` write after the first send of IDS[2] failed; SES's event about the first send of
+    # IDS[0] was handled, but only after the second attempt had been claimed (at 49).
+    report = counted(tmp_path, records, sends, sent_write_failures={IDS[2]: 35}, proofs={IDS[0]: [(50, "m1")]})
 
     assert report.problems == []
     assert report.extra_sends_by_window == {
@@ -110,10 +169,54 @@ def test_the_count_explains_a_second_send_after_an_unrecorded_acceptance(tmp_pat
     }
 
 
+def test_a_second_send_claimed_after_ses_proved_the_first_is_outside_the_window(tmp_path: Path) -> None:
+    records = {email_id: record(email_id, "sent") for email_id in IDS}
+    sends = {
+        IDS[0]: [accepted(1, "ses_timeout_after_accept"), accepted(5)],
+        IDS[1]: [accepted(2, "sender_died_after_accept"), accepted(6)],
+        IDS[2]: [accepted(3), accepted(7)],
+        IDS[3]: [accepted(4)],
+    }
+    # The events function had handled SES's proof of each first send before the second was claimed
+    # (at 49, 59 and 69): the answer was lost, but the event was not.
+    proofs = {IDS[0]: [(48, "m1")], IDS[1]: [(30, "m2")], IDS[2]: [(68, "m3")]}
+
+    report = counted(tmp_path, records, sends, sent_write_failures={IDS[2]: 35}, proofs=proofs)
+
+    assert report.sent_twice_outside_windows == IDS[:3]
+    assert sum(1 for problem in report.problems if "SES's event proving send 1 had been handled" in problem) == 3
+    assert report.extra_sends_by_window == {}
+    assert not report.ok
+
+
+def test_an_event_about_another_email_or_a_later_send_proves_nothing_about_this_one(tmp_path: Path) -> None:
+    records = {email_id: record(email_id, "sent") for email_id in IDS}
+    sends = {email_id: [accepted(n)] for n, email_id in enumerate(IDS)}
+    sends[IDS[0]] = [accepted(1, "ses_timeout_after_accept"), accepted(5)]
+    # Before the repeat's claim (at 49): an event about another email, and one about the repeat itself.
+    proofs = {IDS[1]: [(12, "m1")], IDS[0]: [(48, "m5")]}
+
+    report = counted(tmp_path, records, sends, proofs=proofs)
+
+    assert report.problems == []
+    assert report.extra_sends_by_window == {"ses_timeout_after_accept": 1}
+
+
+def test_a_repeat_without_a_claim_the_hooks_saw_fails_the_count(tmp_path: Path) -> None:
+    records = {email_id: record(email_id, "sent") for email_id in IDS}
+    sends = {email_id: [accepted(n)] for n, email_id in enumerate(IDS)}
+    sends[IDS[0]] = [accepted(1, "ses_timeout_after_accept"), accepted(5)]
+
+    report = counted(tmp_path, records, sends, claims={IDS[0]: [9]})
+
+    assert report.sent_twice_outside_windows == [IDS[0]]
+    assert any("the hooks saw no claim before it" in problem for problem in report.problems)
+
+
 def test_a_send_only_ses_recorded_is_an_answer_the_sender_never_got(tmp_path: Path) -> None:
     records = {email_id: record(email_id, "sent") for email_id in IDS}
-    sends = {email_id: [Acceptance(n, "clean", f"m{n}")] for n, email_id in enumerate(IDS)}
-    sends[IDS[0]] = [Acceptance(7, "clean", "m7")]
+    sends = {email_id: [accepted(n)] for n, email_id in enumerate(IDS)}
+    sends[IDS[0]] = [accepted(7)]
 
     # SES took IDS[0] once before, but its answer never reached the sender (a read timeout).
     report = counted(tmp_path, records, sends, unseen={IDS[0]: ["m-lost"]})

@@ -18,7 +18,6 @@ every step, for every email:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
 import json
@@ -51,9 +50,12 @@ from mailqueue_dev.template import Stack
 
 SAMPLES = Path(__file__).resolve().parents[2] / "events" / "events"
 EVENTS = ("send", "delivery", "bounce-permanent", "bounce-transient", "complaint", "reject")
+# The events that prove SES accepted the email.
+PROVES_ACCEPTED = frozenset(EVENTS) - {"reject"}
 OUTCOMES = (
     "accepted",
-    "transient",
+    "throttled",
+    "server_error",
     "unknown_before_ses",
     "unknown_after_accept",
     "account",
@@ -134,6 +136,9 @@ class Machine(RuleBasedStateMachine):
     def deliver_message(self, email_id: str, outcome: str) -> None:
         """The send queue delivers the email's message (again, perhaps): claim, send with this outcome, record."""
         self.step = "send"
+        self._send(email_id, outcome)
+
+    def _send(self, email_id: str, outcome: str) -> None:
         self.world["outcome"] = outcome
         try:
             self.sender.send(email_id)
@@ -148,6 +153,9 @@ class Machine(RuleBasedStateMachine):
     @rule(email_id=emails)
     def cancel(self, email_id: str) -> None:
         self.step = "cancel"
+        self._cancel(email_id)
+
+    def _cancel(self, email_id: str) -> None:
         refused_in = None
         try:
             self.service.cancel(email_id, self.now)
@@ -170,17 +178,29 @@ class Machine(RuleBasedStateMachine):
     @rule()
     def requeue(self) -> None:
         self.step = "requeue"
+        self._requeue()
+
+    def _requeue(self) -> None:
         self.requeuer.run(lambda: 60_000, self.now)
 
     @rule(email_id=emails, name=st.sampled_from(EVENTS))
     def ses_event(self, email_id: str, name: str) -> None:
         self.step = "event"
+        self._event(email_id, name)
+
+    def _event(self, email_id: str, name: str) -> None:
         if self.ses_sends[email_id] == 0:
             return  # SES sends events only about emails it accepted
         event = copy.deepcopy(self.world["samples"][name])
         event["detail"]["mail"]["tags"]["email_id"] = [email_id]
-        with contextlib.suppress(NotYetRecorded):  # the sender has not recorded the send yet: retried later
+        try:
             self.events.handle(event, self.now)
+        except NotYetRecorded:
+            return  # the sender has not recorded the send yet: retried later
+        if name in PROVES_ACCEPTED:
+            # SES's proof has reached the events function: the email must never be sent again (unless
+            # retried by request after it failed, which this proof settles as sent).
+            self.may_send_again.discard(email_id)
 
     @rule(seconds=st.sampled_from(ADVANCES))
     def time_passes(self, seconds: int) -> None:
@@ -214,14 +234,13 @@ class Machine(RuleBasedStateMachine):
         for source, target in itertools.pairwise(path):
             assert target in ALLOWED[source] or (source, target) == BRIDGED, f"{email_id}: {source} -> {target}"
 
+        steps = set(self.step.split("+"))
         if old_status not in LIVE and status is not old_status:
             documented = (
-                (old_status is Status.FAILED and status is Status.QUEUED and self.step == "retry")
-                or (old_status in SENT_OR_LATER and self.step == "event")
+                (old_status is Status.FAILED and status is Status.QUEUED and "retry" in steps)
+                or (old_status in SENT_OR_LATER and "event" in steps)
                 # SES's proof that an earlier attempt was accepted, arriving after the email gave up.
-                or (
-                    old_status in {Status.FAILED, Status.CANCELLED} and status in SENT_OR_LATER and self.step == "event"
-                )
+                or (old_status in {Status.FAILED, Status.CANCELLED} and status in SENT_OR_LATER and "event" in steps)
             )
             assert documented, f"{email_id}: {old_status} became {status} through {self.step}"
         if status in SENT_OR_LATER:
@@ -236,8 +255,11 @@ class Machine(RuleBasedStateMachine):
 
     def ses_before(self, **_: Any) -> tuple[Any, dict[str, Any]] | None:
         outcome = self.world.get("outcome")
-        if outcome == "transient":
+        if outcome == "throttled":
             return failed_call(429, "TooManyRequestsException", "Maximum sending rate exceeded.")
+        if outcome == "server_error":
+            # Transient: it spends an attempt, and the last one fails the email.
+            return failed_call(500, "InternalFailure", "The request processing has failed.")
         if outcome == "account":
             return failed_call(400, "SendingPausedException", "Sending is paused for this account.")
         if outcome == "permanent":
@@ -265,12 +287,53 @@ class Machine(RuleBasedStateMachine):
             raise SenderDied(email_id)
 
     def dynamodb_before(self, params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]] | None:
+        interleave = self.world.get("interleave")
+        if interleave is not None:
+            interleave[0] -= 1
+            if interleave[0] == 0:
+                # The actor has read the email and is about to write: another actor acts whole first.
+                del self.world["interleave"]
+                interleave[1]()
         if self.world.get("outcome") != "sent_write_fails":
             return None
         body = json.loads(params["body"])
         if body.get("ExpressionAttributeValues", {}).get(":to", {}).get("S") != "sent":
             return None
         return failed_call(400, "ProvisionedThroughputExceededException", "Throughput exceeded.")
+
+
+# Outcomes of a send that races another actor: any but a failing `sent` write, whose fault would strike the
+# other actor's writes too.
+RACING_OUTCOMES = tuple(outcome for outcome in OUTCOMES if outcome != "sent_write_fails")
+
+
+class RacingMachine(Machine):
+    """The same, and actors that race: one reads an email, another acts on it whole, then the first writes."""
+
+    @rule(
+        email_id=Machine.emails,
+        first=st.sampled_from(["event", "requeue", "send"]),
+        second=st.sampled_from(["event", "requeue", "send", "cancel"]),
+        name=st.sampled_from(EVENTS),
+        outcome=st.sampled_from(RACING_OUTCOMES),
+    )
+    def race(self, email_id: str, first: str, second: str, name: str, outcome: str) -> None:
+        self.step = f"{first}+{second}"
+        actors = {
+            "event": lambda: self._event(email_id, name),
+            "requeue": self._requeue,
+            "send": lambda: self._send(email_id, outcome),
+            "cancel": lambda: self._cancel(email_id),
+        }
+        # The sender's first write is its claim; what races it is the SES call between claim and outcome.
+        writes_before = 2 if first == "send" else 1
+        self.world["interleave"] = [writes_before, actors[second]]
+        try:
+            actors[first]()
+        finally:
+            interleave = self.world.pop("interleave", None)
+        if interleave is not None:  # the first actor wrote nothing: the second acts after it
+            interleave[1]()
 
 
 def _added(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
@@ -305,7 +368,7 @@ def _hooks() -> list[tuple[Any, str, Any]]:
     ]
 
 
-def test_every_sequence_of_events_keeps_the_state_machine_rules(stack: Stack) -> None:
+def _run(machine: type[Machine], **options: Any) -> None:
     Machine.world = {
         # Two attempts, so that sequences run out of attempts often.
         "settings": get_settings().model_copy(update={"max_attempts": 2}),
@@ -317,19 +380,35 @@ def test_every_sequence_of_events_keeps_the_state_machine_rules(stack: Stack) ->
     for client, event, handler in hooks:
         client.meta.events.register(event, handler, unique_id=f"property-{event}")
     try:
-        run_state_machine_as_test(
-            Machine,
-            settings=settings(
-                max_examples=40,
-                stateful_step_count=30,
-                deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-            ),
-        )
+        chosen: dict[str, Any] = {
+            "max_examples": 40,
+            "stateful_step_count": 30,
+            "deadline": None,
+            "suppress_health_check": [HealthCheck.too_slow, HealthCheck.filter_too_much],
+            **options,
+        }
+        run_state_machine_as_test(machine, settings=settings(**chosen))
     finally:
         for client, event, _ in hooks:
             client.meta.events.unregister(event, unique_id=f"property-{event}")
         Machine.world["metrics"].clear_metrics()
+
+
+def test_every_sequence_of_events_keeps_the_state_machine_rules(stack: Stack) -> None:
+    _run(Machine)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "SES's proof lost to a race: the events function reads an email that is retrying (or sending), the "
+        "requeue function moves it to queued, the event's guarded write fails and is reported applied, and "
+        "the email goes to SES again although SES's event had reached the events function"
+    ),
+)
+def test_actors_racing_on_one_email_keep_the_state_machine_rules(stack: Stack) -> None:
+    # Derandomized: the same sequences in every run, so that the verdict depends on the code alone.
+    _run(RacingMachine, derandomize=True, max_examples=60)
 
 
 @pytest.mark.parametrize(

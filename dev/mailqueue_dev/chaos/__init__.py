@@ -1,0 +1,95 @@
+"""The chaos run: thousands of emails through the local stack while AWS misbehaves, then a count.
+
+``python -m mailqueue_dev.chaos`` (what ``make chaos`` runs) starts the local stack
+(:class:`mailqueue_dev.local.LocalStack`: moto on loopback, the template's resources, the real
+handlers behind the local API, SQS pollers and the requeue schedule), enqueues emails over HTTP
+(single and in batches, some a few seconds ahead, some with attachments, some high priority, a few
+cancelled) and injects faults into the AWS calls the handlers make, through botocore event hooks
+on the clients they share (:func:`mailqueue.aws.client`):
+
+- the SQS publish fails (at enqueue, and when the requeue function publishes again);
+- SQS delivers a message twice;
+- DynamoDB throttles a write: one attempt (botocore retries it) or every attempt (the call fails);
+- SES throttles, answers 5xx, pauses the account, rejects the email, or times out, either before
+  the request reached it (nothing sent) or after it accepted the email (the outcome is unknown);
+- the sender dies after SES accepted an email, before it recorded ``sent`` (SES's event settles it,
+  or, if that is lost, its claim expires and it is sent again);
+- two requeue runs overlap, beside the scheduled one.
+
+SES's events come back as they would through EventBridge: late, some lost, a failed invocation
+retried twice. Then the run waits until no email is live and counts, per email id, what SES
+accepted (moto's own record of sent messages, in order; the hooks tell which answers never reached
+the sender) against what the table says. It fails if an email is lost, stuck, failed for a reason
+other than a permanent SES error or exhausted attempts, cancelled yet sent, or sent twice outside
+the documented windows: an unknown outcome, the sender dying after SES accepted, or the ``sent``
+write failing.
+
+Every timing is shortened (see :class:`Timings`) so that the run drains in seconds. The faults of
+each email's SES calls are drawn from the seed, the email's index and the attempt, so they are the
+same in every run; the other faults are drawn from the seed in the order the calls happen, which
+the threads decide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from mailqueue_dev.chaos.count import Count
+from mailqueue_dev.chaos.event_bus import EventBus, ses_event
+from mailqueue_dev.chaos.faults import Injector, OverlappingRequeues, SenderDied, failed_call
+from mailqueue_dev.chaos.ledger import Acceptance, Ledger
+from mailqueue_dev.chaos.plan import ChaosConfig, EmailPlan, Faults, Timings, enqueue_units, plan_emails, ses_fault
+from mailqueue_dev.chaos.report import ChaosReport, update_doc
+from mailqueue_dev.chaos.runner import ChaosRun, run
+
+__all__ = [
+    "Acceptance",
+    "ChaosConfig",
+    "ChaosReport",
+    "ChaosRun",
+    "Count",
+    "EmailPlan",
+    "EventBus",
+    "Faults",
+    "Injector",
+    "Ledger",
+    "OverlappingRequeues",
+    "SenderDied",
+    "Timings",
+    "enqueue_units",
+    "failed_call",
+    "main",
+    "plan_emails",
+    "run",
+    "ses_event",
+    "ses_fault",
+    "update_doc",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mailqueue_dev.chaos", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--emails", type=int, default=ChaosConfig.emails, help="how many emails (default 2000)")
+    parser.add_argument("--seed", type=int, default=ChaosConfig.seed, help="the seed of every fault")
+    parser.add_argument("--json", type=Path, help="also write the report as JSON to this file")
+    parser.add_argument("--doc", type=Path, help="write the figures into this Markdown file's chaos block")
+    parser.add_argument("--workdir", type=Path, help="keep the outbox and metrics here")
+    parser.add_argument("--log-level", default="CRITICAL", help="the functions' log level (default CRITICAL)")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
+    config = ChaosConfig(emails=args.emails, seed=args.seed, log_level=args.log_level.upper())
+    print(f"chaos run: {config.emails} emails, seed {config.seed}; faults on every AWS call…", flush=True)
+    # Progress goes to stderr: the local stack sends stdout to its metrics file during each invocation.
+    report = run(config, args.workdir, progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    print("\n".join(report.lines()), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+    if args.doc and report.ok:
+        update_doc(args.doc, report)
+        print(f"figures written to {args.doc}", flush=True)
+    return 0 if report.ok else 1

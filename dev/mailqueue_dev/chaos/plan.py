@@ -1,0 +1,226 @@
+"""What the run sends and how often each fault strikes: the configuration and each email's plan."""
+
+from __future__ import annotations
+
+import base64
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+from typing import Any
+
+SENDER = "Chaos <app@example.com>"
+INDEX_TAG = "chaos_index"
+
+
+# --- configuration --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Every deadline of the run, short enough to drain in seconds (deployed: minutes)."""
+
+    queued_grace_seconds: int = 2
+    # Longer than a live sender ever holds a claim here, even on a busy machine: as on AWS, where the
+    # claim outlasts the function's timeout, only a dead sender's claim expires.
+    claim_seconds: int = 8
+    unknown_outcome_seconds: int = 2
+    account_error_seconds: int = 2
+    backoff_base_seconds: int = 1
+    backoff_max_seconds: int = 2
+    requeue_every: float = 0.5
+    overlap_every: float = 1.0
+    # Lambda retries a failed asynchronous invocation twice, about one and two minutes apart, against
+    # a claim of three minutes: here a third and two thirds of the claim.
+    event_retry_delays: tuple[float, ...] = (2.5, 5.0)
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "QUEUED_GRACE_SECONDS": str(self.queued_grace_seconds),
+            "CLAIM_SECONDS": str(self.claim_seconds),
+            "UNKNOWN_OUTCOME_SECONDS": str(self.unknown_outcome_seconds),
+            "ACCOUNT_ERROR_SECONDS": str(self.account_error_seconds),
+            "BACKOFF_BASE_SECONDS": str(self.backoff_base_seconds),
+            "BACKOFF_MAX_SECONDS": str(self.backoff_max_seconds),
+        }
+
+
+@dataclass(frozen=True)
+class Faults:
+    """How often each fault strikes."""
+
+    # Per SQS publish call by a function (SendMessage or SendMessageBatch): the call fails.
+    sqs_publish_fails: float = 0.05
+    # Per message published: SQS delivers it twice.
+    sqs_delivers_twice: float = 0.03
+    # Per SQS publish attempt: SQS took the messages, but answers 500 (botocore publishes again).
+    sqs_delivered_then_error: float = 0.03
+    # Per DynamoDB write attempt: throttled once, botocore retries it.
+    dynamodb_throttled_once: float = 0.002
+    # Per DynamoDB write call: throttled at every attempt, the call fails.
+    dynamodb_write_fails: float = 0.01
+    # Per DynamoDB write attempt: the write lands, its answer is lost (a read timeout or a reset
+    # connection); botocore tries again.
+    dynamodb_answer_lost_once: float = 0.01
+    # Per DynamoDB write request (its body): the write lands and the answer to every attempt is lost, so
+    # the call fails although the write landed: for the status and content writes of an enqueue, and
+    # for every other write (claim, outcome, requeue, events, cancel).
+    enqueue_answer_lost: float = 0.005
+    dynamodb_call_answer_lost: float = 0.005
+    # Per SES SendEmail call.
+    ses_throttles: float = 0.05
+    ses_server_error: float = 0.03
+    ses_account_paused: float = 0.01
+    ses_timeout_before_send: float = 0.02
+    ses_timeout_after_accept: float = 0.02
+    sender_dies_after_accept: float = 0.02
+    # Per email: SES rejects it (permanent), or fails every attempt with a 5xx (it runs out of attempts;
+    # a throttle never spends one).
+    rejected_emails: float = 0.01
+    doomed_emails: float = 0.005
+    # Per email SES accepted: its Send event is lost; a Delivery event follows.
+    send_event_lost: float = 0.25
+    delivery_event: float = 0.3
+    # Per SES event: EventBridge delivers it twice; a Delivery event comes before the Send event.
+    event_delivered_twice: float = 0.05
+    delivery_before_send: float = 0.2
+
+    @classmethod
+    def only(cls, **rates: float) -> Faults:
+        """No fault at all but ``rates`` (SES's events still come, all of them)."""
+        zero = {item.name: 0.0 for item in fields(cls)}
+        return cls(**{**zero, **rates})
+
+    def ses_table(self) -> tuple[tuple[str, float], ...]:
+        return (
+            ("ses_throttled", self.ses_throttles),
+            ("ses_server_error", self.ses_server_error),
+            ("ses_account_paused", self.ses_account_paused),
+            ("ses_timeout_before_send", self.ses_timeout_before_send),
+            ("ses_timeout_after_accept", self.ses_timeout_after_accept),
+            ("sender_died_after_accept", self.sender_dies_after_accept),
+        )
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    emails: int = 2000
+    seed: int = 20_261_126
+    batch_share: float = 0.5
+    scheduled_share: float = 0.1
+    attachment_share: float = 0.15
+    high_priority_share: float = 0.1
+    # Emails cancelled right after they are accepted; None for one in a hundred (at least 4).
+    cancels: int | None = None
+    faults: Faults = field(default_factory=Faults)
+    timings: Timings = field(default_factory=Timings)
+    # Give up waiting for the queue to drain after this long (it is then a failed run: emails stuck).
+    drain_timeout: float = 600.0
+    # Powertools log level of the functions: the faults make them log a lot on purpose.
+    log_level: str = "CRITICAL"
+
+    @property
+    def cancel_count(self) -> int:
+        return self.cancels if self.cancels is not None else max(4, self.emails // 100)
+
+
+# --- what to send -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmailPlan:
+    index: int
+    batch: bool
+    send_in: float | None
+    attachment_bytes: int
+    high_priority: bool
+    cancel: str | None  # "scheduled" (an hour ahead, then cancelled) or "queued" (cancelled at once)
+    fate: str  # "normal", "rejected" (permanently) or "doomed" (a 5xx at every attempt)
+
+    def request(self, now: datetime) -> dict[str, Any]:
+        email: dict[str, Any] = {
+            "from": SENDER,
+            "to": [f"r{self.index}@example.org"],
+            "subject": f"Chaos {self.index}",
+            "text": f"Email {self.index} of the chaos run.",
+            "tags": [{"name": INDEX_TAG, "value": str(self.index)}],
+            "metadata": {INDEX_TAG: self.index},
+        }
+        if self.index % 7 == 0:
+            email["cc"] = [f"c{self.index}@example.org"]
+        if self.high_priority:
+            email["priority"] = "high"
+        if self.send_in is not None:
+            email["send_at"] = (now + timedelta(seconds=self.send_in)).isoformat()
+        if self.attachment_bytes:
+            data = random.Random(self.index).randbytes(self.attachment_bytes)
+            email["attachments"] = [
+                {
+                    "filename": f"chaos-{self.index}.bin",
+                    "content_type": "application/octet-stream",
+                    "content": base64.b64encode(data).decode(),
+                }
+            ]
+        return email
+
+
+def plan_emails(config: ChaosConfig) -> list[EmailPlan]:
+    rng = random.Random(f"{config.seed}:plan")
+    cancelled = set(rng.sample(range(config.emails), min(config.cancel_count, config.emails)))
+    plans = []
+    for index in range(config.emails):
+        cancel = ("scheduled" if index % 2 else "queued") if index in cancelled else None
+        draw = rng.random()
+        fate = "normal"
+        if cancel is None and draw < config.faults.rejected_emails:
+            fate = "rejected"
+        elif cancel is None and draw < config.faults.rejected_emails + config.faults.doomed_emails:
+            fate = "doomed"
+        send_in: float | None = None
+        if cancel == "scheduled":
+            send_in = 3600.0
+        elif rng.random() < config.scheduled_share:
+            send_in = round(rng.uniform(1.0, 4.0), 1)
+        plans.append(
+            EmailPlan(
+                index=index,
+                batch=cancel is None and rng.random() < config.batch_share,
+                send_in=send_in,
+                attachment_bytes=rng.randint(200, 8_000) if rng.random() < config.attachment_share else 0,
+                high_priority=rng.random() < config.high_priority_share,
+                cancel=cancel,
+                fate=fate,
+            )
+        )
+    return plans
+
+
+def enqueue_units(plans: list[EmailPlan], seed: int) -> Iterator[list[EmailPlan]]:
+    """Singles as they come, the others in batches of 2 to 60."""
+    rng = random.Random(f"{seed}:batches")
+    batch: list[EmailPlan] = []
+    size = rng.randint(2, 60)
+    for plan in plans:
+        if not plan.batch:
+            yield [plan]
+            continue
+        batch.append(plan)
+        if len(batch) >= size:
+            yield batch
+            batch, size = [], rng.randint(2, 60)
+    if batch:
+        yield batch
+
+
+def ses_fault(config: ChaosConfig, plan: EmailPlan, attempt: int) -> str | None:
+    """The fault of one email's ``attempt``-th SendEmail call: the same in every run with this seed."""
+    if plan.fate == "rejected":
+        return "ses_rejected"
+    if plan.fate == "doomed":
+        return "ses_server_error"
+    draw = random.Random(f"{config.seed}:ses:{plan.index}:{attempt}").random()
+    for kind, chance in config.faults.ses_table():
+        if draw < chance:
+            return kind
+        draw -= chance
+    return None
