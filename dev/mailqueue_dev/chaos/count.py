@@ -63,6 +63,12 @@ class Count:
             status = str(record["status"])
             told = f"{email_id} (email {index}, {_story(record)})"
             problems += [f"{told}: {forbidden}" for forbidden in _forbidden_transitions(record)]
+            if plan.fate != "rejected" and any(
+                entry.get("status") == "failed" and "MessageRejected" in str(entry.get("reason", ""))
+                for entry in record.get("history") or []
+            ):
+                # Only the sending identity's verification makes SES reject an email the plan did not doom.
+                problems.append(f"{told} was failed by an unverified identity, an error that must hold it")
             if status in LIVE:
                 report.stuck[email_id] = status
                 problems.append(f"{told} is still {status}")
@@ -103,10 +109,31 @@ class Count:
             if plan.cancel == "scheduled" and ledger.cancel_answers.get(email_id) != 200:
                 problems.append(f"the cancel of scheduled {told} answered {ledger.cancel_answers.get(email_id)}")
         report.cancel_refused = sum(1 for answer in ledger.cancel_answers.values() if answer == 409)
+        report.paths = self._paths(records)
         report.failed = dict(failed)
         report.extra_sends_by_window = dict(windows)
         report.sent_in_window_yet_not_sent = dict(unsettled)
         report.sent_twice = sum(1 for sends in moto_sends.values() if len(sends) > 1)
+
+    def _paths(self, records: dict[str, dict[str, Any]]) -> dict[str, int]:
+        """How many emails took each path of an email's life that the run sets out to cover."""
+        paths: Counter[str] = Counter()
+        for email_id, index in self.ledger.accepted.items():
+            record = records.get(email_id) or {}
+            history = record.get("history") or []
+            plan = self.plans[index]
+            if history and history[0].get("status") == "scheduled" and plan.cancel != "scheduled":
+                paths["scheduled beyond SQS's delay, released by the requeue function"] += 1
+            if any(str(entry.get("reason", "")).startswith("held:") for entry in history):
+                paths["held by an account or configuration error, then released"] += 1
+            if record.get("status") == "failed" and "attempt" in str(history[-1].get("reason", "")):
+                paths["failed after its last attempt"] += 1
+            if plan.cancel == "racing":
+                answer = self.ledger.cancel_answers.get(email_id)
+                paths[f"cancelled at a random moment: answered {answer}"] += 1
+        for answer in self.ledger.retried.values():
+            paths[f"failed, retried by request: answered {answer}"] += 1
+        return dict(sorted(paths.items()))
 
     def _sends(self, email_id: str, message_ids: list[str]) -> list[Acceptance]:
         """Every send SES accepted for the email, in SES's order, with what the hooks saw of each.

@@ -197,6 +197,13 @@ class Injector:
             return failed_call(503, "ServiceUnavailable", "Service is unavailable.")
         if fault == "ses_account_paused":
             return failed_call(400, "SendingPausedException", "Email sending is disabled for your account.")
+        if fault == "ses_identity_unverified":
+            return failed_call(
+                400,
+                "MessageRejected",
+                "Email address is not verified. The following identities failed the check in region US-EAST-1: "
+                "app@example.com",
+            )
         if fault == "ses_rejected":
             return failed_call(400, "MessageRejected", "Email address is on the account-level suppression list.")
         if fault == "ses_timeout_before_send":

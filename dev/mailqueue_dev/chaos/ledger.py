@@ -30,6 +30,8 @@ class Ledger:
     accepted_at: dict[str, float] = field(default_factory=dict)
     api_errors: list[str] = field(default_factory=list)
     cancel_answers: dict[str, int] = field(default_factory=dict)
+    # Failed emails retried by request, with the answer.
+    retried: dict[str, int] = field(default_factory=dict)
     acceptances: dict[str, list[Acceptance]] = field(default_factory=lambda: defaultdict(list))
     # Email ids whose `sent` write failed after SES accepted, with the sequence number of the failure.
     sent_write_failures: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))

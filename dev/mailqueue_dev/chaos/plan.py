@@ -21,6 +21,9 @@ class Timings:
     """Every deadline of the run, short enough to drain in seconds (deployed: minutes)."""
 
     queued_grace_seconds: int = 2
+    # SQS delays a message by at most 15 minutes; an email due later waits `scheduled` until the requeue
+    # function releases it. Here the limit is 2 s, so that emails due 2 to 4 s ahead take that path.
+    sqs_max_delay_seconds: int = 2
     # Longer than a live sender ever holds a claim here, even on a busy machine: as on AWS, where the
     # claim outlasts the function's timeout, only a dead sender's claim expires.
     claim_seconds: int = 8
@@ -74,6 +77,8 @@ class Faults:
     ses_timeout_before_send: float = 0.02
     ses_timeout_after_accept: float = 0.02
     sender_dies_after_accept: float = 0.02
+    # SES refuses the send: the sending identity is not verified (an error of the configuration).
+    ses_identity_unverified: float = 0.01
     # Per email: SES rejects it (permanent), or fails every attempt with a 5xx (it runs out of attempts;
     # a throttle never spends one).
     rejected_emails: float = 0.01
@@ -99,6 +104,7 @@ class Faults:
             ("ses_timeout_before_send", self.ses_timeout_before_send),
             ("ses_timeout_after_accept", self.ses_timeout_after_accept),
             ("sender_died_after_accept", self.sender_dies_after_accept),
+            ("ses_identity_unverified", self.ses_identity_unverified),
         )
 
 
@@ -110,7 +116,9 @@ class ChaosConfig:
     scheduled_share: float = 0.1
     attachment_share: float = 0.15
     high_priority_share: float = 0.1
-    # Emails cancelled right after they are accepted; None for one in a hundred (at least 4).
+    # Emails cancelled: a third scheduled an hour ahead then cancelled, a third cancelled at once, a third
+    # cancelled at a random moment of their first seconds (racing the sender, the requeue function and
+    # SES's events); None for one in a hundred (at least 6).
     cancels: int | None = None
     faults: Faults = field(default_factory=Faults)
     timings: Timings = field(default_factory=Timings)
@@ -121,7 +129,7 @@ class ChaosConfig:
 
     @property
     def cancel_count(self) -> int:
-        return self.cancels if self.cancels is not None else max(4, self.emails // 100)
+        return self.cancels if self.cancels is not None else max(6, self.emails // 100)
 
 
 # --- what to send -------------------------------------------------------------------------------------------
@@ -134,7 +142,9 @@ class EmailPlan:
     send_in: float | None
     attachment_bytes: int
     high_priority: bool
-    cancel: str | None  # "scheduled" (an hour ahead, then cancelled) or "queued" (cancelled at once)
+    # "scheduled" (an hour ahead, then cancelled), "queued" (cancelled at once) or "racing" (cancelled
+    # after cancel_after seconds, whatever it is doing by then)
+    cancel: str | None
     fate: str  # "normal", "rejected" (permanently) or "doomed" (a 5xx at every attempt)
 
     def request(self, now: datetime) -> dict[str, Any]:
@@ -169,7 +179,7 @@ def plan_emails(config: ChaosConfig) -> list[EmailPlan]:
     cancelled = set(rng.sample(range(config.emails), min(config.cancel_count, config.emails)))
     plans = []
     for index in range(config.emails):
-        cancel = ("scheduled" if index % 2 else "queued") if index in cancelled else None
+        cancel = ("scheduled", "queued", "racing")[index % 3] if index in cancelled else None
         draw = rng.random()
         fate = "normal"
         if cancel is None and draw < config.faults.rejected_emails:

@@ -35,6 +35,8 @@ class ChaosReport:
     extra_sends_by_window: dict[str, int] = field(default_factory=dict)
     sent_in_window_yet_not_sent: dict[str, int] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
+    # Emails per path of an email's life (scheduled, held, retried by request, cancelled mid-way…).
+    paths: dict[str, int] = field(default_factory=dict)
     events: dict[str, int] = field(default_factory=dict)
     requeue_runs: dict[str, int] = field(default_factory=dict)
     # How late (past its drawn delay) the latest SES event reached the events function.
@@ -100,6 +102,8 @@ class ChaosReport:
                 f"{status} {count}" for status, count in sorted(self.sent_in_window_yet_not_sent.items())
             )
             lines.append(f"{'accepted by SES in a window, yet':<34} {unsettled}")
+        lines.append("paths of an email's life")
+        lines += [f"  {name:<70} {count}" for name, count in self.paths.items()]
         lines.append(f"faults injected ({self.fault_kinds} kinds)")
         lines += [f"  {name:<70} {count}" for name, count in self._faults("  ")]
         lines.append(f"SES events (the latest handed over {self.event_latest_seconds:.1f} s past its delay)")
@@ -117,12 +121,17 @@ class ChaosReport:
             "|---|---|",
             *(f"| {name} | {count} |" for name, count in self._faults("&nbsp;&nbsp;&nbsp;&nbsp;")),
         ]
+        paths = [
+            "| path of an email's life | emails |",
+            "|---|---|",
+            *(f"| {k} | {v} |" for k, v in self.paths.items()),
+        ]
         events = [
             "| SES event | count |",
             "|---|---|",
             *(f"| {name} | {count} |" for name, count in sorted(self.events.items())),
         ]
-        return "\n".join([*table, "", *faults, "", *events])
+        return "\n".join([*table, "", *paths, "", *faults, "", *events])
 
 
 FAULTS = {
@@ -138,6 +147,7 @@ FAULTS = {
     "ses_throttled": "SES throttled",
     "ses_server_error": "SES answered 500 or 503",
     "ses_account_paused": "SES: sending paused for the account",
+    "ses_identity_unverified": "SES: the sending identity is not verified",
     "ses_rejected": "SES rejected the email for good",
     "ses_timeout_before_send": "SES timed out before it got the request",
     "ses_timeout_after_accept": "SES timed out after it accepted the email",

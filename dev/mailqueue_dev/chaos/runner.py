@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import random
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -37,6 +39,7 @@ class ChaosRun:
         self.plans = plan_emails(config)
         self.ledger = Ledger()
         self._plain_clients: dict[str, Any] = {}
+        self._timers: list[threading.Timer] = []
         self.local = LocalStack(
             api_port=0,
             emulator_port=0,
@@ -77,6 +80,10 @@ class ChaosRun:
         overlaps = OverlappingRequeues(
             lambda: requeue.requeuer.run(lambda: 60_000), self.config.timings.overlap_every, self.ledger
         )
+        # The module the API function's enqueue runs in: its limit on SQS's delay, shortened for the run.
+        service: Any = importlib.import_module("mailqueue.service")
+        longest_delay = service.MAX_DELAY_SECONDS
+        service.MAX_DELAY_SECONDS = self.config.timings.sqs_max_delay_seconds
         injector.install()
         bus.start()
         overlaps.start()
@@ -84,12 +91,19 @@ class ChaosRun:
             enqueue_started = time.monotonic()
             self._enqueue_all()
             last_enqueue = time.monotonic()
+            for timer in self._timers:
+                timer.join()
             drained = self._wait_for_drain()
+            if drained:
+                # Failed emails retried by request, once the first drain is over.
+                self._retry_failed()
+                drained = self._wait_for_drain()
             finished = time.monotonic()
         finally:
             overlaps.stop()
             waiting = bus.stop()
             injector.uninstall()
+            service.MAX_DELAY_SECONDS = longest_delay
         if waiting:
             self.ledger.events["still on their way when the run ended"] = waiting
         report.seconds_to_drain = finished - enqueue_started
@@ -132,8 +146,6 @@ class ChaosRun:
             folder = REPOSITORY / "functions" / "events"
             if str(folder) not in sys.path:
                 sys.path.insert(0, str(folder))
-            import importlib  # noqa: PLC0415
-
             # Afresh, as a new container would: its clients are the ones the faults are hooked on.
             if "ses_events" in sys.modules:
                 module = importlib.reload(sys.modules["ses_events"])
@@ -182,7 +194,12 @@ class ChaosRun:
                     self.progress(f"accepted {len(self.ledger.accepted)} of {self.config.emails}")
                 if len(unit) == 1:
                     email_id = self._enqueue_one(http, unit[0])
-                    if email_id and unit[0].cancel:
+                    if email_id and unit[0].cancel == "racing":
+                        delay = random.Random(f"{self.config.seed}:cancel:{unit[0].index}").uniform(0.0, 3.0)
+                        timer = threading.Timer(delay, self._cancel, (None, email_id))
+                        timer.start()
+                        self._timers.append(timer)
+                    elif email_id and unit[0].cancel:
                         self._cancel(http, email_id)
                 else:
                     self._enqueue_batch(http, unit)
@@ -234,9 +251,11 @@ class ChaosRun:
             self.ledger.accepted_at[email_id] = time.monotonic()
 
     def _cancel(self, http: Any, email_id: str) -> None:
+        import requests  # noqa: PLC0415
+
         lost = False
         for attempt in range(10):
-            answer = http.delete(f"{self.local.api_url}/emails/{email_id}", timeout=60)
+            answer = (http or requests).delete(f"{self.local.api_url}/emails/{email_id}", timeout=60)
             if answer.status_code != 503:
                 break
             lost = True
@@ -246,7 +265,23 @@ class ChaosRun:
             # The cancel answered 503, yet its write had landed: the retry finds the email cancelled.
             self.ledger.event("cancel answered 503 though it landed (its retry found the email cancelled)")
             status = 200
-        self.ledger.cancel_answers[email_id] = status
+        with self.ledger.lock:
+            self.ledger.cancel_answers[email_id] = status
+
+    def _retry_failed(self) -> None:
+        """Retry every failed email by request, as an operator would once a fault has passed."""
+        import requests  # noqa: PLC0415
+
+        failed = [email_id for email_id, record in self._status_records().items() if record["status"] == "failed"]
+        with requests.Session() as http:
+            for email_id in failed:
+                for attempt in range(10):
+                    answer = http.post(f"{self.local.api_url}/emails/{email_id}/retry", timeout=60)
+                    if answer.status_code != 503:
+                        break
+                    time.sleep(0.05 * (attempt + 1))
+                with self.ledger.lock:
+                    self.ledger.retried[email_id] = answer.status_code
 
     def _plain(self, service: str) -> Any:
         """A client of the emulator that no fault reaches: what an operator looking at the stack sees."""
