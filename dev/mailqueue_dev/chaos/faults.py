@@ -57,6 +57,16 @@ def _body_of(params: dict[str, Any]) -> dict[str, Any]:
     return decoded
 
 
+def _retry_header(request: Any) -> dict[str, str]:
+    """botocore's ``amz-sdk-request`` header: which attempt of how many this request is."""
+    parts = str(request.headers.get("amz-sdk-request", "")).split(";")
+    return dict(part.strip().split("=", 1) for part in parts if "=" in part)
+
+
+def _attempt(request: Any) -> int:
+    return int(_retry_header(request).get("attempt", "1"))
+
+
 def _raw_body(request: Any) -> bytes:
     body = request.body or b""
     return body if isinstance(body, bytes) else str(body).encode()
@@ -309,7 +319,7 @@ class Injector:
         if not self.chance(self.config.faults.dynamodb_throttled_once):
             return None
 
-        retry = dict(part.strip().split("=", 1) for part in str(request.headers.get("amz-sdk-request", "")).split(";"))
+        retry = _retry_header(request)
         if retry.get("attempt") and retry.get("attempt") == retry.get("max"):
             # The last attempt throttled too: the call fails, as a throttled write that botocore gave up on.
             self.ledger.fault("dynamodb_write_failed")
@@ -350,8 +360,10 @@ class Injector:
         claim = claim_of(body)
         if claim is not None and 200 <= int(response.status_code) < 300:
             self.ledger.claimed(claim, requested)
-        self.ledger.fault(kind)
-        self.ledger.fault(f"{kind}: {what}")
+        if kind != "dynamodb_call_answer_lost" or _attempt(request) == 1:
+            # A request whose every answer is lost counts once, at its first attempt.
+            self.ledger.fault(kind)
+            self.ledger.fault(f"{kind}: {what}")
         lost: Exception = ReadTimeoutError(endpoint_url=request.url)
         if int(digest[0], 16) % 2:  # either way, by the request
             lost = ConnectionClosedError(endpoint_url=request.url)
