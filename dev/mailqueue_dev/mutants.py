@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -382,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the mutants and check that each applies")
     parser.add_argument("--doc", type=Path, help="write the results into this Markdown file's mutants block")
     parser.add_argument("--python", default=sys.executable, help="the interpreter with the project's dependencies")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants run at once (default 1)")
+    parser.add_argument(
+        "--logs", type=Path, default=REPOSITORY / ".mailqueue" / "mutants", help="each mutant's test output goes here"
+    )
     args = parser.parse_args(argv)
     check_all()
     chosen = [mutant for mutant in MUTANTS if not args.names or mutant.name in args.names]
@@ -393,14 +398,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{mutant.name:<36} {mutant.path}: {mutant.defect}")
         return 0
     started = time.monotonic()
-    outcomes = []
-    for mutant in chosen:
-        outcome = run_mutant(mutant, args.python)
-        verdict = f"killed by {outcome.killer}" if outcome.killed else "SURVIVED"
-        print(f"{mutant.name:<36} {verdict} ({outcome.seconds:.0f} s)", flush=True)
-        if not outcome.killed:
-            print("\n".join(outcome.output.splitlines()[-15:]), flush=True)
-        outcomes.append(outcome)
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        running = [pool.submit(run_mutant, mutant, args.python) for mutant in chosen]
+        outcomes = []
+        for future in running:
+            outcome = future.result()
+            args.logs.mkdir(parents=True, exist_ok=True)
+            (args.logs / f"{outcome.mutant.name}.log").write_text(outcome.output, encoding="utf-8")
+            verdict = f"killed by {outcome.killer}" if outcome.killed else "SURVIVED"
+            print(f"{outcome.mutant.name:<36} {verdict} ({outcome.seconds:.0f} s)", flush=True)
+            if not outcome.killed:
+                print("\n".join(outcome.output.splitlines()[-15:]), flush=True)
+            else:
+                # Why it died: the first lines of the failure that say so.
+                reasons = [line for line in outcome.output.splitlines() if re.match(r"^E\s+\S|^\s+problem:", line)]
+                print("\n".join(f"    {line.strip()[:200]}" for line in reasons[:3]), flush=True)
+            outcomes.append(outcome)
     seconds = time.monotonic() - started
     survivors = [outcome.mutant.name for outcome in outcomes if not outcome.killed]
     print(f"{len(outcomes) - len(survivors)} of {len(outcomes)} mutants killed in {seconds:.0f} s", flush=True)

@@ -33,6 +33,7 @@ the threads decide.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import warnings
@@ -79,9 +80,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, help="write the figures into this Markdown file's chaos block")
     parser.add_argument("--workdir", type=Path, help="keep the outbox and metrics here")
     parser.add_argument("--log-level", default="CRITICAL", help="the functions' log level (default CRITICAL)")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME=RATE",
+        help="change how often a fault strikes (a field of Faults), e.g. enqueue_answer_lost=0; repeatable",
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="No application metrics to publish")
-    config = ChaosConfig(emails=args.emails, seed=args.seed, log_level=args.log_level.upper())
+    names = {item.name for item in dataclasses.fields(Faults)}
+    changed: dict[str, float] = {}
+    for option in args.fault:
+        name, _, rate = option.partition("=")
+        if name not in names or not rate:
+            parser.error(f"--fault {option}: expected NAME=RATE, NAME one of {', '.join(sorted(names))}")
+        changed[name] = float(rate)
+    faults = dataclasses.replace(Faults(), **changed)
+    config = ChaosConfig(emails=args.emails, seed=args.seed, log_level=args.log_level.upper(), faults=faults)
     print(f"chaos run: {config.emails} emails, seed {config.seed}; faults on every AWS call…", flush=True)
     # Progress goes to stderr: the local stack sends stdout to its metrics file during each invocation.
     report = run(config, args.workdir, progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
@@ -90,6 +106,6 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
     if args.doc and report.ok:
-        update_doc(args.doc, report)
+        update_doc(args.doc, report, changed)
         print(f"figures written to {args.doc}", flush=True)
     return 0 if report.ok else 1

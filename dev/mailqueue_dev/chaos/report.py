@@ -186,7 +186,7 @@ _DESPITE_EVENT = "despite_an_event"
 _FAULT_DETAILS = frozenset({"sqs_publish_failed_messages", "dynamodb_sent_write_failed"})
 
 
-def update_doc(path: Path, report: ChaosReport) -> None:
+def update_doc(path: Path, report: ChaosReport, changed: dict[str, float] | None = None) -> None:
     """Replace the figures between the chaos markers of ``path`` with this run's."""
     text = path.read_text(encoding="utf-8")
     if DOC_BEGIN not in text or DOC_END not in text:
@@ -196,6 +196,8 @@ def update_doc(path: Path, report: ChaosReport) -> None:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     block = f"{DOC_BEGIN}\nLast `make chaos` run: {stamp}, {report.emails} emails, seed {report.seed}, "
     block += (
-        f"{report.fault_kinds} fault kinds, {'passed' if report.ok else 'FAILED'}.\n\n{report.markdown()}\n{DOC_END}"
+        f"{report.fault_kinds} fault kinds, {'passed' if report.ok else 'FAILED'}"
+        + "".join(f"; `--fault {name}={rate:g}`" for name, rate in sorted((changed or {}).items()))
+        + f".\n\n{report.markdown()}\n{DOC_END}"
     )
     path.write_text(head + block + tail, encoding="utf-8")
