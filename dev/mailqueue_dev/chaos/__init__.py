@@ -7,22 +7,32 @@ handlers behind the local API, SQS pollers and the requeue schedule), enqueues e
 cancelled) and injects faults into the AWS calls the handlers make, through botocore event hooks
 on the clients they share (:func:`mailqueue.aws.client`):
 
-- the SQS publish fails (at enqueue, and when the requeue function publishes again);
-- SQS delivers a message twice;
+- the SQS publish fails (at enqueue, and when the requeue function publishes again), or SQS takes it
+  and answers 500; SQS delivers a message twice;
 - DynamoDB throttles a write: one attempt (botocore retries it) or every attempt (the call fails);
-- SES throttles, answers 5xx, pauses the account, rejects the email, or times out, either before
-  the request reached it (nothing sent) or after it accepted the email (the outcome is unknown);
+  or the write lands and its answer is lost (a read timeout, a reset connection), once or at every
+  attempt;
+- SES throttles, answers 5xx, pauses the account, finds the identity unverified, rejects the email,
+  or times out, either before the request reached it (nothing sent) or after it accepted the email
+  (the outcome is unknown);
 - the sender dies after SES accepted an email, before it recorded ``sent`` (SES's event settles it,
   or, if that is lost, its claim expires and it is sent again);
-- two requeue runs overlap, beside the scheduled one.
+- two requeue runs overlap, beside the scheduled one; cancels come at random moments.
 
-SES's events come back as they would through EventBridge: late, some lost, a failed invocation
-retried twice. Then the run waits until no email is live and counts, per email id, what SES
-accepted (moto's own record of sent messages, in order; the hooks tell which answers never reached
-the sender) against what the table says. It fails if an email is lost, stuck, failed for a reason
-other than a permanent SES error or exhausted attempts, cancelled yet sent, or sent twice outside
-the documented windows: an unknown outcome, the sender dying after SES accepted, or the ``sent``
-write failing.
+SES's events come back as they would through EventBridge: late, some lost, some twice, a Delivery
+before its Send, a failed invocation retried twice. Once no email is live, failed emails are retried
+by request and the run waits again. Then it counts, per email id, what SES accepted (moto's own
+record of sent messages, in order; the hooks tell which answers never reached the sender) against
+what the table says. It fails if an email is lost, stuck, failed for a reason other than a permanent
+SES error or exhausted attempts, cancelled yet sent, or sent twice outside the window: a repeat is
+inside it only when the send before it went unrecorded (an unknown outcome, the sender dying after
+SES accepted, the ``sent`` write failing) **and** no event proving SES's acceptance had been handled
+by the events function before the repeat was claimed (:mod:`mailqueue_dev.chaos.count`).
+
+The package: :mod:`~mailqueue_dev.chaos.plan` (what to send, how often each fault strikes),
+:mod:`~mailqueue_dev.chaos.faults` (the hooks), :mod:`~mailqueue_dev.chaos.event_bus` (SES's events),
+:mod:`~mailqueue_dev.chaos.ledger` (what happened), :mod:`~mailqueue_dev.chaos.count`,
+:mod:`~mailqueue_dev.chaos.report` and :mod:`~mailqueue_dev.chaos.runner` (one run).
 
 Every timing is shortened (see :class:`Timings`) so that the run drains in seconds. The faults of
 each email's SES calls are drawn from the seed, the email's index and the attempt, so they are the
