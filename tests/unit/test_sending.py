@@ -379,6 +379,33 @@ def test_an_email_sending_under_a_live_claim_is_left_alone(api, stack, sender):
     assert email["attempts"] == 1
 
 
+def test_a_sender_whose_claim_was_taken_over_cannot_write_its_outcome(api, stack, sender):
+    """While SES takes its call, the claim expires and another sender claims the email: the first one's
+    outcome write, guarded by its own claim token, changes nothing."""
+    email_id = enqueue(api)
+    messages = receive(stack)
+    store = aws_store()
+
+    def taken_over(**_: Any) -> None:
+        now = clock.now()
+        released = Change(Status.QUEUED, deadline=clock.after(now, 60), remove=("claim_token",))
+        transition(store, email_id, Guard(statuses={Status.SENDING}), released, now)
+        theirs = Change(Status.SENDING, deadline=clock.after(now, 180), attempts_delta=1, set={"claim_token": "theirs"})
+        transition(store, email_id, Guard(statuses={Status.QUEUED}), theirs, now)
+
+    sender.ses.meta.events.register("before-call.sesv2.SendEmail", taken_over, unique_id="taken-over")
+    try:
+        report = sender.module.sender.handle_message(messages[0]["Body"])
+    finally:
+        sender.ses.meta.events.unregister("before-call.sesv2.SendEmail", unique_id="taken-over")
+
+    assert report.result is Result.CLAIM_LOST
+    email = record(stack, email_id)
+    assert email["status"] == "sending"
+    assert email["claim_token"] == "theirs"
+    assert email["attempts"] == 2
+
+
 def test_a_cancelled_email_is_not_sent(api, stack, sender, capsys):
     email_id = enqueue(api)
     assert api.delete(f"/emails/{email_id}")[0] == 200
