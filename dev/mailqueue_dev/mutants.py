@@ -59,9 +59,19 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{SHARED}/delivery.py",
         (
             ('"Send": (frozenset({Status.RETRYING}), Status.SENT)', '"Send": (frozenset(), Status.SENT)'),
-            ("_SETTLED_BY_PROOF = frozenset({Status.SENDING,", "_SETTLED_BY_PROOF = frozenset() or frozenset({"),
+            ("_SETTLED_BY_PROOF = frozenset({Status.SENDING,", "_SETTLED_BY_PROOF = frozenset() and frozenset({"),
         ),
         (CHAOS,),
+    ),
+    Mutant(
+        "settlement-off-property",
+        "SES's events never settle an attempt whose answer was lost (seen by the property test alone)",
+        f"{SHARED}/delivery.py",
+        (
+            ('"Send": (frozenset({Status.RETRYING}), Status.SENT)', '"Send": (frozenset(), Status.SENT)'),
+            ("_SETTLED_BY_PROOF = frozenset({Status.SENDING,", "_SETTLED_BY_PROOF = frozenset() and frozenset({"),
+        ),
+        (PROPERTY,),
     ),
     Mutant(
         "settlement-off",
@@ -69,7 +79,7 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{SHARED}/delivery.py",
         (
             ('"Send": (frozenset({Status.RETRYING}), Status.SENT)', '"Send": (frozenset(), Status.SENT)'),
-            ("_SETTLED_BY_PROOF = frozenset({Status.SENDING,", "_SETTLED_BY_PROOF = frozenset() or frozenset({"),
+            ("_SETTLED_BY_PROOF = frozenset({Status.SENDING,", "_SETTLED_BY_PROOF = frozenset() and frozenset({"),
         ),
         ("tests/unit/test_delivery_events.py",),
     ),
