@@ -431,13 +431,13 @@ def test_a_refused_connection_sent_nothing_and_is_retried(api, stack, sender):
 
 def test_a_rejected_email_fails_with_the_reason(api, stack, sender, capsys):
     email_id = enqueue(api)
-    sender.answer_ses("MessageRejected", "Email address is not verified.")
+    sender.answer_ses("MessageRejected", "Illegal address")
 
     assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
 
     email = record(stack, email_id)
     assert email["status"] == "failed"
-    assert email["last_error"] == {"code": "MessageRejected", "message": "Email address is not verified."}
+    assert email["last_error"] == {"code": "MessageRejected", "message": "Illegal address"}
     assert "deadline" not in email
     assert "claim_token" not in email
     assert history(email)[-1] == ("failed", "failed: MessageRejected")
@@ -498,11 +498,20 @@ def test_an_email_settled_by_ses_s_event_first_is_reported_sent_without_an_error
 
 
 @pytest.mark.parametrize(
-    "code", ["AccountSendingPausedException", "SendingPausedException", "MailFromDomainNotVerifiedException"]
+    ("code", "message"),
+    [
+        ("AccountSendingPausedException", "Sending is paused for this account."),
+        ("SendingPausedException", "Sending is paused for this account."),
+        ("MailFromDomainNotVerifiedException", "The MAIL FROM domain is not verified."),
+        (
+            "MessageRejected",
+            "Email address is not verified. The following identities failed the check: app@example.com",
+        ),
+    ],
 )
-def test_an_account_error_holds_the_email_without_spending_an_attempt(api, stack, sender, capsys, code):
+def test_an_account_error_holds_the_email_without_spending_an_attempt(api, stack, sender, capsys, code, message):
     email_id = enqueue(api)
-    sender.answer_ses(code, "Sending is paused for this account.")
+    sender.answer_ses(code, message)
     before = clock.now()
 
     assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
