@@ -441,3 +441,74 @@ def test_base64_bodies_from_api_gateway_are_understood(api, stack):
     answer = api.module.handler(event, api._context)
 
     assert answer["statusCode"] == 202, answer
+
+
+# --- input that reached storage unchecked ---------------------------------------------------------------------
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        # UTC is a year before the first one datetime can hold.
+        ({"send_at": "0001-01-01T00:00:00+01:00"}, "send_at"),
+        ({"send_at": "9999-12-31T23:59:59-01:00"}, "send_at"),
+        # DynamoDB stores maps nested 32 levels deep at most (moto stores deeper ones).
+        ({"metadata": nested(40)}, "metadata"),
+    ],
+)
+def test_input_that_storage_cannot_hold_is_a_422_naming_the_field(api, stack, overrides, field):
+    status, body = api.post("/emails", an_email(**overrides))
+
+    assert status == 422, body
+    assert assert_error_shape(body)["details"][0]["field"] == field
+    assert table_items(stack) == []
+
+
+def test_a_send_at_out_of_range_fails_its_batch_item_only(api, stack):
+    status, body = api.post("/emails/batch", {"emails": [an_email(send_at="0001-01-01T00:00:00+01:00"), an_email()]})
+
+    assert status == 202, body
+    assert body["accepted"] == 1
+    assert body["results"][0]["error"]["details"][0]["field"] == "send_at"
+    assert body["results"][1]["id"]
+
+
+def test_metadata_within_the_nesting_limit_is_kept(api, stack):
+    status, body = api.post("/emails", an_email(metadata=nested(16)))
+
+    assert status == 202
+    assert api.get(f"/emails/{body['id']}")[1]["metadata"] == nested(16)
+
+
+def cursor_of(value: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/emails", "status=queued&cursor="),
+        ("/suppressions", "cursor="),
+        ("/suppressions", f"cursor={cursor_of({'after': ''})}"),
+        ("/suppressions", f"cursor={cursor_of({'after': 'a' * 1100})}"),
+    ],
+)
+def test_an_empty_or_oversize_cursor_is_a_422_naming_it(api, stack, path, query):
+    status, body = api.get(path, query=query)
+
+    assert status == 422, body
+    assert assert_error_shape(body)["details"][0]["field"] == "cursor"
+
+
+def test_lifting_an_address_longer_than_storage_keys_is_a_422_naming_it(api, stack):
+    status, body = api.delete(f"/suppressions/{'a' * 1100}%40example.org")
+
+    assert status == 422, body
+    assert assert_error_shape(body)["details"][0]["field"] == "address"

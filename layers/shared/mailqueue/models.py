@@ -9,6 +9,7 @@ import base64
 import binascii
 import json
 import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -36,6 +37,8 @@ MAX_ATTACHMENTS = 20
 MAX_HEADERS = 20
 MAX_TAGS = 10
 MAX_METADATA_BYTES = 256
+# DynamoDB refuses maps nested deeper than 32 levels, counting the item's own; well inside that.
+MAX_METADATA_DEPTH = 16
 UPLOAD_PREFIX = "uploads/"
 
 # Headers the queue writes itself; a caller setting them could forge or break the message.
@@ -73,6 +76,15 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAILBOX = re.compile(r"^\s*(?P<name>.*?)\s*<(?P<address>[^<>]*)>\s*$", re.DOTALL)
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}$")
 _TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+
+def _depth(value: Any) -> int:
+    """How many levels of maps and lists ``value`` nests (a scalar: 0)."""
+    if isinstance(value, dict):
+        return 1 + max((_depth(item) for item in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(item) for item in value), default=0)
+    return 0
 
 
 def _check_numbers(value: Any) -> None:
@@ -247,7 +259,8 @@ class EmailRequest(BaseModel):
     )
     metadata: dict[str, Any] | None = Field(
         default=None,
-        description=f"Your own reference data, returned on reads; at most {MAX_METADATA_BYTES} bytes as JSON.",
+        description=f"Your own reference data, returned on reads; at most {MAX_METADATA_BYTES} bytes as JSON, "
+        f"nested at most {MAX_METADATA_DEPTH} levels deep.",
     )
 
     @field_validator("from_")
@@ -329,8 +342,20 @@ class EmailRequest(BaseModel):
             raise ValueError("numbers must be finite") from None
         if len(encoded) > MAX_METADATA_BYTES:
             raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+        if _depth(value) > MAX_METADATA_DEPTH:
+            raise ValueError(f"must nest objects and arrays at most {MAX_METADATA_DEPTH} levels deep")
         _check_numbers(value)
         return value
+
+    @field_validator("send_at")
+    @classmethod
+    def _send_at(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return value
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is outside the years 1 to 9999 in UTC") from None
 
     @model_validator(mode="after")
     def _whole_email(self) -> EmailRequest:

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from mailqueue.templates import TemplateLibrary, TemplateRef
 
 MAX_SCHEDULE_DAYS = 7
+# The longest sort key DynamoDB stores: what a cursor or a suppressed address can be.
+MAX_KEY_BYTES = 1024
 UNPUBLISHED_MESSAGE = (
     "stored, but the send queue could not be reached: the email stays queued and is published "
     "again when its deadline passes"
@@ -278,7 +280,7 @@ class Mailqueue:
             raise InvalidEmail.on("status", f"must be one of {', '.join(s.value for s in Status)}") from None
         if not 1 <= limit <= 100:
             raise InvalidEmail.on("limit", "must be between 1 and 100")
-        before = decode_cursor(cursor) if cursor else None
+        before = decode_cursor(cursor) if cursor is not None else None
         records = self.store.list_by_status(wanted.value, limit + 1, before)
         page = records[:limit]
         next_cursor = encode_cursor(page[-1]["pk"]) if len(records) > limit else None
@@ -318,7 +320,7 @@ class Mailqueue:
     # --- suppression list ---------------------------------------------------------------------------------
 
     def list_suppressions(self, limit: int = 50, cursor: str | None = None) -> SuppressionPage:
-        after = decode_cursor(cursor, "after") if cursor else None
+        after = decode_cursor(cursor, "after") if cursor is not None else None
         items, last = self.suppressions.page(limit, after)
         return SuppressionPage(
             suppressions=[Suppression(**{k: item.get(k) for k in Suppression.model_fields}) for item in items],
@@ -326,7 +328,10 @@ class Mailqueue:
         )
 
     def lift_suppression(self, address: str) -> None:
-        if not self.suppressions.remove(address.strip().lower()):
+        address = address.strip().lower()
+        if not address or len(address.encode()) > MAX_KEY_BYTES:
+            raise InvalidEmail.on("address", f"must be an address of 1 to {MAX_KEY_BYTES} bytes")
+        if not self.suppressions.remove(address):
             raise EmailNotFound(f"{address} is not on the suppression list")
 
     # --- uploads --------------------------------------------------------------------------------------
@@ -380,11 +385,18 @@ def encode_cursor(position: str, name: str = "before") -> str:
 
 
 def decode_cursor(cursor: str, name: str = "before") -> str:
+    if not cursor:
+        raise InvalidEmail.on("cursor", "is empty: leave it out for the first page")
     try:
         value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))[name]
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise InvalidEmail.on("cursor", "is not a cursor this API returned") from None
-    if not isinstance(value, str) or (name == "before" and not is_email_id(value)):
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value.encode()) > MAX_KEY_BYTES
+        or (name == "before" and not is_email_id(value))
+    ):
         raise InvalidEmail.on("cursor", "is not a cursor this API returned")
     return value
 
