@@ -18,11 +18,13 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
+    IdempotencyInconsistentStateError,
+    IdempotencyPersistenceLayerError,
     IdempotencyValidationError,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
-from mailqueue import aws
+from mailqueue import aws, budget
 from mailqueue.blobs import BlobStore
 from mailqueue.errors import FieldError, IdempotencyConflict, MailqueueError
 from mailqueue.models import (
@@ -61,8 +63,12 @@ mailqueue = Mailqueue(
     templates=templates,
 )
 app.include_router(template_router(templates))
+# Every AWS call of a request is checked against the time left before API Gateway gives up (mailqueue.budget).
+for _service in ("dynamodb", "sqs", "s3"):
+    budget.watch(aws.client(_service))
+# A key is the caller's own: two callers using the same key neither collide nor see each other's answers.
 idempotency = IdempotencyConfig(
-    event_key_jmespath="key", payload_validation_jmespath="body", expires_after_seconds=24 * 3600
+    event_key_jmespath="[caller, key]", payload_validation_jmespath="body", expires_after_seconds=24 * 3600
 )
 idempotency_store = DynamoDBPersistenceLayer(
     table_name=settings.idempotency_table_name, boto3_client=aws.client("dynamodb")
@@ -77,7 +83,9 @@ ERRORS: dict[int, Any] = {
         413: "Body too large",
         415: "Body is not JSON",
         422: "The email is not valid",
-        503: "Storage unreachable: nothing was accepted, send it again",
+        503: "Storage unreachable. `unavailable`: nothing was accepted and nothing will be sent, send it again; "
+        "`unconfirmed`: the email may have been stored under the id named, read it before sending again "
+        "(with an Idempotency-Key, send it again with the same key: that never makes a second email)",
     }.items()
 }
 
@@ -102,7 +110,7 @@ IdempotencyKey = Annotated[
 @app.post("/emails", responses=answers(202, "Accepted", EnqueueResult), summary="Enqueue one email")
 def enqueue(email: Annotated[EmailRequest, Body()], idempotency_key: IdempotencyKey = None) -> Response[EnqueueResult]:
     if idempotency_key:
-        answer = _enqueue_once(request={"key": idempotency_key, "body": app.current_event.json_body})
+        answer = _enqueue_once(request=_keyed(idempotency_key))
     else:
         answer = mailqueue.enqueue(email).model_dump()
     metrics.add_metric(name="EmailsAccepted", unit=MetricUnit.Count, value=1)
@@ -116,7 +124,7 @@ def enqueue_batch(
     batch: Annotated[BatchRequest, Body()], idempotency_key: IdempotencyKey = None
 ) -> Response[BatchResult]:
     if idempotency_key:
-        answer = _enqueue_batch_once(request={"key": idempotency_key, "body": app.current_event.json_body})
+        answer = _enqueue_batch_once(request=_keyed(idempotency_key))
     else:
         answer = mailqueue.enqueue_batch(batch.emails).model_dump()
     metrics.add_metric(name="EmailsAccepted", unit=MetricUnit.Count, value=answer["accepted"])
@@ -191,14 +199,32 @@ def openapi() -> Response[str]:
 # --- idempotent enqueue: the same key and body replay the first answer --------------------------------------
 
 
+# Powertools replays the first answer; the key also binds the emails' ids (Mailqueue.enqueue), so that a
+# repeat after a failure of the idempotency record itself finds the email stored the first time.
+
+
+def _keyed(key: str) -> dict[str, Any]:
+    return {"caller": _caller(), "key": key, "body": app.current_event.json_body}
+
+
+def _caller() -> str:
+    """Who sent the request, as API Gateway's authorizer established it (IAM or JWT)."""
+    authorizer = app.current_event.raw_event.get("requestContext", {}).get("authorizer") or {}
+    iam = authorizer.get("iam") or {}
+    claims = (authorizer.get("jwt") or {}).get("claims") or {}
+    return str(iam.get("userArn") or iam.get("callerId") or claims.get("sub") or claims.get("client_id") or "")
+
+
 @idempotent_function(data_keyword_argument="request", persistence_store=idempotency_store, config=idempotency)
 def _enqueue_once(request: dict[str, Any]) -> dict[str, Any]:
-    return mailqueue.enqueue(EmailRequest.model_validate(request["body"])).model_dump()
+    key = f"{request['caller']}\n{request['key']}"
+    return mailqueue.enqueue(EmailRequest.model_validate(request["body"]), key=key).model_dump()
 
 
 @idempotent_function(data_keyword_argument="request", persistence_store=idempotency_store, config=idempotency)
 def _enqueue_batch_once(request: dict[str, Any]) -> dict[str, Any]:
-    return mailqueue.enqueue_batch(BatchRequest.model_validate(request["body"]).emails).model_dump()
+    key = f"{request['caller']}\nbatch\n{request['key']}"
+    return mailqueue.enqueue_batch(BatchRequest.model_validate(request["body"]).emails, key=key).model_dump()
 
 
 # --- one error shape for everything -------------------------------------------------------------------------
@@ -240,6 +266,15 @@ def _idempotency_conflict(error: Exception) -> Response[Any]:
     return _error(HTTPStatus.CONFLICT, conflict.code, conflict.message, conflict.details)
 
 
+@app.exception_handler([IdempotencyPersistenceLayerError, IdempotencyInconsistentStateError])
+def _idempotency_unavailable(error: Exception) -> Response[Any]:
+    # The idempotency record could not be read or written, before the email was stored or after: either
+    # way a repeat with the same key finds the same email (its id is bound to the key), never a second.
+    logger.exception("the idempotency record could not be kept")
+    message = "mailqueue could not keep this Idempotency-Key's record; send the request again with the same key"
+    return _error(HTTPStatus.SERVICE_UNAVAILABLE, "unavailable", message, [FieldError("Idempotency-Key", message)])
+
+
 @app.exception_handler([BotoCoreError, ClientError])
 def _aws_unavailable(error: Exception) -> Response[Any]:
     logger.exception("AWS call failed")
@@ -260,4 +295,6 @@ def _not_found(_: NotFoundError) -> Response[Any]:
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency.register_lambda_context(context)
-    return refusal(event) or app.resolve(event, context)
+    # API Gateway's limit (the function's timeout, 30 seconds, is no shorter).
+    with budget.answering():
+        return refusal(event) or app.resolve(event, context)

@@ -7,17 +7,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from mailqueue import clock
+from mailqueue import budget, clock
 from mailqueue.blobs import BlobStore
-from mailqueue.errors import EmailNotFound, FieldError, InvalidEmail, StatusConflict, Unavailable
+from mailqueue.errors import (
+    EmailNotFound,
+    FieldError,
+    IdempotencyConflict,
+    InvalidEmail,
+    MailqueueError,
+    StatusConflict,
+    Unavailable,
+)
 from mailqueue.ids import is_email_id, new_email_id
 from mailqueue.models import (
     MAX_ATTACHMENT_BYTES,
@@ -46,6 +55,12 @@ if TYPE_CHECKING:
     from mailqueue.templates import TemplateLibrary, TemplateRef
 
 MAX_SCHEDULE_DAYS = 7
+# How long past its due time an email's content is kept at least, for its retries; the sender keeps it
+# longer for an email that waits longer.
+KEEP_AFTER_DUE_SECONDS = 86400
+# How long an idempotency key stays bound to its emails' ids: past the 24 hours its answer replays.
+IDEMPOTENCY_BINDING_DAYS = 2
+NOT_STORED_MESSAGE = "the email could not be stored; nothing was accepted and nothing will be sent: send it again"
 # The longest sort key DynamoDB stores: what a cursor or a suppressed address can be.
 MAX_KEY_BYTES = 1024
 UNPUBLISHED_MESSAGE = (
@@ -68,23 +83,39 @@ class Mailqueue:
 
     # --- enqueue --------------------------------------------------------------------------------------
 
-    def enqueue(self, request: EmailRequest, now: datetime | None = None) -> EnqueueResult:
+    def enqueue(self, request: EmailRequest, now: datetime | None = None, key: str | None = None) -> EnqueueResult:
+        """Store and publish one email. ``key`` (an idempotency key, with its caller) binds its id: every
+        request with that key names the same email, so a repeat never stores a second one."""
         now = now or clock.now()
+        ids, found = self._ids(key, 1, now)
+        email_id = ids[0]
+        if email_id in found:
+            return _replayed(found[email_id])
         expanded = self._expand([request])[0]
         if isinstance(expanded, InvalidEmail):
             raise expanded
         request, origin = expanded
-        prepared = self._prepare(request, now, self._suppressed([request]), origin)
-        if self.store.put_new([(prepared.record, prepared.content)]):
-            raise Unavailable("the email could not be stored; nothing was accepted, send it again")
+        prepared = self._prepare(request, now, self._suppressed([request]), email_id, origin)
+        outcome = self._store([prepared], now)
+        if email_id in outcome.withdrawn:
+            raise Unavailable(NOT_STORED_MESSAGE)
+        if email_id in outcome.unsettled:
+            raise _unconfirmed(email_id, key)
         return self._publish([prepared])[0]
 
-    def enqueue_batch(self, items: list[dict[str, Any]], now: datetime | None = None) -> BatchResult:
+    def enqueue_batch(
+        self, items: list[dict[str, Any]], now: datetime | None = None, key: str | None = None
+    ) -> BatchResult:
         now = now or clock.now()
+        ids, found = self._ids(key, len(items), now)
         results: list[BatchItemResult] = []
         prepared: list[tuple[int, _Prepared]] = []
         checked: list[tuple[int, EmailRequest]] = []
         for index, item in enumerate(items):
+            if ids[index] in found:
+                replayed = _replayed(found[ids[index]])
+                results.append(BatchItemResult(index=index, id=replayed.id, status=replayed.status, published=True))
+                continue
             try:
                 checked.append((index, EmailRequest.model_validate(item)))
             except ValidationError as error:
@@ -98,16 +129,18 @@ class Mailqueue:
         suppressed = self._suppressed([request for _, request, _ in valid])
         for index, request, origin in valid:
             try:
-                prepared.append((index, self._prepare(request, now, suppressed, origin)))
+                prepared.append((index, self._prepare(request, now, suppressed, ids[index], origin)))
             except InvalidEmail as error:
                 results.append(BatchItemResult(index=index, error=error_body(error)))
-        not_stored = self.store.put_new([(p.record, p.content) for _, p in prepared])
+        outcome = self._store([item for _, item in prepared], now)
         for index, candidate in prepared:
-            if candidate.email_id in not_stored:
-                failure = InvalidEmail("the email could not be stored; send it again")
+            if candidate.email_id in outcome.withdrawn:
+                failure = InvalidEmail(NOT_STORED_MESSAGE)
                 failure.code = "not_stored"
                 results.append(BatchItemResult(index=index, error=error_body(failure)))
-        stored = [(index, item) for index, item in prepared if item.email_id not in not_stored]
+            elif candidate.email_id in outcome.unsettled:
+                results.append(BatchItemResult(index=index, error=error_body(_unconfirmed(candidate.email_id, key))))
+        stored = [(index, item) for index, item in prepared if item.email_id in outcome.stored]
         answers = self._publish([item for _, item in stored])
         for (index, _), answer in zip(stored, answers, strict=True):
             results.append(BatchItemResult(index=index, id=answer.id, status=answer.status, published=answer.published))
@@ -124,11 +157,47 @@ class Mailqueue:
             ]
         return self.templates.expand(requests)
 
+    def _ids(self, key: str | None, count: int, now: datetime) -> tuple[list[str], dict[str, dict[str, Any]]]:
+        """Fresh ids; or, for an idempotency key, the ids bound to it (binding fresh ones the first time).
+        With them, the status records of those already stored (by an earlier request with the key)."""
+        ids = [new_email_id() for _ in range(count)]
+        if key is None:
+            return ids, {}
+        claim = "idempotency#" + hashlib.sha256(key.encode()).hexdigest()
+        # Longer than the replay window of the key's answer, so that no repeat finds the key unbound.
+        expires_at = clock.epoch(clock.after(now, IDEMPOTENCY_BINDING_DAYS * 86400))
+        bound, fresh = self.store.claim_ids(claim, ids, expires_at)
+        if len(bound) != count:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was used with another body",
+                [FieldError("Idempotency-Key", "was used with another body")],
+            )
+        # Ids bound only now name no email yet; a repeat's may, and those are not written again.
+        return bound, {} if fresh else self.store.existing(bound)
+
+    def _store(self, prepared: list[_Prepared], now: datetime) -> _Stored:
+        """Write the emails; settle each whose write is in doubt as stored, withdrawn or unsettled.
+
+        A write whose answer was lost may have landed. Rather than answer ``503`` for an email that
+        the requeue function would then send (and the caller send again), each such email is settled
+        before the answer: stored if its status record is there, else withdrawn, so that it can never
+        be sent (see ``EmailStore.settle_unwritten``). Time is kept for that settling out of the budget.
+        """
+        ids = {item.email_id for item in prepared}
+        with budget.keeping(self.store.attempt_seconds()):
+            failed = self.store.put_new([(item.record, item.content) for item in prepared]) if prepared else set()
+        if not failed:
+            return _Stored(stored=ids)
+        expires_at = clock.epoch(clock.after(now, self.settings.retention_days * 86400))
+        stored, withdrawn = self.store.settle_unwritten(sorted(failed), expires_at, clock.iso(now))
+        return _Stored(stored=(ids - failed) | stored, withdrawn=withdrawn, unsettled=failed - stored - withdrawn)
+
     def _prepare(
         self,
         request: EmailRequest,
         now: datetime,
         suppressed: dict[str, dict[str, Any]],
+        email_id: str,
         origin: TemplateRef | None = None,
     ) -> _Prepared:
         sender = request.sender
@@ -136,11 +205,10 @@ class Mailqueue:
         request = self._without_suppressed(request, suppressed)
         self._check_uploads(request)
 
-        email_id = new_email_id()
         send_at = request.send_at
         delay = 0.0 if send_at is None else max(0.0, (send_at - now).total_seconds())
-        # Uploaded attachments and large content in S3 expire (uploads after 7 days, content after
-        # the retention period): an email must be sent while what it needs is still there.
+        # Large content in S3 expires the retention period after it is written (now): an email must be
+        # due within it. (Uploads it names are renewed as needed, see _keep_uploads.)
         horizon_days = min(MAX_SCHEDULE_DAYS, self.settings.retention_days)
         if delay > horizon_days * 86400:
             raise InvalidEmail.on("send_at", f"must be at most {horizon_days} days ahead")
@@ -171,10 +239,34 @@ class Mailqueue:
             "template": origin.name if origin else None,
             "template_version": origin.version if origin else None,
         }
-        content = self._content(email_id, request, now)
+        # What the sender needs must outlive the email's sending: counted from when it is due (not from a
+        # send_at in the past), and an upload it names renewed if the lifecycle would delete it sooner.
+        due = max(now, send_at) if send_at else now
+        content = self._content(email_id, request, due)
+        kept_until = [clock.after(due, self.settings.retention_days * 86400)]
+        if "s3_key" in content:
+            kept_until.append(clock.after(now, self.settings.retention_days * 86400))
+        kept_until += self._keep_uploads(request, due, now)
+        record["content_until"] = clock.iso(min(kept_until))
         return _Prepared(email_id, record, content, Publication(email_id, request.priority, delay_seconds), status)
 
-    def _content(self, email_id: str, request: EmailRequest, now: datetime) -> dict[str, Any]:
+    def _keep_uploads(self, request: EmailRequest, due: datetime, now: datetime) -> list[datetime]:
+        """Until when each upload the email names is kept, renewing those the lifecycle would delete
+        before the email's due time and a day's retries after it."""
+        until: list[datetime] = []
+        needed = clock.after(due, KEEP_AFTER_DUE_SECONDS)
+        for key in dict.fromkeys(a.s3_key for a in request.attachments if a.s3_key):
+            written = self.blobs.written_at(key)
+            if written is None:
+                continue  # refused by the upload check
+            expires = self.blobs.expires_after(key, written, self.settings.retention_days)
+            if expires < needed:
+                self.blobs.renew(key)
+                expires = self.blobs.expires_after(key, now, self.settings.retention_days)
+            until.append(expires)
+        return until
+
+    def _content(self, email_id: str, request: EmailRequest, due: datetime) -> dict[str, Any]:
         def boxes(values: list[str]) -> list[dict[str, str]]:
             return [Mailbox.parse(value).model_dump() for value in values]
 
@@ -192,8 +284,9 @@ class Mailqueue:
             "tags": [tag.model_dump() for tag in request.tags],
         }
         body = {key: value for key, value in body.items() if value not in (None, [], {})}
-        # Content outlives the status record's retention only as long as the email can still be sent.
-        expires_at = clock.epoch(clock.after(request.send_at or now, self.settings.retention_days * 86400))
+        # Kept for the retention period from when the email is due; the sender extends it for an email
+        # that waits longer (held by an account error, retried), see ``Sender._keep_content``.
+        expires_at = clock.epoch(clock.after(due, self.settings.retention_days * 86400))
         item = {"pk": email_id, "sk": "content", "expires_at": expires_at}
         if len(json.dumps(body)) > self.settings.inline_content_limit:
             return {**item, "s3_key": self.blobs.put_content(email_id, body)}
@@ -350,6 +443,38 @@ class Mailqueue:
 
 
 @dataclass
+class _Stored:
+    """Where each email's write ended: stored, withdrawn (never to be sent), or unsettled (unknown)."""
+
+    stored: set[str]
+    withdrawn: set[str] = field(default_factory=set)
+    unsettled: set[str] = field(default_factory=set)
+
+
+def _replayed(record: dict[str, Any]) -> EnqueueResult:
+    """The answer for an email an earlier request with the same idempotency key stored."""
+    return EnqueueResult(id=record["pk"], status=str(record.get("status")), published=True)
+
+
+def _unconfirmed(email_id: str, key: str | None) -> Unavailable:
+    """Storage could not say whether the email was stored, nor make sure it never will be."""
+    if key is not None:
+        message = (
+            f"mailqueue could not confirm that the email was stored (as {email_id}); send it again with the "
+            "same Idempotency-Key: that never makes a second email"
+        )
+    else:
+        message = (
+            f"mailqueue could not confirm whether the email was stored: it may have been, as {email_id}. "
+            f"Read GET /emails/{email_id} before sending it again; with an Idempotency-Key a repeat never "
+            "makes a second email"
+        )
+    failure = Unavailable(message, [FieldError("id", email_id)])
+    failure.code = "unconfirmed"
+    return failure
+
+
+@dataclass
 class _Prepared:
     email_id: str
     record: dict[str, Any]
@@ -423,7 +548,7 @@ def field_path(location: tuple[Any, ...] | list[Any]) -> str:
     return path
 
 
-def error_body(error: InvalidEmail) -> dict[str, Any]:
+def error_body(error: MailqueueError) -> dict[str, Any]:
     return {
         "code": error.code,
         "message": error.message,
