@@ -278,6 +278,8 @@ def test_the_api_answers_inside_api_gateway_s_limit_however_storage_times_out(ap
     # attempts as fitted
     assert status == 503 or (route == "/emails/batch" and status == 202 and answer["accepted"] == 0), answer
     assert attempts, "no attempt was made"
-    assert fake.now <= budget.ANSWER_SECONDS < budget.API_GATEWAY_SECONDS
+    # (at most the store's own last sleep between retries, 0.4 s, past the budget)
+    assert fake.now <= budget.ANSWER_SECONDS + 0.4 < budget.API_GATEWAY_SECONDS
+    print(f"answered {status} after {fake.now:.1f} simulated seconds and {len(attempts)} attempts")
     # Without the budget one write alone could take longer than API Gateway waits.
     assert budget.call_seconds(client.meta.config) * 2 > budget.API_GATEWAY_SECONDS
