@@ -16,13 +16,16 @@ import json
 import mimetypes
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email import policy
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlencode, urlsplit
+
+from mailqueue_dev import running
+from mailqueue_dev.running import RunningStack
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -458,7 +461,7 @@ def cmd_list(api: Api, args: argparse.Namespace, output: Output) -> int:
     else:
         output.note(f"no {args.status} emails")
     if page.get("cursor"):
-        output.note(f"more: mailqueue list --status {args.status} --cursor {page['cursor']}")
+        output.note(f"more: mailqueue list --status {args.status} --limit {args.limit} --cursor {page['cursor']}")
     return EXIT_OK
 
 
@@ -547,8 +550,19 @@ def outbox_entries(directory: Path) -> list[dict[str, Any]]:
     return entries
 
 
+def outbox_dir(given: str | None = None) -> Path:
+    """``--outbox``; ``$MAILQUEUE_OUTBOX``; the running stack's (from here or a parent); the project's default."""
+    if given or os.environ.get("MAILQUEUE_OUTBOX"):
+        return Path(given or os.environ["MAILQUEUE_OUTBOX"])
+    state_dir = running.find_state_dir()
+    if state_dir is None:
+        return DEFAULT_OUTBOX
+    stack = RunningStack.load(state_dir)
+    return Path(stack.outbox) if stack is not None else state_dir / DEFAULT_OUTBOX.name
+
+
 def cmd_outbox(_api: Api | None, args: argparse.Namespace, output: Output) -> int:
-    directory = Path(args.outbox or os.environ.get("MAILQUEUE_OUTBOX") or DEFAULT_OUTBOX)
+    directory = outbox_dir(args.outbox)
     if not directory.is_dir():
         raise Failure(EXIT_REFUSED, f"no outbox at {directory}: the local stack (make dev) writes it")
     if args.id:
@@ -583,7 +597,10 @@ def _page_size(value: str) -> int:
 def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     default: Any = argparse.SUPPRESS if suppress else None
     parser.add_argument(
-        "--url", default=default, help=f"the API (default: $MAILQUEUE_URL or {DEFAULT_URL}); deployed APIs are signed"
+        "--url",
+        default=default,
+        help="the API (default: $MAILQUEUE_URL, else http://127.0.0.1:$MAILQUEUE_API_PORT, else the stack `make dev` "
+        f"runs from this directory or a parent, else {DEFAULT_URL}); deployed APIs are signed",
     )
     parser.add_argument("--stack", default=default, metavar="NAME", help="read the URL from this stack's outputs")
     parser.add_argument(
@@ -681,12 +698,65 @@ def parser() -> argparse.ArgumentParser:
 def api_for(args: argparse.Namespace, transport: Transport | None = None) -> Api:
     if args.url and args.stack:
         raise Failure(EXIT_USAGE, "give --url or --stack, not both")
-    url = stack_url(args.stack) if args.stack else (args.url or os.environ.get("MAILQUEUE_URL") or DEFAULT_URL)
+    url, stack = (stack_url(args.stack), None) if args.stack else resolve_url(args.url)
     if urlsplit(url).scheme not in {"http", "https"}:
         raise Failure(EXIT_USAGE, f"{url} is not an http(s) URL")
     token = args.token or os.environ.get("MAILQUEUE_TOKEN")
     signer = None if token or is_local(url) else SigV4Signer()
-    return Api(url, transport=transport, signer=signer, token=token)
+    api = Api(url, transport=transport, signer=signer, token=token)
+    if stack is not None:
+        check_identity(api, stack)
+    return api
+
+
+def resolve_url(given: str | None, env: Mapping[str, str] | None = None) -> tuple[str, RunningStack | None]:
+    """The API to talk to, and the local stack it must be (when it is one started from here).
+
+    In order: ``--url``; ``$MAILQUEUE_URL``; ``$MAILQUEUE_API_PORT`` (as ``make dev`` reads it); the stack
+    running from this directory or a parent (its ``.mailqueue/stack.json``); else the default local URL.
+    """
+    env = os.environ if env is None else env
+    port = (env.get("MAILQUEUE_API_PORT") or "").strip()
+    url = given or env.get("MAILQUEUE_URL") or (f"http://127.0.0.1:{port}" if port else None)
+    state_dir = running.find_state_dir()
+    stack = RunningStack.load(state_dir) if state_dir is not None else None
+    if url is not None:
+        # Named explicitly: checked only when it is the URL of the stack started from here.
+        return url, stack if stack is not None and stack.url == url.rstrip("/") else None
+    if stack is not None:
+        if not stack.alive:
+            raise Failure(
+                EXIT_UNAVAILABLE,
+                f"the local stack started in {stack.root} is not running (process {stack.pid} ended): "
+                "start it with `make dev`",
+            )
+        return stack.url, stack
+    if state_dir is not None:
+        # This project ran a stack once, and it is not running: whatever answers on the default port is not it.
+        raise Failure(
+            EXIT_UNAVAILABLE,
+            f"no local stack is running from {state_dir.parent}: start it with `make dev` "
+            "(or give --url, or MAILQUEUE_API_PORT)",
+        )
+    return DEFAULT_URL, None
+
+
+def check_identity(api: Api, stack: RunningStack) -> None:
+    """Refuse to talk to anything but the stack that wrote stack.json (another may hold its port)."""
+    try:
+        answer = api.call("GET", running.IDENTITY_PATH)
+    except Failure as failure:
+        raise Failure(
+            EXIT_UNAVAILABLE,
+            f"the local stack started in {stack.root} does not answer at {stack.url} ({failure.message}): "
+            "is `make dev` still running?",
+        ) from None
+    if not isinstance(answer.body, dict) or answer.body.get("token") != stack.token:
+        raise Failure(
+            EXIT_UNAVAILABLE,
+            f"{stack.url} is not the local stack started in {stack.root}: another server holds its port. "
+            "Stop it, or give --url to talk to it anyway",
+        )
 
 
 def main(
@@ -711,7 +781,17 @@ def main(
         return failure.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader left (`mailqueue stats | head`): stop quietly, and let nothing flush into the closed pipe.
+        _silence(out)
+        return EXIT_OK
     return code
+
+
+def _silence(stream: IO[str]) -> None:
+    if stream is sys.stdout:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mailqueue_dev import cli
-from mailqueue_dev.local import LocalStack
+from mailqueue_dev.local import LocalStack, banner
+from mailqueue_dev.running import RunningStack
 
-from tests.e2e.conftest import Http, all_in, outbox_file, wait_for
+from tests.e2e.conftest import Http, all_in, an_email, outbox_file, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -93,3 +96,84 @@ def test_cancel_and_a_refused_retry(local: LocalStack) -> None:
     code, out, _ = mailqueue(local, "--json", "list", "--status", "cancelled")
     assert code == cli.EXIT_OK
     assert email_id in [email["id"] for email in json.loads(out)["emails"]]
+
+
+# --- one setting for the stack and the CLI ------------------------------------------------------------------
+
+
+def _printed(banner_text: str, marker: str) -> str:
+    """The command the banner prints after ``marker`` (up to the next two spaces)."""
+    line = next(line for line in banner_text.splitlines() if marker in line)
+    return line.split(marker, 1)[1].strip().split("  ", 1)[0]
+
+
+def _shell(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    # As a user's new terminal: no MAILQUEUE_* settings, only the project directory to go by.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MAILQUEUE_")}
+    return subprocess.run(
+        command, check=False, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_banner_commands_work_as_printed_from_the_project_or_below(local: LocalStack, http: Http) -> None:
+    assert local.state_dir is not None
+    root = local.state_dir.parent
+    below = root / "docs" / "drafts"
+    below.mkdir(parents=True, exist_ok=True)
+    text = banner(local)
+    code, answer = http.post("/emails", an_email())
+    assert code == 202, answer
+    email_id = answer["id"]
+    wait_for(lambda: delivered(http, email_id), f"{email_id} to be delivered")
+
+    status = _printed(text, "Then follow it:").replace("<id>", email_id)
+    for directory in (root, below):
+        result = _shell(status, directory)
+        assert result.returncode == cli.EXIT_OK, result.stderr
+        assert f"id              {email_id}" in result.stdout.splitlines()
+        assert "status          delivered" in result.stdout.splitlines()
+
+    # The outbox is found from below the project too
+    result = _shell(_printed(text, "and read it:") + " --limit 1000", below)
+    assert result.returncode == cli.EXIT_OK, result.stderr
+    assert email_id in result.stdout
+
+
+def test_the_port_make_dev_reads_is_the_port_the_cli_reads(
+    local: LocalStack, http: Http, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, answer = http.post("/emails", an_email())
+    assert code == 202, answer
+    monkeypatch.chdir(tmp_path)  # no stack runs from here: the variable alone says where it is
+    monkeypatch.setenv("MAILQUEUE_API_PORT", str(local.api_port))
+    out, err = io.StringIO(), io.StringIO()
+
+    code = cli.main(["--json", "status", answer["id"]], out=out, err=err)
+
+    assert code == cli.EXIT_OK, err.getvalue()
+    assert json.loads(out.getvalue())["id"] == answer["id"]
+
+
+def test_the_cli_refuses_a_server_that_is_not_the_stack_started_here(
+    local: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a project whose stack.json names the port another stack (this test's) holds
+    state_dir = tmp_path / ".mailqueue"
+    RunningStack(
+        url=local.api_url, endpoint_url="", outbox="", token="not-this-one", pid=os.getpid(), root=str(tmp_path)
+    ).write(state_dir)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAILQUEUE_API_PORT", raising=False)
+    monkeypatch.delenv("MAILQUEUE_URL", raising=False)
+    err = io.StringIO()
+
+    code = cli.main(["list", "--status", "queued"], out=io.StringIO(), err=err)
+
+    assert code == cli.EXIT_UNAVAILABLE
+    assert f"{local.api_url} is not the local stack started in {tmp_path}" in err.getvalue()
+
+    # And with no stack running from the project at all, it says so instead of trying port 3000
+    (state_dir / "stack.json").unlink()
+    err = io.StringIO()
+    assert cli.main(["list", "--status", "queued"], out=io.StringIO(), err=err) == cli.EXIT_UNAVAILABLE
+    assert f"no local stack is running from {tmp_path}" in err.getvalue()
