@@ -76,7 +76,11 @@ def test_a_bounce_suppresses_the_address_until_it_is_lifted(local: LocalStack, h
     code, refused = http.post("/emails", an_email(to=[BOUNCE]))
     assert code == 422, refused
     assert refused["error"]["details"] == [
-        {"field": "to", "message": f"{BOUNCE} is on the suppression list (permanent bounce (General))"}
+        {
+            "field": "to",
+            "message": f"{BOUNCE} is on the suppression list (permanent bounce (General))",
+            "code": "suppressed_recipient",
+        }
     ]
     assert "skip_suppressed" in refused["error"]["message"]
 

@@ -472,13 +472,21 @@ class SuppressionPage(BaseModel):
     cursor: str | None = None
 
 
+ERROR_CODES = (
+    "bad_request, invalid_parameter, not_found, method_not_allowed, status_conflict, idempotency_conflict, "
+    "payload_too_large, unsupported_media_type, invalid_field, unknown_field, missing_field, suppressed_recipient, "
+    "unavailable"
+)
+
+
 class ErrorDetail(BaseModel):
-    field: str
-    message: str
+    field: str = Field(description="The field or parameter, as the request wrote it: attachments[0].filename.")
+    message: str = Field(description="What is wrong with it, and a hint where one helps (did you mean reply_to?).")
+    code: str = Field(default="invalid_field", description=f"The kind of mistake: one of {ERROR_CODES}.")
 
 
 class ErrorBody(BaseModel):
-    code: str
+    code: str = Field(description=f"The kind of mistake (that of the first detail, if any): one of {ERROR_CODES}.")
     message: str
     details: list[ErrorDetail] = Field(default_factory=list)
 

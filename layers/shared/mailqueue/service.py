@@ -17,7 +17,15 @@ from pydantic import ValidationError
 
 from mailqueue import clock
 from mailqueue.blobs import BlobStore
-from mailqueue.errors import EmailNotFound, FieldError, InvalidEmail, StatusConflict, Unavailable
+from mailqueue.errors import (
+    SUPPRESSED_RECIPIENT,
+    EmailNotFound,
+    FieldError,
+    InvalidEmail,
+    InvalidParameter,
+    StatusConflict,
+    Unavailable,
+)
 from mailqueue.ids import is_email_id, new_email_id
 from mailqueue.models import (
     MAX_ATTACHMENT_BYTES,
@@ -37,6 +45,8 @@ from mailqueue.models import (
     summary_subject,
 )
 from mailqueue.packing import pack
+from mailqueue.problems import failure_of, field_problems
+from mailqueue.problems import field_path as field_path  # where it lived before: callers keep importing it here
 from mailqueue.queue import MAX_DELAY_SECONDS, Publication, SendQueue
 from mailqueue.settings import Settings
 from mailqueue.statemachine import Change, Guard, Status, history_entry, transition
@@ -228,6 +238,7 @@ class Mailqueue:
                     field,
                     f"{Mailbox.parse(value).key()} is on the suppression list "
                     f"({suppressed[Mailbox.parse(value).key()].get('reason', 'suppressed')})",
+                    SUPPRESSED_RECIPIENT,
                 )
                 for field, value in found
             ]
@@ -275,9 +286,9 @@ class Mailqueue:
         try:
             wanted = Status(status)
         except ValueError:
-            raise InvalidEmail.on("status", f"must be one of {', '.join(s.value for s in Status)}") from None
+            raise InvalidParameter.on("status", f"must be one of {', '.join(s.value for s in Status)}") from None
         if not 1 <= limit <= 100:
-            raise InvalidEmail.on("limit", "must be between 1 and 100")
+            raise InvalidParameter.on("limit", "must be between 1 and 100")
         before = decode_cursor(cursor) if cursor else None
         records = self.store.list_by_status(wanted.value, limit + 1, before)
         page = records[:limit]
@@ -289,7 +300,7 @@ class Mailqueue:
     def cancel(self, email_id: str, now: datetime | None = None) -> EmailView:
         now = now or clock.now()
         guard = Guard(statuses={Status.SCHEDULED, Status.QUEUED, Status.RETRYING})
-        return self._change(email_id, guard, Change(Status.CANCELLED, reason="cancelled by request"), now)
+        return self._change(email_id, guard, Change(Status.CANCELLED, reason="cancelled by request"), now, "cancelled")
 
     def retry(self, email_id: str, now: datetime | None = None) -> EmailView:
         now = now or clock.now()
@@ -300,11 +311,11 @@ class Mailqueue:
             set={"attempts": 0},
             remove=("last_error", "claim_token"),
         )
-        email = self._change(email_id, Guard(statuses={Status.FAILED}), change, now)
+        email = self._change(email_id, Guard(statuses={Status.FAILED}), change, now, "retried")
         self.queue.publish([Publication(email_id, email.priority)])
         return email
 
-    def _change(self, email_id: str, guard: Guard, change: Change, now: datetime) -> EmailView:
+    def _change(self, email_id: str, guard: Guard, change: Change, now: datetime, action: str) -> EmailView:
         if not is_email_id(email_id):
             raise EmailNotFound(f"no email has the id {email_id}")
         try:
@@ -313,7 +324,8 @@ class Mailqueue:
             current = failure.current or self.store.get(email_id)
             if current is None:
                 raise EmailNotFound(f"no email has the id {email_id}") from None
-            raise StatusConflict(email_id, current.get("status"), change.to.value) from None
+            allowed = [status.value for status in Status if status in guard.statuses]
+            raise StatusConflict(email_id, current.get("status"), action, allowed) from None
 
     # --- suppression list ---------------------------------------------------------------------------------
 
@@ -383,37 +395,24 @@ def decode_cursor(cursor: str, name: str = "before") -> str:
     try:
         value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))[name]
     except (ValueError, KeyError, TypeError, binascii.Error):
-        raise InvalidEmail.on("cursor", "is not a cursor this API returned") from None
+        raise InvalidParameter.on("cursor", "is not a cursor this API returned") from None
     if not isinstance(value, str) or (name == "before" and not is_email_id(value)):
-        raise InvalidEmail.on("cursor", "is not a cursor this API returned")
+        raise InvalidParameter.on("cursor", "is not a cursor this API returned")
     return value
 
 
 def validation_failure(error: ValidationError) -> InvalidEmail:
     """A pydantic error as the API's error: one detail per field, named as the caller wrote it."""
-    details = [
-        FieldError(field_path(issue["loc"]), issue["msg"].removeprefix("Value error, ")) for issue in error.errors()
-    ]
-    summary = "; ".join(f"{d.field}: {d.message}" if d.field else d.message for d in details[:3])
-    return InvalidEmail(f"the email is not valid: {summary}", details)
-
-
-def field_path(location: tuple[Any, ...] | list[Any]) -> str:
-    path = ""
-    for part in location:
-        if part in ("body", "query", "path", "header") and not path:
-            continue
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            name = "from" if part == "from_" else str(part)
-            path = f"{path}.{name}" if path else name
-    return path
+    failure = failure_of(field_problems(error.errors(), EmailRequest), "the email")
+    assert isinstance(failure, InvalidEmail)  # a body's problems are never a parameter's
+    return failure
 
 
 def error_body(error: InvalidEmail) -> dict[str, Any]:
     return {
         "code": error.code,
         "message": error.message,
-        "details": [{"field": detail.field, "message": detail.message} for detail in error.details],
+        "details": [
+            {"field": detail.field, "message": detail.message, "code": detail.code} for detail in error.details
+        ],
     }

@@ -33,7 +33,9 @@ def error_payload(code: str, message: str, details: list[FieldError] | None = No
         "error": {
             "code": code,
             "message": message,
-            "details": [{"field": detail.field, "message": detail.message} for detail in details or []],
+            "details": [
+                {"field": detail.field, "message": detail.message, "code": detail.code} for detail in details or []
+            ],
         }
     }
 
@@ -62,10 +64,12 @@ def parse_json(body: str) -> Any:
     except json.JSONDecodeError as error:
         raise BadRequest(
             f"the body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
-            [FieldError("body", error.msg)],
+            [FieldError("body", error.msg, BadRequest.code)],
         ) from None
     except RecursionError:
-        raise BadRequest("the JSON body is nested too deeply", [FieldError("body", "nested too deeply")]) from None
+        raise BadRequest(
+            "the JSON body is nested too deeply", [FieldError("body", "nested too deeply", BadRequest.code)]
+        ) from None
 
 
 def refusal(event: dict[str, Any]) -> dict[str, Any] | None:
@@ -82,7 +86,9 @@ def refusal(event: dict[str, Any]) -> dict[str, Any] | None:
             try:
                 body = base64.b64decode(body).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError):
-                raise BadRequest("the body is not UTF-8 text", [FieldError("body", "not UTF-8")]) from None
+                raise BadRequest(
+                    "the body is not UTF-8 text", [FieldError("body", "not UTF-8", BadRequest.code)]
+                ) from None
         check_body(method, headers.get("content-type"), body)
         if body and method in {"POST", "PUT", "PATCH"}:
             parse_json(body)
