@@ -6,7 +6,7 @@ import base64
 
 import pytest
 from mailqueue.models import MAX_ATTACHMENT_BYTES, EmailRequest, Mailbox
-from mailqueue.service import field_path
+from mailqueue.problems import field_path
 from pydantic import ValidationError
 
 from tests.conftest import an_email

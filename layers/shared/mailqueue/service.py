@@ -46,7 +46,6 @@ from mailqueue.models import (
 )
 from mailqueue.packing import pack
 from mailqueue.problems import failure_of, field_problems
-from mailqueue.problems import field_path as field_path  # where it lived before: callers keep importing it here
 from mailqueue.queue import MAX_DELAY_SECONDS, Publication, SendQueue
 from mailqueue.settings import Settings
 from mailqueue.statemachine import Change, Guard, Status, history_entry, transition
