@@ -418,8 +418,14 @@ def _show_email(email: dict[str, Any], output: Output) -> None:
         return
     fields = ("id", "status", "priority", "attempts", "to", "subject", "send_at", "deadline", "ses_message_id")
     width = max(len(name) for name in fields)
+    recipients = email.get("recipients") or {}
     for name in (*fields, "created_at", "updated_at"):
-        if email.get(name) not in (None, ""):
+        if name == "to" and recipients:
+            # The whole list, each kind on its line (GET /emails/{id} shows every recipient).
+            for kind in ("to", "cc", "bcc"):
+                if recipients.get(kind):
+                    output.line(f"{kind.ljust(width)}  {', '.join(recipients[kind])}")
+        elif email.get(name) not in (None, ""):
             output.line(f"{name.ljust(width)}  {email[name]}")
     if email.get("template"):
         output.line(f"{'template'.ljust(width)}  {email['template']} version {email.get('template_version')}")

@@ -177,3 +177,52 @@ def test_the_cli_refuses_a_server_that_is_not_the_stack_started_here(
     err = io.StringIO()
     assert cli.main(["list", "--status", "queued"], out=io.StringIO(), err=err) == cli.EXIT_UNAVAILABLE
     assert f"no local stack is running from {tmp_path}" in err.getvalue()
+
+
+def test_status_shows_the_whole_subject_and_every_recipient(local: LocalStack, http: Http) -> None:
+    subject = "Quarterly report for the whole team, with figures and the plan for next quarter"
+    email = an_email(
+        to=["Alice <alice@example.org>", "bob@example.org"], cc=["carol@example.org"], bcc=["dave@example.org"]
+    )
+    email["subject"] = subject
+    code, answer = http.post("/emails", email)
+    assert code == 202, answer
+
+    # Over HTTP: the email whole, not the status record's summary
+    code, shown = http.get(f"/emails/{answer['id']}")
+    assert code == 200, shown
+    assert (shown["subject"], shown["summary"]) == (subject, False)
+    assert shown["recipients"] == {
+        "to": ["Alice <alice@example.org>", "bob@example.org"],
+        "cc": ["carol@example.org"],
+        "bcc": ["dave@example.org"],
+    }
+    # and a list page says it shows the summary
+    code, page = http.get("/emails", params={"status": shown["status"], "limit": 100})
+    assert code == 200
+    listed = next((e for e in page["emails"] if e["id"] == answer["id"]), None)
+    if listed is not None:  # it may have moved on to the next status meanwhile
+        assert (listed["summary"], listed["recipients"], listed["to"]) == (True, None, "alice@example.org")
+
+    # Through the CLI
+    code, out, _ = mailqueue(local, "status", answer["id"])
+    assert code == cli.EXIT_OK
+    lines = out.splitlines()
+    assert f"subject         {subject}" in lines
+    assert "to              Alice <alice@example.org>, bob@example.org" in lines
+    assert "cc              carol@example.org" in lines
+    assert "bcc             dave@example.org" in lines
+
+
+def test_an_email_whose_content_is_in_s3_is_shown_whole_too(http: Http, dynamodb: Any, table: str) -> None:
+    # Over the inline content limit (300 KB by default), the body goes to S3; the envelope stays in the table
+    code, answer = http.post("/emails", an_email(to=["a@example.org", "b@example.org"], text="x" * 400_000))
+    assert code == 202, answer
+    content = dynamodb.get_item(TableName=table, Key={"pk": {"S": answer["id"]}, "sk": {"S": "content"}})["Item"]
+    assert "s3_key" in content
+
+    code, shown = http.get(f"/emails/{answer['id']}")
+
+    assert code == 200, shown
+    assert shown["recipients"]["to"] == ["a@example.org", "b@example.org"]
+    assert shown["summary"] is False

@@ -425,6 +425,12 @@ class HistoryEntry(BaseModel):
     reason: str | None = None
 
 
+class Recipients(BaseModel):
+    to: list[str] = Field(default_factory=list)
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
+
+
 class EmailView(BaseModel):
     id: str
     status: str
@@ -432,8 +438,23 @@ class EmailView(BaseModel):
     attempts: int
     created_at: str
     updated_at: str
-    to: str | None = Field(default=None, description="The first recipient.")
-    subject: str | None = Field(default=None, description="The subject, cut short.")
+    to: str | None = Field(
+        default=None, description="The first recipient: a summary. `recipients` has them all (GET /emails/{id})."
+    )
+    subject: str | None = Field(
+        default=None,
+        description="The whole subject from GET /emails/{id}; in list pages (summary true) cut at 40 characters, "
+        "ending in '…'.",
+    )
+    recipients: Recipients | None = Field(
+        default=None,
+        description="Every recipient, as given (bcc included). From GET /emails/{id}; null in list pages.",
+    )
+    summary: bool = Field(
+        default=True,
+        description="True when `to` and `subject` are the status record's summary (list pages, or after the "
+        "email's content expired); false when the email is shown whole.",
+    )
     send_at: str | None = None
     deadline: str | None = None
     ses_message_id: str | None = None

@@ -38,23 +38,26 @@ from mailqueue.models import (
     EnqueueResult,
     HistoryEntry,
     Mailbox,
+    Recipients,
     Suppression,
     SuppressionPage,
     UploadRequest,
     UploadTicket,
     summary_subject,
 )
-from mailqueue.packing import pack
+from mailqueue.packing import pack, unpack
 from mailqueue.problems import failure_of, field_problems
 from mailqueue.queue import MAX_DELAY_SECONDS, Publication, SendQueue
 from mailqueue.settings import Settings
 from mailqueue.statemachine import Change, Guard, Status, history_entry, transition
-from mailqueue.store import ConditionFailed, EmailStore, SuppressionList
+from mailqueue.store import CONTENT, ConditionFailed, EmailStore, SuppressionList
 
 if TYPE_CHECKING:
     from mailqueue.templates import TemplateLibrary, TemplateRef
 
 MAX_SCHEDULE_DAYS = 7
+# What GET /emails/{id} shows of an email's content: its recipients and whole subject.
+ENVELOPE = ("to", "cc", "bcc", "subject")
 UNPUBLISHED_MESSAGE = (
     "stored, but the send queue could not be reached: the email stays queued and is published "
     "again when its deadline passes"
@@ -203,7 +206,9 @@ class Mailqueue:
         expires_at = clock.epoch(clock.after(request.send_at or now, self.settings.retention_days * 86400))
         item = {"pk": email_id, "sk": "content", "expires_at": expires_at}
         if len(json.dumps(body)) > self.settings.inline_content_limit:
-            return {**item, "s3_key": self.blobs.put_content(email_id, body)}
+            # The envelope stays in the item too: GET /emails/{id} shows it without reading the body from S3.
+            envelope = {key: body[key] for key in ENVELOPE if key in body}
+            return {**item, "s3_key": self.blobs.put_content(email_id, body), "envelope": envelope}
         return {**item, **pack(body)}
 
     def _check_identity(self, sender: Mailbox) -> None:
@@ -276,10 +281,11 @@ class Mailqueue:
     # --- reading --------------------------------------------------------------------------------------
 
     def get(self, email_id: str) -> EmailView:
+        """The email's status and history, with its whole subject and every recipient (from its content)."""
         record = self.store.get(email_id) if is_email_id(email_id) else None
         if record is None:
             raise EmailNotFound(f"no email has the id {email_id}")
-        return view(record)
+        return view(record, envelope_of(self.store.get(email_id, CONTENT, consistent=False)))
 
     def list(self, status: str, limit: int = 20, cursor: str | None = None) -> EmailList:
         try:
@@ -364,7 +370,28 @@ class _Prepared:
     status: Status
 
 
-def view(record: dict[str, Any]) -> EmailView:
+def envelope_of(content: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Recipients and subject from a content record (None when it expired or was never written)."""
+    if content is None:
+        return None
+    envelope = content.get("envelope")
+    if not isinstance(envelope, dict):
+        envelope = unpack(content)
+    if "subject" not in envelope:
+        return None
+
+    def mailboxes(key: str) -> list[str]:
+        boxes = envelope.get(key) or []
+        return [f"{box['name']} <{box['address']}>" if box.get("name") else str(box["address"]) for box in boxes]
+
+    return {
+        "recipients": Recipients(to=mailboxes("to"), cc=mailboxes("cc"), bcc=mailboxes("bcc")),
+        "subject": envelope["subject"],
+    }
+
+
+def view(record: dict[str, Any], envelope: dict[str, Any] | None = None) -> EmailView:
+    """An email as the API shows it: the status record, whole when ``envelope`` (from its content) is given."""
     return EmailView(
         id=record["pk"],
         status=record["status"],
@@ -373,7 +400,9 @@ def view(record: dict[str, Any]) -> EmailView:
         created_at=record["created_at"],
         updated_at=record["updated_at"],
         to=record.get("to"),
-        subject=record.get("subject"),
+        subject=envelope["subject"] if envelope else record.get("subject"),
+        recipients=envelope["recipients"] if envelope else None,
+        summary=envelope is None,
         send_at=record.get("send_at"),
         deadline=record.get("deadline"),
         ses_message_id=record.get("ses_message_id"),
