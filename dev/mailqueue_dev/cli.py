@@ -312,6 +312,8 @@ def email_from_flags(api: Api, args: argparse.Namespace) -> dict[str, Any]:
     for name in ("text", "html", "send_at", "priority"):
         if getattr(args, name) is not None:
             email[name] = getattr(args, name)
+    if args.skip_suppressed:
+        email["skip_suppressed"] = True
     if args.attach:
         email["attachments"] = [_attachment(api, Path(path)) for path in args.attach]
     return email
@@ -357,7 +359,7 @@ def cmd_send(api: Api, args: argparse.Namespace, output: Output) -> int:
 def _has_email_flags(args: argparse.Namespace) -> bool:
     flags = (
         *("sender", "to", "cc", "bcc", "reply_to", "subject", "text", "html", "send_at", "priority", "attach"),
-        *("template", "template_version", "data"),
+        *("template", "template_version", "data", "skip_suppressed"),
     )
     return any(getattr(args, name) for name in flags)
 
@@ -646,6 +648,9 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("--attach", action="append", metavar="FILE", help="attach a file (repeatable)")
     send.add_argument("--send-at", metavar="ISO8601", help="when to send, e.g. 2030-01-01T09:00:00+00:00")
     send.add_argument("--priority", choices=("normal", "high"))
+    send.add_argument(
+        "--skip-suppressed", action="store_true", help="send to the other recipients when some are suppressed"
+    )
     send.add_argument(
         "--file", metavar="JSON", help="an email (object) or a list of emails, sent 100 at a time; - for stdin"
     )

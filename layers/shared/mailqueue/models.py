@@ -394,15 +394,30 @@ class UploadRequest(BaseModel):
 # --- What the API answers -------------------------------------------------------------------------------
 
 
+class SkippedRecipient(BaseModel):
+    field: str = Field(description="to, cc or bcc.")
+    address: str
+    reason: str = Field(description="Why the address is on the suppression list.")
+
+
 class EnqueueResult(BaseModel):
     id: str
-    status: str
+    status: str = Field(description="queued (sent as soon as the send rate allows) or scheduled (send_at later).")
     published: bool = Field(
         default=True,
-        description="False when the send queue could not be reached: the email is stored and the "
-        "requeue function publishes it when its deadline passes.",
+        description="Whether the email's id reached the send queue. False when the queue could not be reached: the "
+        "email is stored all the same, and the requeue function publishes it when its deadline passes (nothing "
+        "to do but wait). True for a scheduled email: the requeue function publishes it at its send_at.",
     )
-    message: str | None = None
+    message: str | None = Field(
+        default=None,
+        description="Anything worth knowing about the email that its status does not say: the suppressed "
+        "recipients it goes without, or why it is not published yet. Null when there is nothing to add.",
+    )
+    skipped: list[SkippedRecipient] = Field(
+        default_factory=list,
+        description="With skip_suppressed: each recipient dropped because it is on the suppression list, and why.",
+    )
 
 
 class BatchItemResult(BaseModel):
@@ -410,6 +425,7 @@ class BatchItemResult(BaseModel):
     id: str | None = None
     status: str | None = None
     published: bool | None = None
+    skipped: list[SkippedRecipient] = Field(default_factory=list)
     error: dict[str, Any] | None = None
 
 

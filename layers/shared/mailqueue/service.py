@@ -39,6 +39,7 @@ from mailqueue.models import (
     HistoryEntry,
     Mailbox,
     Recipients,
+    SkippedRecipient,
     Suppression,
     SuppressionPage,
     UploadRequest,
@@ -120,7 +121,15 @@ class Mailqueue:
         stored = [(index, item) for index, item in prepared if item.email_id not in not_stored]
         answers = self._publish([item for _, item in stored])
         for (index, _), answer in zip(stored, answers, strict=True):
-            results.append(BatchItemResult(index=index, id=answer.id, status=answer.status, published=answer.published))
+            results.append(
+                BatchItemResult(
+                    index=index,
+                    id=answer.id,
+                    status=answer.status,
+                    published=answer.published,
+                    skipped=answer.skipped,
+                )
+            )
         results.sort(key=lambda result: result.index)
         accepted = sum(1 for result in results if result.id)
         return BatchResult(accepted=accepted, rejected=len(results) - accepted, results=results)
@@ -143,7 +152,7 @@ class Mailqueue:
     ) -> _Prepared:
         sender = request.sender
         self._check_identity(sender)
-        request = self._without_suppressed(request, suppressed)
+        request, skipped = self._without_suppressed(request, suppressed)
         self._check_uploads(request)
 
         email_id = new_email_id()
@@ -176,13 +185,14 @@ class Mailqueue:
             "to": recipients[0].address,
             "subject": summary_subject(request.subject or ""),
             "send_at": clock.iso(send_at) if send_at else None,
-            "history": [history_entry(status, now, "accepted")],
+            "history": [history_entry(status, now, f"accepted, {skipped_text(skipped)}" if skipped else "accepted")],
             "metadata": request.metadata,
             "template": origin.name if origin else None,
             "template_version": origin.version if origin else None,
         }
         content = self._content(email_id, request, now)
-        return _Prepared(email_id, record, content, Publication(email_id, request.priority, delay_seconds), status)
+        publication = Publication(email_id, request.priority, delay_seconds)
+        return _Prepared(email_id, record, content, publication, status, skipped)
 
     def _content(self, email_id: str, request: EmailRequest, now: datetime) -> dict[str, Any]:
         def boxes(values: list[str]) -> list[dict[str, str]]:
@@ -224,17 +234,19 @@ class Mailqueue:
         addresses = {mailbox.key() for request in requests for mailbox in request.recipients()}
         return self.suppressions.find(addresses) if addresses else {}
 
-    def _without_suppressed(self, request: EmailRequest, suppressed: dict[str, dict[str, Any]]) -> EmailRequest:
-        """The email without its suppressed recipients, if it may drop them; else a 422 naming them."""
+    def _without_suppressed(
+        self, request: EmailRequest, suppressed: dict[str, dict[str, Any]]
+    ) -> tuple[EmailRequest, list[SkippedRecipient]]:
+        """The email without its suppressed recipients (and who they were), if it may drop them; else a 422."""
         if not suppressed:
-            return request
+            return request, []
         hits = {
             field: [value for value in getattr(request, field) if Mailbox.parse(value).key() in suppressed]
             for field in ("to", "cc", "bcc")
         }
         found = [(field, value) for field, values in hits.items() for value in values]
         if not found:
-            return request
+            return request, []
         remaining = len(request.recipients()) - len(found)
         if not request.skip_suppressed or remaining == 0:
             details = [
@@ -249,7 +261,15 @@ class Mailqueue:
             hint = "" if request.skip_suppressed else "; set skip_suppressed to send to the others"
             raise InvalidEmail(f"{', '.join(d.message for d in details)}{hint}", details)
         kept = {field: [v for v in getattr(request, field) if v not in hits[field]] for field in ("to", "cc", "bcc")}
-        return request.model_copy(update=kept)
+        skipped = [
+            SkippedRecipient(
+                field=field,
+                address=Mailbox.parse(value).key(),
+                reason=str(suppressed[Mailbox.parse(value).key()].get("reason", "suppressed")),
+            )
+            for field, value in found
+        ]
+        return request.model_copy(update=kept), skipped
 
     def _check_uploads(self, request: EmailRequest) -> None:
         total = sum(attachment.decoded_size() for attachment in request.attachments)
@@ -273,7 +293,16 @@ class Mailqueue:
                 id=item.email_id,
                 status=item.status.value,
                 published=item.email_id not in failed,
-                message=UNPUBLISHED_MESSAGE if item.email_id in failed else None,
+                message="; ".join(
+                    note
+                    for note in (
+                        f"sent {skipped_text(item.skipped)}" if item.skipped else "",
+                        UNPUBLISHED_MESSAGE if item.email_id in failed else "",
+                    )
+                    if note
+                )
+                or None,
+                skipped=item.skipped,
             )
             for item in prepared
         ]
@@ -368,6 +397,12 @@ class _Prepared:
     content: dict[str, Any]
     publication: Publication
     status: Status
+    skipped: list[SkippedRecipient]
+
+
+def skipped_text(skipped: list[SkippedRecipient]) -> str:
+    """``without the suppressed a@example.org (complaint), b@example.org (permanent bounce (General))``."""
+    return "without the suppressed " + ", ".join(f"{item.address} ({item.reason})" for item in skipped)
 
 
 def envelope_of(content: dict[str, Any] | None) -> dict[str, Any] | None:
