@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import mimetypes
 import os
@@ -274,12 +275,20 @@ def _attachment(api: Api, path: Path) -> dict[str, Any]:
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     if len(data) <= INLINE_ATTACHMENT_LIMIT:
         return {"filename": path.name, "content_type": content_type, "content": base64.b64encode(data).decode()}
-    ticket = api.call(
-        "POST", "/attachments", {"filename": path.name, "content_type": content_type, "size": len(data)}
-    ).body
-    status = api.upload(ticket.get("method", "PUT"), ticket["upload_url"], dict(ticket.get("headers") or {}), data)
-    if status >= 300:
-        raise Failure(EXIT_UNAVAILABLE, f"uploading {path.name} failed ({status})")
+    # Content-addressed: the same file gets the same key, so the same command sends the same email (and
+    # replays under the same --idempotency-key); a file already uploaded is not uploaded again.
+    upload = {
+        "filename": path.name,
+        "content_type": content_type,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    ticket = api.call("POST", "/attachments", upload).body
+    if not ticket.get("uploaded"):
+        headers = dict(ticket.get("headers") or {})
+        status = api.upload(ticket.get("method", "PUT"), ticket["upload_url"], headers, data)
+        if status >= 300:
+            raise Failure(EXIT_UNAVAILABLE, f"uploading {path.name} failed ({status})")
     return {"filename": path.name, "content_type": content_type, "s3_key": ticket["s3_key"]}
 
 

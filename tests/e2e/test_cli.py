@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import subprocess
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -226,3 +228,53 @@ def test_an_email_whose_content_is_in_s3_is_shown_whole_too(http: Http, dynamodb
     assert code == 200, shown
     assert shown["recipients"]["to"] == ["a@example.org", "b@example.org"]
     assert shown["summary"] is False
+
+
+def test_the_same_send_with_a_large_attachment_and_key_is_the_same_email(
+    local: LocalStack, http: Http, tmp_path: Path
+) -> None:
+    # Over 1 MB: the CLI uploads it through POST /attachments, to a key made from its content
+    report = tmp_path / "report.bin"
+    report.write_bytes(os.urandom(1536 * 1024))
+    command = (
+        "--json", "send", "--from", "app@example.com", "--to", "team@example.org", "--subject", "Report",
+        "--text", "Attached.", "--attach", str(report), "--idempotency-key", f"report-{uuid.uuid4().hex}",
+    )  # fmt: skip
+
+    first = mailqueue(local, *command)
+    again = mailqueue(local, *command)
+
+    assert first[0] == cli.EXIT_OK, first[2]
+    assert again[0] == cli.EXIT_OK, again[2]
+    assert json.loads(again[1])["id"] == json.loads(first[1])["id"]
+    wait_for(lambda: delivered(http, json.loads(first[1])["id"]), "the report to be delivered")
+
+
+def test_an_upload_with_a_hash_gets_a_key_from_it_and_is_not_uploaded_twice(http: Http) -> None:
+    data = b"the quarterly figures"
+    code, ticket = http.post(
+        "/attachments",
+        {
+            "filename": "q.txt",
+            "content_type": "text/plain",
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
+    )
+    assert code == 201, ticket
+    assert ticket["s3_key"] == f"uploads/sha256-{hashlib.sha256(data).hexdigest()}/q.txt"
+
+    # (deployed, S3 also refuses a body whose SHA-256 differs from the signed header; moto does not check it)
+    assert http.session.put(ticket["upload_url"], data=data, headers=ticket["headers"], timeout=30).status_code == 200
+
+    # Asked again, the ticket says the file is there already
+    code, again = http.post(
+        "/attachments",
+        {
+            "filename": "q.txt",
+            "content_type": "text/plain",
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
+    )
+    assert (code, again["uploaded"], again["s3_key"]) == (201, True, ticket["s3_key"])

@@ -379,6 +379,13 @@ class UploadRequest(BaseModel):
     filename: str = Field(min_length=1, max_length=255)
     content_type: str = "application/octet-stream"
     size: int = Field(gt=0, le=MAX_ATTACHMENT_BYTES, description="The file's size in bytes.")
+    sha256: str | None = Field(
+        default=None,
+        pattern="^[0-9a-f]{64}$",
+        description="The file's SHA-256, in hex. The key is then made from it: the same file gets the same key, so "
+        "an email sent again with the same Idempotency-Key is the same email; S3 refuses an upload that does "
+        "not match it.",
+    )
 
     @field_validator("filename")
     @classmethod
@@ -493,8 +500,13 @@ class UploadTicket(BaseModel):
     s3_key: str
     upload_url: str
     method: str = "PUT"
-    headers: dict[str, str]
+    headers: dict[str, str] = Field(description="Send these headers with the upload, as they are.")
     expires_at: str
+    uploaded: bool = Field(
+        default=False,
+        description="True when this file (the same sha256 and size) is already uploaded under s3_key: the email may "
+        "name it without uploading it again.",
+    )
 
 
 class Suppression(BaseModel):

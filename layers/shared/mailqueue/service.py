@@ -379,14 +379,23 @@ class Mailqueue:
 
     def upload_ticket(self, request: UploadRequest, now: datetime | None = None) -> UploadTicket:
         now = now or clock.now()
-        key = f"{UPLOAD_PREFIX}{new_email_id()}/{request.filename}"
         from mailqueue.blobs import UPLOAD_URL_SECONDS  # noqa: PLC0415
 
+        headers = {"Content-Type": request.content_type}
+        if request.sha256 is None:
+            key = f"{UPLOAD_PREFIX}{new_email_id()}/{request.filename}"
+            checksum = None
+        else:
+            # Content-addressed: the same file gets the same key, and S3 checks the upload against the hash.
+            key = f"{UPLOAD_PREFIX}sha256-{request.sha256}/{request.filename}"
+            checksum = base64.b64encode(bytes.fromhex(request.sha256)).decode()
+            headers["x-amz-checksum-sha256"] = checksum
         return UploadTicket(
             s3_key=key,
-            upload_url=self.blobs.upload_url(key, request.content_type),
-            headers={"Content-Type": request.content_type},
+            upload_url=self.blobs.upload_url(key, request.content_type, checksum),
+            headers=headers,
             expires_at=clock.iso(clock.after(now, UPLOAD_URL_SECONDS)),
+            uploaded=request.sha256 is not None and self.blobs.size_of(key) == request.size,
         )
 
 
