@@ -53,8 +53,6 @@ DEFAULT_API_PORT = 3000
 DEFAULT_EMULATOR_PORT = 4566
 DEFAULT_OUTBOX = Path(".mailqueue") / "outbox"
 DEFAULT_REQUEUE_SECONDS = 5.0
-# HTTP API refuses larger request bodies itself.
-MAX_BODY_BYTES = 10 * 1024 * 1024
 # A message its function reported as failed is visible again after this long, not after the queue's
 # visibility timeout (minutes): locally, a retry should be seen at once.
 LOCAL_RETRY_VISIBILITY_SECONDS = 1
@@ -742,6 +740,9 @@ class LocalStack:
         if route is None or route.function.handler is None:
             return 404, {"content-type": "application/json"}, b'{"message":"Not Found"}'
         event = lambda_events.http_api_event(method, parts.path, body, headers, parts.query)
+        refused = _too_large_for_lambda(event)
+        if refused is not None:
+            return refused
         try:
             answer = self.invoke(route.function, event)
         except Exception:
@@ -825,10 +826,12 @@ class _ApiRequestHandler(BaseHTTPRequestHandler):
             self._answer(200, {"content-type": "application/json"}, json.dumps(identity).encode())
             return
         length = int(self.headers.get("content-length") or 0)
-        if length > MAX_BODY_BYTES:
-            from mailqueue.web import error_payload  # noqa: PLC0415
+        from mailqueue.web import HTTP_API_MAX_BODY_BYTES, TOO_LARGE_HINT, error_payload  # noqa: PLC0415
 
-            payload = error_payload("payload_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+        if length > HTTP_API_MAX_BODY_BYTES:
+            # API Gateway's HTTP API refuses it before any function runs.
+            message = f"the body is {length} bytes; HTTP APIs take at most {HTTP_API_MAX_BODY_BYTES}: {TOO_LARGE_HINT}"
+            payload = error_payload("payload_too_large", message)
             self._answer(413, {"content-type": "application/json"}, json.dumps(payload).encode(), close=True)
             return
         body = self.rfile.read(length) if length else None
@@ -856,6 +859,25 @@ class _ApiRequestHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.info("api       %s", format % args)
+
+
+def _too_large_for_lambda(event: dict[str, Any]) -> tuple[int, dict[str, str], bytes] | None:
+    """A 413 for an event larger than a synchronous Lambda invocation takes (6 MB), as deployed it never runs.
+
+    Measured as the event's JSON with non-ASCII characters as UTF-8 (the smaller spelling Lambda may receive).
+    Deployed, Lambda refuses such an invocation and API Gateway answers with an error of its own: the
+    local stack answers in the API's error shape, saying what to do.
+    """
+    from mailqueue.web import LAMBDA_MAX_EVENT_BYTES, TOO_LARGE_HINT, error_payload  # noqa: PLC0415
+
+    size = len(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if size <= LAMBDA_MAX_EVENT_BYTES:
+        return None
+    message = (
+        f"the request makes a {size}-byte Lambda event; a function invoked through the API takes at most "
+        f"{LAMBDA_MAX_EVENT_BYTES}: {TOO_LARGE_HINT}"
+    )
+    return 413, {"content-type": "application/json"}, json.dumps(error_payload("payload_too_large", message)).encode()
 
 
 def _http_answer(answer: Any) -> tuple[int, dict[str, str], bytes]:
