@@ -684,8 +684,14 @@ def parser() -> argparse.ArgumentParser:
     retry.add_argument("id")
     retry.set_defaults(run=cmd_retry)
 
-    stats = commands.add_parser("stats", parents=[common], help="how many emails are in each status")
-    stats.add_argument("--max", type=int, default=10_000, help="stop counting a status after this many")
+    stats = commands.add_parser(
+        "stats",
+        parents=[common],
+        help="how many emails are in each status (pages through them all: one request per 100 emails)",
+    )
+    stats.add_argument(
+        "--max", type=int, default=10_000, help="stop counting a status after this many (default 10,000)"
+    )
     stats.set_defaults(run=cmd_stats)
 
     suppressions = commands.add_parser(

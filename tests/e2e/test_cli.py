@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mailqueue_dev import cli
+from mailqueue_dev import cli, ses_simulator
 from mailqueue_dev.local import LocalStack, banner
 from mailqueue_dev.running import RunningStack
 
@@ -123,6 +123,11 @@ def test_the_banner_commands_work_as_printed_from_the_project_or_below(local: Lo
     below = root / "docs" / "drafts"
     below.mkdir(parents=True, exist_ok=True)
     text = banner(local)
+    # Every address that does something other than a delivery is listed, suppressionlist@ among them
+    for addresses, fate in ses_simulator.SPECIAL_ADDRESSES:
+        assert any(addresses in line and line.rstrip().endswith(fate) for line in text.splitlines()), text
+    assert "suppressionlist@simulator.amazonses.com" in text
+    assert "*@reject.mailqueue.example" in text and "*@unavailable.mailqueue.example" in text
     code, answer = http.post("/emails", an_email())
     assert code == 202, answer
     email_id = answer["id"]
