@@ -53,7 +53,7 @@ def test_an_accepted_email_is_stored_then_published(api, stack):
     status, body = api.post("/emails", an_email(metadata={"order": 42}))
 
     assert status == 202
-    assert body == {"id": body["id"], "status": "queued", "published": True, "message": None}
+    assert body == {"id": body["id"], "status": "queued", "published": True, "message": None, "skipped": []}
     assert receive_all(stack) == [{"id": body["id"]}]
     status, email = api.get(f"/emails/{body['id']}")
     assert status == 200
@@ -447,3 +447,20 @@ def test_base64_bodies_from_api_gateway_are_understood(api, stack):
     answer = api.module.handler(event, api._context)
 
     assert answer["statusCode"] == 202, answer
+
+
+def test_get_shows_every_recipient_of_an_email_whose_content_is_compressed(api, stack):
+    # A long, repetitive body is stored zlib-compressed: the recipients are read back from it
+    email = an_email(to=["Alice <alice@example.org>"], cc=["bob@example.org"], text="Thanks for your order. " * 500)
+    status, body = api.post("/emails", email)
+    assert status == 202, body
+    content = boto3.client("dynamodb").get_item(
+        TableName=stack.names["EmailsTable"], Key={"pk": {"S": body["id"]}, "sk": {"S": "content"}}
+    )["Item"]
+    assert "body_zlib" in content
+
+    status, shown = api.get(f"/emails/{body['id']}")
+
+    assert status == 200
+    assert shown["recipients"] == {"to": ["Alice <alice@example.org>"], "cc": ["bob@example.org"], "bcc": []}
+    assert (shown["subject"], shown["summary"]) == (email["subject"], False)

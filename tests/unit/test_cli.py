@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import subprocess
@@ -218,7 +219,12 @@ def test_a_large_attachment_is_uploaded_first(fake: FakeApi, tmp_path: Path, mon
 
     assert result.code == cli.EXIT_OK, result.err
     upload_request, upload, send = fake.calls
-    assert upload_request.json() == {"filename": "report.csv", "content_type": "text/csv", "size": 400}
+    assert upload_request.json() == {
+        "filename": "report.csv",
+        "content_type": "text/csv",
+        "size": 400,
+        "sha256": hashlib.sha256(big.read_bytes()).hexdigest(),  # the key is made from the content
+    }
     assert (upload.method, upload.url, upload.body) == ("PUT", ticket["upload_url"], big.read_bytes())
     assert send.json()["attachments"] == [
         {"filename": "report.csv", "content_type": "text/csv", "s3_key": "uploads/X/report.csv"}
