@@ -251,7 +251,7 @@ def _idempotency_conflict(error: Exception) -> Response[Any]:
         if isinstance(error, IdempotencyValidationError)
         else "a request with this Idempotency-Key is still in progress; try again shortly"
     )
-    conflict = IdempotencyConflict(message, [FieldError("Idempotency-Key", message)])
+    conflict = IdempotencyConflict(message, [FieldError("Idempotency-Key", message, IdempotencyConflict.code)])
     return _error(HTTPStatus.CONFLICT, conflict.code, conflict.message, conflict.details)
 
 
