@@ -946,6 +946,8 @@ def _forget_cached_configuration() -> None:
 
 def _check_free(host: str, port: int, variable: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the servers bind: a port a stopped stack left in TIME_WAIT is free to start again at once.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
