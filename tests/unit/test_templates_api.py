@@ -188,7 +188,7 @@ def test_a_missing_variable_is_a_422_naming_it_and_nothing_is_stored(api, stack)
     status, answer = api.post("/emails", templated(data={"name": "Alice"}))
 
     assert status == 422
-    error = assert_error_shape(answer, "invalid_email")
+    error = assert_error_shape(answer, "invalid_field")
     assert error["details"][0]["field"] == "data.code"
     assert "code" in error["message"]
     assert receive_all(stack) == []
