@@ -29,8 +29,8 @@ install: $(STAMP) ## Create .venv and install mailqueue with its dev tools
 chromium: ## Install Debian's chromium for the console's browser tests, unless /usr/bin/chromium exists
 	@test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
-dev: $(STAMP) ## Run the whole queue locally: emulator, API, sender, requeue, outbox
-	$(BIN)/python -m mailqueue_dev.local
+dev: $(STAMP) ## Run the whole queue locally: emulator, API, sender, requeue, outbox (CLEAN=1: without earlier data)
+	$(if $(CLEAN),MAILQUEUE_CLEAN=1 )$(BIN)/python -m mailqueue_dev.local
 
 test: $(STAMP) chromium lint typecheck validate ## Lint, type-check, check the template and run every test
 	$(BIN)/pytest -q

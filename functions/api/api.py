@@ -39,12 +39,14 @@ from mailqueue.models import (
     UploadRequest,
     UploadTicket,
 )
+from mailqueue.problems import failure_of, field_problems
 from mailqueue.queue import SendQueue
-from mailqueue.service import Mailqueue, field_path
+from mailqueue.service import Mailqueue
 from mailqueue.settings import get_settings
 from mailqueue.store import EmailStore, SuppressionList
 from mailqueue.templates import TemplateLibrary, TemplateStore
 from mailqueue.web import error_payload, refusal
+from pydantic import BaseModel
 from template_routes import template_router
 
 logger = Logger()
@@ -74,16 +76,24 @@ idempotency_store = DynamoDBPersistenceLayer(
     table_name=settings.idempotency_table_name, boto3_client=aws.client("dynamodb")
 )
 
+# Each status and the codes it carries (error.code; each detail has its own code too).
 ERRORS: dict[int, Any] = {
     status: {"description": text, "content": {"application/json": {"model": ErrorResponse}}}
     for status, text in {
-        400: "Malformed request",
-        404: "No such email",
-        409: "The email's status does not allow it",
-        413: "Body too large",
-        415: "Body is not JSON",
-        422: "The email is not valid",
-        503: "Storage unreachable. `unavailable`: nothing was accepted and nothing will be sent, send it again; "
+        400: "`bad_request`: the body is not JSON (or not UTF-8). `invalid_parameter`: a query, path or header "
+        "parameter is not valid (status, limit, cursor, Idempotency-Key); the detail names it",
+        404: "`not_found`: no such email, template or template version, no such suppressed address, or no such route",
+        405: "`method_not_allowed`: the path exists, the method does not (the Allow header lists those that do)",
+        409: "`status_conflict`: the email's status does not allow it (the message says which statuses do). "
+        "`idempotency_conflict`: the Idempotency-Key was used with another body. `template_conflict`: another "
+        "save of the same template kept getting there first",
+        413: "`payload_too_large`: the body is larger than can reach the function (upload attachments with "
+        "POST /attachments)",
+        415: "`unsupported_media_type`: the body is not application/json",
+        422: "`invalid_field`: a field's value is not valid. `unknown_field`: a field the API does not know (the "
+        "detail suggests the nearest known one). `missing_field`: a required field is absent. "
+        "`suppressed_recipient`: a recipient is on the suppression list (skip_suppressed sends to the others)",
+        503: "`unavailable`: storage unreachable: nothing was accepted and nothing will be sent, send it again. "
         "`unconfirmed`: the email may have been stored under the id named, read it before sending again "
         "(with an Idempotency-Key, send it again with the same key: that never makes a second email)",
     }.items()
@@ -245,14 +255,20 @@ def _domain_error(error: MailqueueError) -> Response[Any]:
     return _error(error.http_status, error.code, error.message, error.details)
 
 
+# The model each route validates its body against: unknown fields are named with the nearest known one.
+BODY_MODELS: dict[tuple[str, str], type[BaseModel]] = {
+    ("POST", "/emails"): EmailRequest,
+    ("POST", "/emails/batch"): BatchRequest,
+    ("POST", "/attachments"): UploadRequest,
+}
+
+
 @app.exception_handler(RequestValidationError)
 def _invalid_request(error: RequestValidationError) -> Response[Any]:
-    details = [
-        FieldError(field_path(issue.get("loc", ())) or "body", str(issue.get("msg", "")).removeprefix("Value error, "))
-        for issue in error.errors()
-    ]
-    summary = "; ".join(f"{detail.field}: {detail.message}" for detail in details[:3])
-    return _error(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_request", f"the request is not valid: {summary}", details)
+    event = app.current_event
+    model = BODY_MODELS.get((event.http_method.upper(), event.path))
+    failure = failure_of(field_problems(error.errors(), model), "the request")
+    return _error(failure.http_status, failure.code, failure.message, failure.details)
 
 
 @app.exception_handler([IdempotencyValidationError, IdempotencyAlreadyInProgressError])
@@ -262,7 +278,7 @@ def _idempotency_conflict(error: Exception) -> Response[Any]:
         if isinstance(error, IdempotencyValidationError)
         else "a request with this Idempotency-Key is still in progress; try again shortly"
     )
-    conflict = IdempotencyConflict(message, [FieldError("Idempotency-Key", message)])
+    conflict = IdempotencyConflict(message, [FieldError("Idempotency-Key", message, IdempotencyConflict.code)])
     return _error(HTTPStatus.CONFLICT, conflict.code, conflict.message, conflict.details)
 
 
@@ -284,7 +300,18 @@ def _aws_unavailable(error: Exception) -> Response[Any]:
 @app.not_found
 def _not_found(_: NotFoundError) -> Response[Any]:
     event = app.current_event
-    return _error(HTTPStatus.NOT_FOUND, "not_found", f"no route {event.http_method} {event.path}")
+    method, path = event.http_method.upper(), event.path
+    # Powertools answers any unmatched method with not_found: a path that exists under other methods is a 405.
+    allowed = sorted({route.method for route in app._static_routes + app._dynamic_routes if route.rule.match(path)})
+    if allowed:
+        message = f"{method} is not allowed on {path}: use {' or '.join(allowed)}"
+        return Response(
+            status_code=HTTPStatus.METHOD_NOT_ALLOWED.value,
+            content_type=content_types.APPLICATION_JSON,
+            body=error_payload("method_not_allowed", message, [FieldError("method", message, "method_not_allowed")]),
+            headers={"Allow": ", ".join(allowed)},
+        )
+    return _error(HTTPStatus.NOT_FOUND, "not_found", f"no route {method} {path}")
 
 
 # --- entry point --------------------------------------------------------------------------------------------

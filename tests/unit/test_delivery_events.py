@@ -215,7 +215,11 @@ def test_enqueueing_to_a_suppressed_address_is_refused_naming_it(api, handler):
 
     assert status == 422
     assert body["error"]["details"] == [
-        {"field": "to", "message": "alice@example.org is on the suppression list (complaint)"}
+        {
+            "field": "to",
+            "message": "alice@example.org is on the suppression list (complaint)",
+            "code": "suppressed_recipient",
+        }
     ]
 
 

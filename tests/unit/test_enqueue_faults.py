@@ -129,7 +129,7 @@ def test_when_storage_cannot_even_settle_the_write_the_503_names_the_email(api, 
 
     assert status == 503
     error = assert_error_shape(body, "unconfirmed")
-    assert error["details"] == [{"field": "id", "message": statuses(stack)[0]["pk"]["S"]}]
+    assert error["details"] == [{"field": "id", "message": statuses(stack)[0]["pk"]["S"], "code": "unconfirmed"}]
 
 
 # --- idempotency keys ----------------------------------------------------------------------------------------

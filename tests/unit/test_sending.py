@@ -729,3 +729,16 @@ def test_the_sample_event_is_a_batch_the_handler_takes(stack, sender, capsys):
 
     assert answer == {"batchItemFailures": []}
     assert emitted_metrics(capsys.readouterr().out)["IgnoredMessages"] == len(event["Records"])
+
+
+def test_a_malformed_message_is_logged_as_malformed_with_its_body(stack, sender, capsys, caplog):
+    # A bare id, as a hand-written `aws sqs send-message` would carry: not {"id": "<email id>"}
+    answer = sender.invoke([message("01JP0000000000000000000000", "m-bare")])
+
+    assert answer == {"batchItemFailures": []}  # retrying it cannot help
+    assert sender.calls == 0
+    malformed = [record for record in caplog.records if "malformed" in record.getMessage()]
+    assert len(malformed) == 1, caplog.records
+    assert malformed[0].levelname == "ERROR"
+    assert (malformed[0].sqs_message_id, malformed[0].body) == ("m-bare", "01JP0000000000000000000000")
+    assert emitted_metrics(capsys.readouterr().out)["MalformedMessages"] == 1

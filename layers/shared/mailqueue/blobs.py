@@ -75,10 +75,10 @@ class BlobStore:
         data: bytes = self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         return data
 
-    def upload_url(self, key: str, content_type: str) -> str:
-        url: str = self._client.generate_presigned_url(
-            "put_object",
-            Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
-            ExpiresIn=UPLOAD_URL_SECONDS,
-        )
+    def upload_url(self, key: str, content_type: str, checksum_sha256: str | None = None) -> str:
+        """A presigned PUT; with ``checksum_sha256`` (base64), S3 refuses a body whose SHA-256 differs."""
+        params = {"Bucket": self.bucket, "Key": key, "ContentType": content_type}
+        if checksum_sha256 is not None:
+            params["ChecksumSHA256"] = checksum_sha256
+        url: str = self._client.generate_presigned_url("put_object", Params=params, ExpiresIn=UPLOAD_URL_SECONDS)
         return url

@@ -32,7 +32,12 @@ from mailqueue.template_models import TEMPLATE_NAME_PATTERN
 MAX_RECIPIENTS = 50
 MAX_SUBJECT = 998
 MAX_BODY_CHARS = 1_000_000
+# Attachments, inline and uploaded, in all. Inline ones travel in the request, which can carry at most
+# about 6 MB (see mailqueue.web: a third of it base64); larger ones go through POST /attachments.
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+# What SES (API v2) sends: a raw message of at most 40 MB, attachments included. The largest email the
+# API takes renders well under it (tests/unit/test_models.py checks the sum).
+SES_MAX_MESSAGE_BYTES = 40_000_000
 MAX_ATTACHMENTS = 20
 MAX_HEADERS = 20
 MAX_TAGS = 10
@@ -404,6 +409,13 @@ class UploadRequest(BaseModel):
     filename: str = Field(min_length=1, max_length=255)
     content_type: str = "application/octet-stream"
     size: int = Field(gt=0, le=MAX_ATTACHMENT_BYTES, description="The file's size in bytes.")
+    sha256: str | None = Field(
+        default=None,
+        pattern="^[0-9a-f]{64}$",
+        description="The file's SHA-256, in hex. The key is then made from it: the same file gets the same key, so "
+        "an email sent again with the same Idempotency-Key is the same email; S3 refuses an upload that does "
+        "not match it.",
+    )
 
     @field_validator("filename")
     @classmethod
@@ -419,15 +431,30 @@ class UploadRequest(BaseModel):
 # --- What the API answers -------------------------------------------------------------------------------
 
 
+class SkippedRecipient(BaseModel):
+    field: str = Field(description="to, cc or bcc.")
+    address: str
+    reason: str = Field(description="Why the address is on the suppression list.")
+
+
 class EnqueueResult(BaseModel):
     id: str
-    status: str
+    status: str = Field(description="queued (sent as soon as the send rate allows) or scheduled (send_at later).")
     published: bool = Field(
         default=True,
-        description="False when the send queue could not be reached: the email is stored and the "
-        "requeue function publishes it when its deadline passes.",
+        description="Whether the email's id reached the send queue. False when the queue could not be reached: the "
+        "email is stored all the same, and the requeue function publishes it when its deadline passes (nothing "
+        "to do but wait). True for a scheduled email: the requeue function publishes it at its send_at.",
     )
-    message: str | None = None
+    message: str | None = Field(
+        default=None,
+        description="Anything worth knowing about the email that its status does not say: the suppressed "
+        "recipients it goes without, or why it is not published yet. Null when there is nothing to add.",
+    )
+    skipped: list[SkippedRecipient] = Field(
+        default_factory=list,
+        description="With skip_suppressed: each recipient dropped because it is on the suppression list, and why.",
+    )
 
 
 class BatchItemResult(BaseModel):
@@ -435,6 +462,7 @@ class BatchItemResult(BaseModel):
     id: str | None = None
     status: str | None = None
     published: bool | None = None
+    skipped: list[SkippedRecipient] = Field(default_factory=list)
     error: dict[str, Any] | None = None
 
 
@@ -450,6 +478,12 @@ class HistoryEntry(BaseModel):
     reason: str | None = None
 
 
+class Recipients(BaseModel):
+    to: list[str] = Field(default_factory=list)
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
+
+
 class EmailView(BaseModel):
     id: str
     status: str
@@ -457,8 +491,23 @@ class EmailView(BaseModel):
     attempts: int
     created_at: str
     updated_at: str
-    to: str | None = Field(default=None, description="The first recipient.")
-    subject: str | None = Field(default=None, description="The subject, cut short.")
+    to: str | None = Field(
+        default=None, description="The first recipient: a summary. `recipients` has them all (GET /emails/{id})."
+    )
+    subject: str | None = Field(
+        default=None,
+        description="The whole subject from GET /emails/{id}; in list pages (summary true) cut at 40 characters, "
+        "ending in '…'.",
+    )
+    recipients: Recipients | None = Field(
+        default=None,
+        description="Every recipient, as given (bcc included). From GET /emails/{id}; null in list pages.",
+    )
+    summary: bool = Field(
+        default=True,
+        description="True when `to` and `subject` are the status record's summary (list pages, or after the "
+        "email's content expired); false when the email is shown whole.",
+    )
     send_at: str | None = None
     deadline: str | None = None
     ses_message_id: str | None = None
@@ -481,8 +530,13 @@ class UploadTicket(BaseModel):
     s3_key: str
     upload_url: str
     method: str = "PUT"
-    headers: dict[str, str]
+    headers: dict[str, str] = Field(description="Send these headers with the upload, as they are.")
     expires_at: str
+    uploaded: bool = Field(
+        default=False,
+        description="True when this file (the same sha256 and size) is already uploaded under s3_key: the email may "
+        "name it without uploading it again.",
+    )
 
 
 class Suppression(BaseModel):
@@ -497,13 +551,21 @@ class SuppressionPage(BaseModel):
     cursor: str | None = None
 
 
+ERROR_CODES = (
+    "bad_request, invalid_parameter, not_found, method_not_allowed, status_conflict, idempotency_conflict, "
+    "payload_too_large, unsupported_media_type, invalid_field, unknown_field, missing_field, suppressed_recipient, "
+    "unavailable"
+)
+
+
 class ErrorDetail(BaseModel):
-    field: str
-    message: str
+    field: str = Field(description="The field or parameter, as the request wrote it: attachments[0].filename.")
+    message: str = Field(description="What is wrong with it, and a hint where one helps (did you mean reply_to?).")
+    code: str = Field(default="invalid_field", description=f"The kind of mistake: one of {ERROR_CODES}.")
 
 
 class ErrorBody(BaseModel):
-    code: str
+    code: str = Field(description=f"The kind of mistake (that of the first detail, if any): one of {ERROR_CODES}.")
     message: str
     details: list[ErrorDetail] = Field(default_factory=list)
 

@@ -25,9 +25,9 @@
    permanent  ``failed`` with SES's code and message
    ========== ================================================================================
 
-A message that is not a mailqueue message, or names no stored email, is acknowledged and
-logged: retrying it cannot help. Any other exception propagates, so that the batch reports only
-that message as failed and SQS delivers it again.
+A message that is not a mailqueue message (logged as malformed, with its body) or names no
+stored email is acknowledged and logged: retrying it cannot help. Any other exception
+propagates, so that the batch reports only that message as failed and SQS delivers it again.
 
 Besides an unknown outcome, one more path can repeat a send: SES accepted the email but the
 ``sent`` write failed (DynamoDB unreachable even after its client's retries), or the sender died
@@ -69,6 +69,8 @@ RESERVE_SECONDS = 20.0
 # An email whose wait ends within this of its content's expiry has its content kept longer.
 KEEP_MARGIN_SECONDS = 86400
 ATTEMPTS_EXHAUSTED = "attempts exhausted"
+# How much of a malformed message's body its log line shows.
+MALFORMED_BODY_LOGGED = 500
 _SENT_OR_LATER = frozenset({Status.SENT, Status.DELIVERED, Status.BOUNCED, Status.COMPLAINED})
 
 
@@ -168,13 +170,20 @@ class Sender:
 
     # --- one message ----------------------------------------------------------------------------------
 
-    def handle_message(self, body: str, time_left: Callable[[], float] | None = None) -> Report:
+    def handle_message(
+        self, body: str, time_left: Callable[[], float] | None = None, message_id: str | None = None
+    ) -> Report:
         """Handle one send-queue message. ``time_left`` gives the seconds before the function times out."""
         email_id = email_id_in(body)
         if email_id is None:
-            self.logger.warning("ignored a message that is not a mailqueue message")
+            # Retrying cannot help; say what it was, so that whoever published it can find it.
+            self.logger.error(
+                'malformed message dropped: a send message is {"id": "<email id>"}',
+                extra={"sqs_message_id": message_id, "body": body[:MALFORMED_BODY_LOGGED]},
+            )
             self._count("IgnoredMessages")
-            return Report(Result.IGNORED, None, "not a mailqueue message")
+            self._count("MalformedMessages")
+            return Report(Result.IGNORED, None, "malformed message")
         return self.send(email_id, time_left)
 
     def send(self, email_id: str, time_left: Callable[[], float] | None = None) -> Report:

@@ -19,10 +19,12 @@ from pydantic import ValidationError
 from mailqueue import budget, clock
 from mailqueue.blobs import BlobStore
 from mailqueue.errors import (
+    SUPPRESSED_RECIPIENT,
     EmailNotFound,
     FieldError,
     IdempotencyConflict,
     InvalidEmail,
+    InvalidParameter,
     MailqueueError,
     StatusConflict,
     Unavailable,
@@ -39,17 +41,20 @@ from mailqueue.models import (
     EnqueueResult,
     HistoryEntry,
     Mailbox,
+    Recipients,
+    SkippedRecipient,
     Suppression,
     SuppressionPage,
     UploadRequest,
     UploadTicket,
     summary_subject,
 )
-from mailqueue.packing import pack
+from mailqueue.packing import pack, unpack
+from mailqueue.problems import failure_of, field_problems
 from mailqueue.queue import MAX_DELAY_SECONDS, Publication, SendQueue
 from mailqueue.settings import Settings
 from mailqueue.statemachine import Change, Guard, Status, history_entry, transition
-from mailqueue.store import ConditionFailed, EmailStore, SuppressionList
+from mailqueue.store import CONTENT, ConditionFailed, EmailStore, SuppressionList
 
 if TYPE_CHECKING:
     from mailqueue.templates import TemplateLibrary, TemplateRef
@@ -63,6 +68,8 @@ IDEMPOTENCY_BINDING_DAYS = 2
 NOT_STORED_MESSAGE = "the email could not be stored; nothing was accepted and nothing will be sent: send it again"
 # The longest sort key DynamoDB stores: what a cursor or a suppressed address can be.
 MAX_KEY_BYTES = 1024
+# What GET /emails/{id} shows of an email's content: its recipients and whole subject.
+ENVELOPE = ("to", "cc", "bcc", "subject")
 UNPUBLISHED_MESSAGE = (
     "stored, but the send queue could not be reached: the email stays queued and is published "
     "again when its deadline passes"
@@ -143,7 +150,15 @@ class Mailqueue:
         stored = [(index, item) for index, item in prepared if item.email_id in outcome.stored]
         answers = self._publish([item for _, item in stored])
         for (index, _), answer in zip(stored, answers, strict=True):
-            results.append(BatchItemResult(index=index, id=answer.id, status=answer.status, published=answer.published))
+            results.append(
+                BatchItemResult(
+                    index=index,
+                    id=answer.id,
+                    status=answer.status,
+                    published=answer.published,
+                    skipped=answer.skipped,
+                )
+            )
         results.sort(key=lambda result: result.index)
         accepted = sum(1 for result in results if result.id)
         return BatchResult(accepted=accepted, rejected=len(results) - accepted, results=results)
@@ -202,7 +217,7 @@ class Mailqueue:
     ) -> _Prepared:
         sender = request.sender
         self._check_identity(sender)
-        request = self._without_suppressed(request, suppressed)
+        request, skipped = self._without_suppressed(request, suppressed)
         self._check_uploads(request)
 
         send_at = request.send_at
@@ -234,7 +249,7 @@ class Mailqueue:
             "to": recipients[0].address,
             "subject": summary_subject(request.subject or ""),
             "send_at": clock.iso(send_at) if send_at else None,
-            "history": [history_entry(status, now, "accepted")],
+            "history": [history_entry(status, now, f"accepted, {skipped_text(skipped)}" if skipped else "accepted")],
             "metadata": request.metadata,
             "template": origin.name if origin else None,
             "template_version": origin.version if origin else None,
@@ -248,7 +263,8 @@ class Mailqueue:
             kept_until.append(clock.after(now, self.settings.retention_days * 86400))
         kept_until += self._keep_uploads(request, due, now)
         record["content_until"] = clock.iso(min(kept_until))
-        return _Prepared(email_id, record, content, Publication(email_id, request.priority, delay_seconds), status)
+        publication = Publication(email_id, request.priority, delay_seconds)
+        return _Prepared(email_id, record, content, publication, status, skipped)
 
     def _keep_uploads(self, request: EmailRequest, due: datetime, now: datetime) -> list[datetime]:
         """Until when each upload the email names is kept, renewing those the lifecycle would delete
@@ -289,7 +305,9 @@ class Mailqueue:
         expires_at = clock.epoch(clock.after(due, self.settings.retention_days * 86400))
         item = {"pk": email_id, "sk": "content", "expires_at": expires_at}
         if len(json.dumps(body)) > self.settings.inline_content_limit:
-            return {**item, "s3_key": self.blobs.put_content(email_id, body)}
+            # The envelope stays in the item too: GET /emails/{id} shows it without reading the body from S3.
+            envelope = {key: body[key] for key in ENVELOPE if key in body}
+            return {**item, "s3_key": self.blobs.put_content(email_id, body), "envelope": envelope}
         return {**item, **pack(body)}
 
     def _check_identity(self, sender: Mailbox) -> None:
@@ -305,17 +323,19 @@ class Mailqueue:
         addresses = {mailbox.key() for request in requests for mailbox in request.recipients()}
         return self.suppressions.find(addresses) if addresses else {}
 
-    def _without_suppressed(self, request: EmailRequest, suppressed: dict[str, dict[str, Any]]) -> EmailRequest:
-        """The email without its suppressed recipients, if it may drop them; else a 422 naming them."""
+    def _without_suppressed(
+        self, request: EmailRequest, suppressed: dict[str, dict[str, Any]]
+    ) -> tuple[EmailRequest, list[SkippedRecipient]]:
+        """The email without its suppressed recipients (and who they were), if it may drop them; else a 422."""
         if not suppressed:
-            return request
+            return request, []
         hits = {
             field: [value for value in getattr(request, field) if Mailbox.parse(value).key() in suppressed]
             for field in ("to", "cc", "bcc")
         }
         found = [(field, value) for field, values in hits.items() for value in values]
         if not found:
-            return request
+            return request, []
         remaining = len(request.recipients()) - len(found)
         if not request.skip_suppressed or remaining == 0:
             details = [
@@ -323,13 +343,22 @@ class Mailqueue:
                     field,
                     f"{Mailbox.parse(value).key()} is on the suppression list "
                     f"({suppressed[Mailbox.parse(value).key()].get('reason', 'suppressed')})",
+                    SUPPRESSED_RECIPIENT,
                 )
                 for field, value in found
             ]
             hint = "" if request.skip_suppressed else "; set skip_suppressed to send to the others"
             raise InvalidEmail(f"{', '.join(d.message for d in details)}{hint}", details)
         kept = {field: [v for v in getattr(request, field) if v not in hits[field]] for field in ("to", "cc", "bcc")}
-        return request.model_copy(update=kept)
+        skipped = [
+            SkippedRecipient(
+                field=field,
+                address=Mailbox.parse(value).key(),
+                reason=str(suppressed[Mailbox.parse(value).key()].get("reason", "suppressed")),
+            )
+            for field, value in found
+        ]
+        return request.model_copy(update=kept), skipped
 
     def _check_uploads(self, request: EmailRequest) -> None:
         total = sum(attachment.decoded_size() for attachment in request.attachments)
@@ -353,7 +382,16 @@ class Mailqueue:
                 id=item.email_id,
                 status=item.status.value,
                 published=item.email_id not in failed,
-                message=UNPUBLISHED_MESSAGE if item.email_id in failed else None,
+                message="; ".join(
+                    note
+                    for note in (
+                        f"sent {skipped_text(item.skipped)}" if item.skipped else "",
+                        UNPUBLISHED_MESSAGE if item.email_id in failed else "",
+                    )
+                    if note
+                )
+                or None,
+                skipped=item.skipped,
             )
             for item in prepared
         ]
@@ -361,18 +399,19 @@ class Mailqueue:
     # --- reading --------------------------------------------------------------------------------------
 
     def get(self, email_id: str) -> EmailView:
+        """The email's status and history, with its whole subject and every recipient (from its content)."""
         record = self.store.get(email_id) if is_email_id(email_id) else None
         if record is None:
             raise EmailNotFound(f"no email has the id {email_id}")
-        return view(record)
+        return view(record, envelope_of(self.store.get(email_id, CONTENT, consistent=False)))
 
     def list(self, status: str, limit: int = 20, cursor: str | None = None) -> EmailList:
         try:
             wanted = Status(status)
         except ValueError:
-            raise InvalidEmail.on("status", f"must be one of {', '.join(s.value for s in Status)}") from None
+            raise InvalidParameter.on("status", f"must be one of {', '.join(s.value for s in Status)}") from None
         if not 1 <= limit <= 100:
-            raise InvalidEmail.on("limit", "must be between 1 and 100")
+            raise InvalidParameter.on("limit", "must be between 1 and 100")
         before = decode_cursor(cursor) if cursor is not None else None
         records = self.store.list_by_status(wanted.value, limit + 1, before)
         page = records[:limit]
@@ -384,7 +423,7 @@ class Mailqueue:
     def cancel(self, email_id: str, now: datetime | None = None) -> EmailView:
         now = now or clock.now()
         guard = Guard(statuses={Status.SCHEDULED, Status.QUEUED, Status.RETRYING})
-        return self._change(email_id, guard, Change(Status.CANCELLED, reason="cancelled by request"), now)
+        return self._change(email_id, guard, Change(Status.CANCELLED, reason="cancelled by request"), now, "cancelled")
 
     def retry(self, email_id: str, now: datetime | None = None) -> EmailView:
         now = now or clock.now()
@@ -395,11 +434,11 @@ class Mailqueue:
             set={"attempts": 0},
             remove=("last_error", "claim_token"),
         )
-        email = self._change(email_id, Guard(statuses={Status.FAILED}), change, now)
+        email = self._change(email_id, Guard(statuses={Status.FAILED}), change, now, "retried")
         self.queue.publish([Publication(email_id, email.priority)])
         return email
 
-    def _change(self, email_id: str, guard: Guard, change: Change, now: datetime) -> EmailView:
+    def _change(self, email_id: str, guard: Guard, change: Change, now: datetime, action: str) -> EmailView:
         if not is_email_id(email_id):
             raise EmailNotFound(f"no email has the id {email_id}")
         try:
@@ -408,7 +447,8 @@ class Mailqueue:
             current = failure.current or self.store.get(email_id)
             if current is None:
                 raise EmailNotFound(f"no email has the id {email_id}") from None
-            raise StatusConflict(email_id, current.get("status"), change.to.value) from None
+            allowed = [status.value for status in Status if status in guard.statuses]
+            raise StatusConflict(email_id, current.get("status"), action, allowed) from None
 
     # --- suppression list ---------------------------------------------------------------------------------
 
@@ -423,7 +463,7 @@ class Mailqueue:
     def lift_suppression(self, address: str) -> None:
         address = address.strip().lower()
         if not address or len(address.encode()) > MAX_KEY_BYTES:
-            raise InvalidEmail.on("address", f"must be an address of 1 to {MAX_KEY_BYTES} bytes")
+            raise InvalidParameter.on("address", f"must be an address of 1 to {MAX_KEY_BYTES} bytes")
         if not self.suppressions.remove(address):
             raise EmailNotFound(f"{address} is not on the suppression list")
 
@@ -431,14 +471,23 @@ class Mailqueue:
 
     def upload_ticket(self, request: UploadRequest, now: datetime | None = None) -> UploadTicket:
         now = now or clock.now()
-        key = f"{UPLOAD_PREFIX}{new_email_id()}/{request.filename}"
         from mailqueue.blobs import UPLOAD_URL_SECONDS  # noqa: PLC0415
 
+        headers = {"Content-Type": request.content_type}
+        if request.sha256 is None:
+            key = f"{UPLOAD_PREFIX}{new_email_id()}/{request.filename}"
+            checksum = None
+        else:
+            # Content-addressed: the same file gets the same key, and S3 checks the upload against the hash.
+            key = f"{UPLOAD_PREFIX}sha256-{request.sha256}/{request.filename}"
+            checksum = base64.b64encode(bytes.fromhex(request.sha256)).decode()
+            headers["x-amz-checksum-sha256"] = checksum
         return UploadTicket(
             s3_key=key,
-            upload_url=self.blobs.upload_url(key, request.content_type),
-            headers={"Content-Type": request.content_type},
+            upload_url=self.blobs.upload_url(key, request.content_type, checksum),
+            headers=headers,
             expires_at=clock.iso(clock.after(now, UPLOAD_URL_SECONDS)),
+            uploaded=request.sha256 is not None and self.blobs.size_of(key) == request.size,
         )
 
 
@@ -469,7 +518,7 @@ def _unconfirmed(email_id: str, key: str | None) -> Unavailable:
             f"Read GET /emails/{email_id} before sending it again; with an Idempotency-Key a repeat never "
             "makes a second email"
         )
-    failure = Unavailable(message, [FieldError("id", email_id)])
+    failure = Unavailable(message, [FieldError("id", email_id, "unconfirmed")])
     failure.code = "unconfirmed"
     return failure
 
@@ -481,9 +530,36 @@ class _Prepared:
     content: dict[str, Any]
     publication: Publication
     status: Status
+    skipped: list[SkippedRecipient]
 
 
-def view(record: dict[str, Any]) -> EmailView:
+def skipped_text(skipped: list[SkippedRecipient]) -> str:
+    """``without the suppressed a@example.org (complaint), b@example.org (permanent bounce (General))``."""
+    return "without the suppressed " + ", ".join(f"{item.address} ({item.reason})" for item in skipped)
+
+
+def envelope_of(content: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Recipients and subject from a content record (None when it expired or was never written)."""
+    if content is None:
+        return None
+    envelope = content.get("envelope")
+    if not isinstance(envelope, dict):
+        envelope = unpack(content)
+    if "subject" not in envelope:
+        return None
+
+    def mailboxes(key: str) -> list[str]:
+        boxes = envelope.get(key) or []
+        return [f"{box['name']} <{box['address']}>" if box.get("name") else str(box["address"]) for box in boxes]
+
+    return {
+        "recipients": Recipients(to=mailboxes("to"), cc=mailboxes("cc"), bcc=mailboxes("bcc")),
+        "subject": envelope["subject"],
+    }
+
+
+def view(record: dict[str, Any], envelope: dict[str, Any] | None = None) -> EmailView:
+    """An email as the API shows it: the status record, whole when ``envelope`` (from its content) is given."""
     return EmailView(
         id=record["pk"],
         status=record["status"],
@@ -492,7 +568,9 @@ def view(record: dict[str, Any]) -> EmailView:
         created_at=record["created_at"],
         updated_at=record["updated_at"],
         to=record.get("to"),
-        subject=record.get("subject"),
+        subject=envelope["subject"] if envelope else record.get("subject"),
+        recipients=envelope["recipients"] if envelope else None,
+        summary=envelope is None,
         send_at=record.get("send_at"),
         deadline=record.get("deadline"),
         ses_message_id=record.get("ses_message_id"),
@@ -511,46 +589,33 @@ def encode_cursor(position: str, name: str = "before") -> str:
 
 def decode_cursor(cursor: str, name: str = "before") -> str:
     if not cursor:
-        raise InvalidEmail.on("cursor", "is empty: leave it out for the first page")
+        raise InvalidParameter.on("cursor", "is empty: leave it out for the first page")
     try:
         value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))[name]
     except (ValueError, KeyError, TypeError, binascii.Error):
-        raise InvalidEmail.on("cursor", "is not a cursor this API returned") from None
+        raise InvalidParameter.on("cursor", "is not a cursor this API returned") from None
     if (
         not isinstance(value, str)
         or not value
         or len(value.encode()) > MAX_KEY_BYTES
         or (name == "before" and not is_email_id(value))
     ):
-        raise InvalidEmail.on("cursor", "is not a cursor this API returned")
+        raise InvalidParameter.on("cursor", "is not a cursor this API returned")
     return value
 
 
 def validation_failure(error: ValidationError) -> InvalidEmail:
     """A pydantic error as the API's error: one detail per field, named as the caller wrote it."""
-    details = [
-        FieldError(field_path(issue["loc"]), issue["msg"].removeprefix("Value error, ")) for issue in error.errors()
-    ]
-    summary = "; ".join(f"{d.field}: {d.message}" if d.field else d.message for d in details[:3])
-    return InvalidEmail(f"the email is not valid: {summary}", details)
-
-
-def field_path(location: tuple[Any, ...] | list[Any]) -> str:
-    path = ""
-    for part in location:
-        if part in ("body", "query", "path", "header") and not path:
-            continue
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            name = "from" if part == "from_" else str(part)
-            path = f"{path}.{name}" if path else name
-    return path
+    failure = failure_of(field_problems(error.errors(), EmailRequest), "the email")
+    assert isinstance(failure, InvalidEmail)  # a body's problems are never a parameter's
+    return failure
 
 
 def error_body(error: MailqueueError) -> dict[str, Any]:
     return {
         "code": error.code,
         "message": error.message,
-        "details": [{"field": detail.field, "message": detail.message} for detail in error.details],
+        "details": [
+            {"field": detail.field, "message": detail.message, "code": detail.code} for detail in error.details
+        ],
     }
