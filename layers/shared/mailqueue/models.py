@@ -146,7 +146,9 @@ class Mailbox(BaseModel):
         name, address = (match.group("name"), match.group("address")) if match else ("", value)
         name = name.strip()
         if len(name) >= 2 and name[0] == name[-1] == '"':
-            name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\").strip()
+            name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        # Readers show a display name with single spaces (Python 3.13's parser reads it so): keep it so.
+        name = " ".join(name.split())
         problem = header_text_problem(name)
         if problem:
             raise ValueError(f"display name {problem}")
