@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from mailqueue.headertext import ENCODED_WORD, ENCODED_WORD_REFUSAL, header_text_problem
 from mailqueue.template_models import TEMPLATE_NAME_PATTERN
 
 MAX_RECIPIENTS = 50
@@ -78,6 +79,24 @@ RESERVED_TAGS = frozenset({"email_id"})
 
 _HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # printable ASCII but the colon (RFC 5322 ftext)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Characters no file name may hold on the systems attachments are saved to (Windows forbids all of
+# these); readers also strip quotes and angle brackets around a name (Python's email package does).
+_NOT_IN_FILENAMES = re.compile(r'[\x00-\x1f\x7f/\\"<>|:*?]')
+# A body may hold any text but NUL (RFC 5322 forbids it) and lone surrogates (not UTF-8).
+_BODY_UNSAFE = re.compile("[\x00\ud800-\udfff]")
+# Attachment types that must hold MIME structure rather than a file's bytes.
+_COMPOSITE_TYPES = ("multipart/", "message/")
+# Amazon SES refuses messages with attachments of these extensions ("Unsupported attachment types"
+# in the SES Developer Guide).
+_SES_REFUSED = (
+    "ade adp app asp bas bat cer chm cmd com cpl crt csh der exe fxp gadget hlp hta inf ins isp its js jse ksh "
+    "lib lnk mad maf mag mam maq mar mas mat mau mav maw mda mdb mde mdt mdw mdz msc msh msh1 msh2 mshxml "
+    "msh1xml msh2xml msi msp mst ops pcd pif plg prf prg reg scf scr sct shb shs sys ps1 ps1xml ps2 ps2xml "
+    "psc1 psc2 tmp url vb vbe vbs vps vsmacros vss vst vsw vxd ws wsc wsf wsh xnk"
+)
+SES_REFUSED_EXTENSIONS = frozenset(_SES_REFUSED.split())
+
+
 _MAILBOX = re.compile(r"^\s*(?P<name>.*?)\s*<(?P<address>[^<>]*)>\s*$", re.DOTALL)
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}$")
 _TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
@@ -90,6 +109,13 @@ def _depth(value: Any) -> int:
     if isinstance(value, list):
         return 1 + max((_depth(item) for item in value), default=0)
     return 0
+
+
+def _check_header_text(value: str, allow_tab: bool = False) -> str:
+    problem = header_text_problem(value, allow_tab)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 def _check_numbers(value: Any) -> None:
@@ -118,13 +144,21 @@ class Mailbox(BaseModel):
     def parse(cls, value: str) -> Mailbox:
         if "\r" in value or "\n" in value:
             raise ValueError("must not contain line breaks")
+        problem = header_text_problem(value)
+        if problem:
+            raise ValueError(problem)
         match = _MAILBOX.match(value)
         name, address = (match.group("name"), match.group("address")) if match else ("", value)
         name = name.strip()
         if len(name) >= 2 and name[0] == name[-1] == '"':
             name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-        if _CONTROL.search(name):
-            raise ValueError("display name must not contain control characters")
+        # Readers show a display name with single spaces (Python 3.13's parser reads it so): keep it so.
+        name = " ".join(name.split())
+        problem = header_text_problem(name)
+        if problem:
+            raise ValueError(f"display name {problem}")
+        if ENCODED_WORD.search(address):
+            raise ValueError(f"address {ENCODED_WORD_REFUSAL}")
         if len(name) > 256:
             raise ValueError("display name is longer than 256 characters")
         try:
@@ -177,15 +211,27 @@ class Attachment(BaseModel):
     @field_validator("filename")
     @classmethod
     def _plain_filename(cls, value: str) -> str:
-        if "/" in value or "\\" in value or _CONTROL.search(value) or value in {".", ".."}:
-            raise ValueError("must be a plain file name, without path separators or control characters")
-        return value
+        _check_header_text(value)
+        if _NOT_IN_FILENAMES.search(value) or value.strip() in {"", ".", ".."}:
+            raise ValueError(
+                'must be a plain file name: no path separators, control characters or any of " < > | : * ?'
+            )
+        # Readers drop whitespace around a parameter's value: what is kept is what they show.
+        name = value.strip()
+        extension = name.rpartition(".")[2].lower() if "." in name else ""
+        if extension in SES_REFUSED_EXTENSIONS:
+            raise ValueError(f"SES refuses attachments named .{extension} (its list of unsupported attachment types)")
+        return name
 
     @field_validator("content_type")
     @classmethod
     def _mime_type(cls, value: str) -> str:
         if not _CONTENT_TYPE.match(value):
             raise ValueError("must be a MIME type such as application/pdf")
+        if value.lower().startswith(_COMPOSITE_TYPES):
+            raise ValueError(
+                f"{value.lower()} must hold MIME parts, not a file's bytes: send it as application/octet-stream"
+            )
         return value.lower()
 
     @field_validator("s3_key")
@@ -287,10 +333,18 @@ class EmailRequest(BaseModel):
     @field_validator("subject")
     @classmethod
     def _subject(cls, value: str) -> str:
-        if "\r" in value or "\n" in value:
-            raise ValueError("must not contain line breaks")
-        if _CONTROL.search(value):
-            raise ValueError("must not contain control characters")
+        # Readers drop whitespace around a header's value: what is kept is what they show.
+        subject = _check_header_text(value).strip()
+        if not subject:
+            raise ValueError("must not be blank")
+        return subject
+
+    @field_validator("text", "html")
+    @classmethod
+    def _body(cls, value: str | None) -> str | None:
+        unsafe = _BODY_UNSAFE.search(value or "")
+        if unsafe:
+            raise ValueError(f"must not contain U+{ord(unsafe.group()):04X} (NUL or an unpaired surrogate)")
         return value
 
     @field_validator("subject", mode="wrap")
@@ -322,9 +376,11 @@ class EmailRequest(BaseModel):
             if name.lower() in seen:
                 raise ValueError(f"{name} is given twice")
             seen.add(name.lower())
-            if _CONTROL.search(value.replace("\t", " ")):
-                raise ValueError(f"the value of {name} must not contain line breaks or control characters")
-        return values
+            problem = header_text_problem(value, allow_tab=True)
+            if problem:
+                raise ValueError(f"the value of {name} {problem}")
+        # Readers drop whitespace around a header's value: what is kept is what they show.
+        return {name: value.strip() for name, value in values.items()}
 
     @field_validator("tags")
     @classmethod

@@ -283,23 +283,7 @@ class Mailqueue:
         return until
 
     def _content(self, email_id: str, request: EmailRequest, due: datetime) -> dict[str, Any]:
-        def boxes(values: list[str]) -> list[dict[str, str]]:
-            return [Mailbox.parse(value).model_dump() for value in values]
-
-        body: dict[str, Any] = {
-            "from": request.sender.model_dump(),
-            "to": boxes(request.to),
-            "cc": boxes(request.cc),
-            "bcc": boxes(request.bcc),
-            "reply_to": boxes(request.reply_to),
-            "subject": request.subject,
-            "text": request.text,
-            "html": request.html,
-            "headers": request.headers,
-            "attachments": [attachment.model_dump(exclude_none=True) for attachment in request.attachments],
-            "tags": [tag.model_dump() for tag in request.tags],
-        }
-        body = {key: value for key, value in body.items() if value not in (None, [], {})}
+        body = content_body(request)
         # Kept for the retention period from when the email is due; the sender extends it for an email
         # that waits longer (held by an account error, retried), see ``Sender._keep_content``.
         expires_at = clock.epoch(clock.after(due, self.settings.retention_days * 86400))
@@ -489,6 +473,28 @@ class Mailqueue:
             expires_at=clock.iso(clock.after(now, UPLOAD_URL_SECONDS)),
             uploaded=request.sha256 is not None and self.blobs.size_of(key) == request.size,
         )
+
+
+def content_body(request: EmailRequest) -> dict[str, Any]:
+    """What the sender renders: the email's addresses parsed, its fields as given, empty ones left out."""
+
+    def boxes(values: list[str]) -> list[dict[str, str]]:
+        return [Mailbox.parse(value).model_dump() for value in values]
+
+    body: dict[str, Any] = {
+        "from": request.sender.model_dump(),
+        "to": boxes(request.to),
+        "cc": boxes(request.cc),
+        "bcc": boxes(request.bcc),
+        "reply_to": boxes(request.reply_to),
+        "subject": request.subject,
+        "text": request.text,
+        "html": request.html,
+        "headers": request.headers,
+        "attachments": [attachment.model_dump(exclude_none=True) for attachment in request.attachments],
+        "tags": [tag.model_dump() for tag in request.tags],
+    }
+    return {key: value for key, value in body.items() if value not in (None, [], {})}
 
 
 @dataclass
