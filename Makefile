@@ -10,10 +10,15 @@ TOOLS := .venv-tools
 SAM_VERSION := 1.170.0
 CHECKOV_VERSION := 3.3.30
 SAM_STAMP := $(TOOLS)/sam/.installed-$(SAM_VERSION)
+# The functions run on Python 3.13: rendering and hostile input are also tested there, in a small
+# virtualenv of their own (the project with its `tests` extra only).
+VENV313 := .venv313
+STAMP313 := $(VENV313)/.installed-$(shell cat pyproject.toml layers/shared/requirements.txt | cksum | cut -d' ' -f1)
+TESTS313 := tests/unit/test_render.py tests/unit/test_render_property.py tests/unit/test_hostile_input.py
 CHECKOV_STAMP := $(TOOLS)/checkov/.installed-$(CHECKOV_VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help install tools chromium dev test lint format typecheck unit integration e2e chaos mutants validate build deploy clean
+.PHONY: help install tools chromium dev test test313 lint format typecheck unit integration e2e chaos mutants validate build deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,11 +34,20 @@ install: $(STAMP) ## Create .venv and install mailqueue with its dev tools
 chromium: ## Install Debian's chromium for the console's browser tests, unless /usr/bin/chromium exists
 	@test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
-dev: $(STAMP) ## Run the whole queue locally: emulator, API, sender, requeue, outbox
-	$(BIN)/python -m mailqueue_dev.local
+dev: $(STAMP) ## Run the whole queue locally: emulator, API, sender, requeue, outbox (CLEAN=1: without earlier data)
+	$(if $(CLEAN),MAILQUEUE_CLEAN=1 )$(BIN)/python -m mailqueue_dev.local
 
-test: $(STAMP) chromium lint typecheck validate ## Lint, type-check, check the template and run every test
+test: $(STAMP) chromium lint typecheck validate test313 ## Lint, type-check, check the template and run every test
 	$(BIN)/pytest -q
+
+$(STAMP313): pyproject.toml layers/shared/requirements.txt
+	@python313=$$(scripts/sam.sh --find-python) || { echo "Python 3.13 is needed (python3.13 on PATH or in pyenv)." >&2; exit 1; }; \
+		test -d $(VENV313) || $$python313 -m venv $(VENV313)
+	$(VENV313)/bin/python -m pip install --quiet --disable-pip-version-check -e ".[tests]"
+	@rm -f $(VENV313)/.installed-* && touch $@
+
+test313: $(STAMP313) ## Rendering, its round-trip property and hostile input under Python 3.13 (the Lambda runtime)
+	$(VENV313)/bin/python -m pytest -q -p no:cacheprovider $(TESTS313)
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .
@@ -88,5 +102,5 @@ bench: $(STAMP) ## Measure what an email costs and how fast the functions start 
 	$(BIN)/python -m bench.run
 
 clean: ## Remove the virtualenv, caches, build output and the local outbox
-	rm -rf $(VENV) $(TOOLS) .aws-sam .mailqueue .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(VENV313) $(TOOLS) .aws-sam .mailqueue .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

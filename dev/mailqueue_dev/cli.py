@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import mimetypes
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email import policy
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlencode, urlsplit
+
+from mailqueue_dev import running
+from mailqueue_dev.running import RunningStack
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -271,12 +275,20 @@ def _attachment(api: Api, path: Path) -> dict[str, Any]:
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     if len(data) <= INLINE_ATTACHMENT_LIMIT:
         return {"filename": path.name, "content_type": content_type, "content": base64.b64encode(data).decode()}
-    ticket = api.call(
-        "POST", "/attachments", {"filename": path.name, "content_type": content_type, "size": len(data)}
-    ).body
-    status = api.upload(ticket.get("method", "PUT"), ticket["upload_url"], dict(ticket.get("headers") or {}), data)
-    if status >= 300:
-        raise Failure(EXIT_UNAVAILABLE, f"uploading {path.name} failed ({status})")
+    # Content-addressed: the same file gets the same key, so the same command sends the same email (and
+    # replays under the same --idempotency-key); a file already uploaded is not uploaded again.
+    upload = {
+        "filename": path.name,
+        "content_type": content_type,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    ticket = api.call("POST", "/attachments", upload).body
+    if not ticket.get("uploaded"):
+        headers = dict(ticket.get("headers") or {})
+        status = api.upload(ticket.get("method", "PUT"), ticket["upload_url"], headers, data)
+        if status >= 300:
+            raise Failure(EXIT_UNAVAILABLE, f"uploading {path.name} failed ({status})")
     return {"filename": path.name, "content_type": content_type, "s3_key": ticket["s3_key"]}
 
 
@@ -309,6 +321,8 @@ def email_from_flags(api: Api, args: argparse.Namespace) -> dict[str, Any]:
     for name in ("text", "html", "send_at", "priority"):
         if getattr(args, name) is not None:
             email[name] = getattr(args, name)
+    if args.skip_suppressed:
+        email["skip_suppressed"] = True
     if args.attach:
         email["attachments"] = [_attachment(api, Path(path)) for path in args.attach]
     return email
@@ -354,7 +368,7 @@ def cmd_send(api: Api, args: argparse.Namespace, output: Output) -> int:
 def _has_email_flags(args: argparse.Namespace) -> bool:
     flags = (
         *("sender", "to", "cc", "bcc", "reply_to", "subject", "text", "html", "send_at", "priority", "attach"),
-        *("template", "template_version", "data"),
+        *("template", "template_version", "data", "skip_suppressed"),
     )
     return any(getattr(args, name) for name in flags)
 
@@ -415,8 +429,14 @@ def _show_email(email: dict[str, Any], output: Output) -> None:
         return
     fields = ("id", "status", "priority", "attempts", "to", "subject", "send_at", "deadline", "ses_message_id")
     width = max(len(name) for name in fields)
+    recipients = email.get("recipients") or {}
     for name in (*fields, "created_at", "updated_at"):
-        if email.get(name) not in (None, ""):
+        if name == "to" and recipients:
+            # The whole list, each kind on its line (GET /emails/{id} shows every recipient).
+            for kind in ("to", "cc", "bcc"):
+                if recipients.get(kind):
+                    output.line(f"{kind.ljust(width)}  {', '.join(recipients[kind])}")
+        elif email.get(name) not in (None, ""):
             output.line(f"{name.ljust(width)}  {email[name]}")
     if email.get("template"):
         output.line(f"{'template'.ljust(width)}  {email['template']} version {email.get('template_version')}")
@@ -458,7 +478,7 @@ def cmd_list(api: Api, args: argparse.Namespace, output: Output) -> int:
     else:
         output.note(f"no {args.status} emails")
     if page.get("cursor"):
-        output.note(f"more: mailqueue list --status {args.status} --cursor {page['cursor']}")
+        output.note(f"more: mailqueue list --status {args.status} --limit {args.limit} --cursor {page['cursor']}")
     return EXIT_OK
 
 
@@ -547,8 +567,19 @@ def outbox_entries(directory: Path) -> list[dict[str, Any]]:
     return entries
 
 
+def outbox_dir(given: str | None = None) -> Path:
+    """``--outbox``; ``$MAILQUEUE_OUTBOX``; the running stack's (from here or a parent); the project's default."""
+    if given or os.environ.get("MAILQUEUE_OUTBOX"):
+        return Path(given or os.environ["MAILQUEUE_OUTBOX"])
+    state_dir = running.find_state_dir()
+    if state_dir is None:
+        return DEFAULT_OUTBOX
+    stack = RunningStack.load(state_dir)
+    return Path(stack.outbox) if stack is not None else state_dir / DEFAULT_OUTBOX.name
+
+
 def cmd_outbox(_api: Api | None, args: argparse.Namespace, output: Output) -> int:
-    directory = Path(args.outbox or os.environ.get("MAILQUEUE_OUTBOX") or DEFAULT_OUTBOX)
+    directory = outbox_dir(args.outbox)
     if not directory.is_dir():
         raise Failure(EXIT_REFUSED, f"no outbox at {directory}: the local stack (make dev) writes it")
     if args.id:
@@ -583,7 +614,10 @@ def _page_size(value: str) -> int:
 def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     default: Any = argparse.SUPPRESS if suppress else None
     parser.add_argument(
-        "--url", default=default, help=f"the API (default: $MAILQUEUE_URL or {DEFAULT_URL}); deployed APIs are signed"
+        "--url",
+        default=default,
+        help="the API (default: $MAILQUEUE_URL, else http://127.0.0.1:$MAILQUEUE_API_PORT, else the stack `make dev` "
+        f"runs from this directory or a parent, else {DEFAULT_URL}); deployed APIs are signed",
     )
     parser.add_argument("--stack", default=default, metavar="NAME", help="read the URL from this stack's outputs")
     parser.add_argument(
@@ -624,6 +658,9 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("--send-at", metavar="ISO8601", help="when to send, e.g. 2030-01-01T09:00:00+00:00")
     send.add_argument("--priority", choices=("normal", "high"))
     send.add_argument(
+        "--skip-suppressed", action="store_true", help="send to the other recipients when some are suppressed"
+    )
+    send.add_argument(
         "--file", metavar="JSON", help="an email (object) or a list of emails, sent 100 at a time; - for stdin"
     )
     send.add_argument("--idempotency-key", metavar="KEY", help="replays the first answer for 24 hours")
@@ -647,8 +684,14 @@ def parser() -> argparse.ArgumentParser:
     retry.add_argument("id")
     retry.set_defaults(run=cmd_retry)
 
-    stats = commands.add_parser("stats", parents=[common], help="how many emails are in each status")
-    stats.add_argument("--max", type=int, default=10_000, help="stop counting a status after this many")
+    stats = commands.add_parser(
+        "stats",
+        parents=[common],
+        help="how many emails are in each status (pages through them all: one request per 100 emails)",
+    )
+    stats.add_argument(
+        "--max", type=int, default=10_000, help="stop counting a status after this many (default 10,000)"
+    )
     stats.set_defaults(run=cmd_stats)
 
     suppressions = commands.add_parser(
@@ -681,12 +724,65 @@ def parser() -> argparse.ArgumentParser:
 def api_for(args: argparse.Namespace, transport: Transport | None = None) -> Api:
     if args.url and args.stack:
         raise Failure(EXIT_USAGE, "give --url or --stack, not both")
-    url = stack_url(args.stack) if args.stack else (args.url or os.environ.get("MAILQUEUE_URL") or DEFAULT_URL)
+    url, stack = (stack_url(args.stack), None) if args.stack else resolve_url(args.url)
     if urlsplit(url).scheme not in {"http", "https"}:
         raise Failure(EXIT_USAGE, f"{url} is not an http(s) URL")
     token = args.token or os.environ.get("MAILQUEUE_TOKEN")
     signer = None if token or is_local(url) else SigV4Signer()
-    return Api(url, transport=transport, signer=signer, token=token)
+    api = Api(url, transport=transport, signer=signer, token=token)
+    if stack is not None:
+        check_identity(api, stack)
+    return api
+
+
+def resolve_url(given: str | None, env: Mapping[str, str] | None = None) -> tuple[str, RunningStack | None]:
+    """The API to talk to, and the local stack it must be (when it is one started from here).
+
+    In order: ``--url``; ``$MAILQUEUE_URL``; ``$MAILQUEUE_API_PORT`` (as ``make dev`` reads it); the stack
+    running from this directory or a parent (its ``.mailqueue/stack.json``); else the default local URL.
+    """
+    env = os.environ if env is None else env
+    port = (env.get("MAILQUEUE_API_PORT") or "").strip()
+    url = given or env.get("MAILQUEUE_URL") or (f"http://127.0.0.1:{port}" if port else None)
+    state_dir = running.find_state_dir()
+    stack = RunningStack.load(state_dir) if state_dir is not None else None
+    if url is not None:
+        # Named explicitly: checked only when it is the URL of the stack started from here.
+        return url, stack if stack is not None and stack.url == url.rstrip("/") else None
+    if stack is not None:
+        if not stack.alive:
+            raise Failure(
+                EXIT_UNAVAILABLE,
+                f"the local stack started in {stack.root} is not running (process {stack.pid} ended): "
+                "start it with `make dev`",
+            )
+        return stack.url, stack
+    if state_dir is not None:
+        # This project ran a stack once, and it is not running: whatever answers on the default port is not it.
+        raise Failure(
+            EXIT_UNAVAILABLE,
+            f"no local stack is running from {state_dir.parent}: start it with `make dev` "
+            "(or give --url, or MAILQUEUE_API_PORT)",
+        )
+    return DEFAULT_URL, None
+
+
+def check_identity(api: Api, stack: RunningStack) -> None:
+    """Refuse to talk to anything but the stack that wrote stack.json (another may hold its port)."""
+    try:
+        answer = api.call("GET", running.IDENTITY_PATH)
+    except Failure as failure:
+        raise Failure(
+            EXIT_UNAVAILABLE,
+            f"the local stack started in {stack.root} does not answer at {stack.url} ({failure.message}): "
+            "is `make dev` still running?",
+        ) from None
+    if not isinstance(answer.body, dict) or answer.body.get("token") != stack.token:
+        raise Failure(
+            EXIT_UNAVAILABLE,
+            f"{stack.url} is not the local stack started in {stack.root}: another server holds its port. "
+            "Stop it, or give --url to talk to it anyway",
+        )
 
 
 def main(
@@ -711,7 +807,17 @@ def main(
         return failure.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader left (`mailqueue stats | head`): stop quietly, and let nothing flush into the closed pipe.
+        _silence(out)
+        return EXIT_OK
     return code
+
+
+def _silence(stream: IO[str]) -> None:
+    if stream is sys.stdout:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -50,11 +50,14 @@ def http_api_event(
     headers = {name.lower(): value for name, value in (headers or {}).items()}
     is_base64 = False
     if isinstance(body, bytes):
+        # HTTP APIs pass a text body (text/*, application/json) as it is, and base64-encode any other.
         raw = body
-        try:
-            body = raw.decode("utf-8")
-        except UnicodeDecodeError:
+        media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        text = _utf8(raw) if media_type.startswith("text/") or media_type == "application/json" else None
+        if text is None:
             body, is_base64 = base64.b64encode(raw).decode(), True
+        else:
+            body = text
     now = datetime.now(UTC)
     query_parameters: dict[str, str] = {}
     for name, value in parse_qsl(query, keep_blank_values=True):
@@ -91,6 +94,13 @@ def http_api_event(
     if body is not None:
         event["body"] = body
     return event
+
+
+def _utf8(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:

@@ -25,6 +25,8 @@ import logging
 import os
 import queue
 import re
+import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -41,7 +43,7 @@ from types import FrameType
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from mailqueue_dev import emulator, lambda_events, ses_simulator
+from mailqueue_dev import emulator, lambda_events, running, ses_simulator, snapshot
 from mailqueue_dev.template import TEMPLATE, Stack, build
 
 log = logging.getLogger("mailqueue_dev.local")
@@ -51,8 +53,6 @@ DEFAULT_API_PORT = 3000
 DEFAULT_EMULATOR_PORT = 4566
 DEFAULT_OUTBOX = Path(".mailqueue") / "outbox"
 DEFAULT_REQUEUE_SECONDS = 5.0
-# HTTP API refuses larger request bodies itself.
-MAX_BODY_BYTES = 10 * 1024 * 1024
 # A message its function reported as failed is visible again after this long, not after the queue's
 # visibility timeout (minutes): locally, a retry should be seen at once.
 LOCAL_RETRY_VISIBILITY_SECONDS = 1
@@ -266,6 +266,12 @@ class LocalStack:
     # Where the functions' EMF metric lines go (CloudWatch reads them on Lambda); None leaves them on stdout.
     metrics_file: Path | None = None
     ses_events: bool = False
+    # Where the running stack says where it is (stack.json, for the CLI and `invoke`); None writes nothing.
+    state_dir: Path | None = None
+    # Keep the tables and buckets in state_dir/data across restarts (see mailqueue_dev.snapshot); `clean`
+    # starts from nothing instead (and empties the outbox), as a fresh `sam deploy` would.
+    persist: bool = False
+    clean: bool = False
 
     stack: Stack | None = field(default=None, init=False)
     functions: dict[str, Function] = field(default_factory=dict, init=False)
@@ -290,6 +296,8 @@ class LocalStack:
         self._invoke_lock = threading.Lock()
         self._runs_changed = threading.Condition()
         self._metrics_sink: IO[str] | None = None
+        # The API answers IDENTITY_PATH with it: a client tells this stack from another on the same port.
+        self.token = secrets.token_hex(16)
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -346,6 +354,8 @@ class LocalStack:
             self.metrics_file.parent.mkdir(parents=True, exist_ok=True)
             self._metrics_sink = self.metrics_file.open("a", encoding="utf-8")
 
+        self._load_data(session)
+
         for logical_id in function_ids:
             self.functions[logical_id] = self._load(logical_id)
         self.events_function = self._find_events_function()
@@ -361,9 +371,41 @@ class LocalStack:
         for schedule in self.schedules:
             if schedule.function.handler is not None:
                 self._spawn(f"schedule-{schedule.function.logical_id}", self._tick, schedule)
+        if self.state_dir is not None:
+            self.running().write(self.state_dir)
+
+    def running(self) -> running.RunningStack:
+        """What stack.json says about this stack."""
+        root = self.state_dir.resolve().parent if self.state_dir is not None else Path.cwd()
+        functions = {
+            logical_id: {
+                "folder": str(function.folder),
+                "module": function.module_name,
+                "attribute": function.attribute,
+                "timeout": function.timeout,
+            }
+            for logical_id, function in {
+                **self.functions,
+                **({self.events_function.logical_id: self.events_function} if self.events_function else {}),
+            }.items()
+            if function.handler is not None
+        }
+        environment = {name: os.environ[name] for name in self._saved_environment if name in os.environ}
+        return running.RunningStack(
+            url=self.api_url,
+            endpoint_url=self.endpoint_url,
+            outbox=str(self.outbox_dir),
+            token=self.token,
+            pid=os.getpid(),
+            root=str(root),
+            functions=functions,
+            environment=environment,
+        )
 
     def stop(self) -> None:
         self._stop.set()
+        if self.state_dir is not None:
+            running.remove(self.state_dir, self.token)
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
@@ -371,6 +413,7 @@ class LocalStack:
         for thread in self._threads:
             thread.join(timeout=30)
         self._threads.clear()
+        self._save_data()
         self._exit.close()
         if self._metrics_sink is not None:
             self._metrics_sink.close()
@@ -391,6 +434,47 @@ class LocalStack:
         """Block until ``stop()`` is called (from a signal handler, say)."""
         while not self._stop.wait(0.5):
             pass
+
+    # --- data kept across restarts -----------------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path | None:
+        return self.state_dir / "data" if self.persist and self.state_dir is not None else None
+
+    def _load_data(self, session: Any) -> None:
+        data_dir = self.data_dir
+        if data_dir is None or self.stack is None:
+            return
+        if self.clean:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            for path in self.outbox_dir.glob("*.eml"):
+                path.unlink()
+            log.info("starting clean: no data kept from earlier runs")
+            return
+        counts = snapshot.restore(session, self.endpoint_url, self.stack, data_dir)
+        if counts.items or counts.objects:
+            log.info("restored   %s from %s", counts, _relative(data_dir))
+        # Their SQS messages went with the emulator: publish them again now, rather than after their deadline.
+        emails = list(snapshot.queued_emails(session, self.endpoint_url, self.stack.names["EmailsTable"]))
+        if emails:
+            from mailqueue import aws  # noqa: PLC0415 - after the environment is set
+            from mailqueue.queue import Publication, SendQueue  # noqa: PLC0415
+            from mailqueue.settings import get_settings  # noqa: PLC0415
+
+            _forget_cached_configuration()
+            queue = SendQueue(get_settings(), aws.client("sqs"))
+            queue.publish([Publication(e["id"], e["priority"], snapshot.delay_until(e["send_at"])) for e in emails])
+
+    def _save_data(self) -> None:
+        data_dir = self.data_dir
+        if data_dir is None or self.stack is None or self.emulator is None:
+            return
+        try:
+            counts = snapshot.save(self.emulator.session(), self.endpoint_url, self.stack, data_dir)
+        except Exception:
+            log.error("could not save the local data:\n%s", _short_trace())
+            return
+        log.info("saved      %s to %s", counts, _relative(data_dir))
 
     # --- building -----------------------------------------------------------------------------------------
 
@@ -591,6 +675,7 @@ class LocalStack:
 
         events = aws.client("sesv2").meta.events
         events.register("before-parameter-build.sesv2.SendEmail", _remember_params, unique_id="mailqueue-outbox-params")
+        events.register("before-call.sesv2.SendEmail", _simulated_failure, unique_id="mailqueue-send-failures")
         events.register("after-call.sesv2.SendEmail", self._write_outbox, unique_id="mailqueue-outbox-write")
 
     def _write_outbox(self, http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
@@ -655,6 +740,9 @@ class LocalStack:
         if route is None or route.function.handler is None:
             return 404, {"content-type": "application/json"}, b'{"message":"Not Found"}'
         event = lambda_events.http_api_event(method, parts.path, body, headers, parts.query)
+        refused = _too_large_for_lambda(event)
+        if refused is not None:
+            return refused
         try:
             answer = self.invoke(route.function, event)
         except Exception:
@@ -678,28 +766,32 @@ class LocalStack:
         for schedule in self.schedules:
             lines.append(f"schedule   {schedule.function.logical_id} every {schedule.every:g}s")
         lines.append(f"identities {', '.join(self.identities)}")
-        lines.append(self._describe_ses_events())
+        lines += self._describe_ses_events()
         if self.environment:
             lines.append(
                 "settings   " + " ".join(f"{name}={value}" for name, value in sorted(self.environment.items()))
             )
         if self.metrics_file is not None:
             lines.append(f"metrics    {_relative(self.metrics_file)}")
+        if self.data_dir is not None:
+            lines.append(
+                f"data       {_relative(self.data_dir)}  (kept across restarts; `make dev CLEAN=1` starts empty)"
+            )
         lines += [f"missing    {f.logical_id}: {f.missing}" for f in self.functions.values() if f.missing]
         return lines
 
-    def _describe_ses_events(self) -> str:
+    def _describe_ses_events(self) -> list[str]:
         function = self.events_function
         if not self.ses_events:
-            return "ses events off: emails stay sent"
+            return ["ses events off: emails stay sent"]
         if function is None or function.handler is None:
-            return f"ses events off: {function.missing if function else 'no events function'}"
+            return [f"ses events off: {function.missing if function else 'no events function'}"]
         target = function.logical_id if function.logical_id in self.functions else EVENTS_HANDLER
-        return (
-            f"ses events -> {target}: delivered, except bounce@{ses_simulator.SIMULATOR_DOMAIN} and "
-            f"*@{ses_simulator.BOUNCE_DOMAIN} (bounce), complaint@{ses_simulator.SIMULATOR_DOMAIN} and "
-            f"*@{ses_simulator.COMPLAINT_DOMAIN} (complaint)"
-        )
+        width = max(len(addresses) for addresses, _ in ses_simulator.SPECIAL_ADDRESSES)
+        return [
+            f"ses events -> {target}: every email is delivered, except to",
+            *(f"             {addresses.ljust(width)}  {fate}" for addresses, fate in ses_simulator.SPECIAL_ADDRESSES),
+        ]
 
     def example_sender(self) -> str:
         identity = self.identities[0] if self.identities else "example.com"
@@ -729,11 +821,17 @@ class _ApiRequestHandler(BaseHTTPRequestHandler):
     server_version = "mailqueue-local"
 
     def _serve(self) -> None:
+        if self.command == "GET" and urlsplit(self.path).path == running.IDENTITY_PATH:
+            identity = {"token": self.local.token, "url": self.local.api_url}
+            self._answer(200, {"content-type": "application/json"}, json.dumps(identity).encode())
+            return
         length = int(self.headers.get("content-length") or 0)
-        if length > MAX_BODY_BYTES:
-            from mailqueue.web import error_payload  # noqa: PLC0415
+        from mailqueue.web import HTTP_API_MAX_BODY_BYTES, TOO_LARGE_HINT, error_payload  # noqa: PLC0415
 
-            payload = error_payload("payload_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+        if length > HTTP_API_MAX_BODY_BYTES:
+            # API Gateway's HTTP API refuses it before any function runs.
+            message = f"the body is {length} bytes; HTTP APIs take at most {HTTP_API_MAX_BODY_BYTES}: {TOO_LARGE_HINT}"
+            payload = error_payload("payload_too_large", message)
             self._answer(413, {"content-type": "application/json"}, json.dumps(payload).encode(), close=True)
             return
         body = self.rfile.read(length) if length else None
@@ -763,6 +861,25 @@ class _ApiRequestHandler(BaseHTTPRequestHandler):
         log.info("api       %s", format % args)
 
 
+def _too_large_for_lambda(event: dict[str, Any]) -> tuple[int, dict[str, str], bytes] | None:
+    """A 413 for an event larger than a synchronous Lambda invocation takes (6 MB), as deployed it never runs.
+
+    Measured as the event's JSON with non-ASCII characters as UTF-8 (the smaller spelling Lambda may receive).
+    Deployed, Lambda refuses such an invocation and API Gateway answers with an error of its own: the
+    local stack answers in the API's error shape, saying what to do.
+    """
+    from mailqueue.web import LAMBDA_MAX_EVENT_BYTES, TOO_LARGE_HINT, error_payload  # noqa: PLC0415
+
+    size = len(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if size <= LAMBDA_MAX_EVENT_BYTES:
+        return None
+    message = (
+        f"the request makes a {size}-byte Lambda event; a function invoked through the API takes at most "
+        f"{LAMBDA_MAX_EVENT_BYTES}: {TOO_LARGE_HINT}"
+    )
+    return 413, {"content-type": "application/json"}, json.dumps(error_payload("payload_too_large", message)).encode()
+
+
 def _http_answer(answer: Any) -> tuple[int, dict[str, str], bytes]:
     """A Lambda proxy answer (payload format 2.0) as status, headers and bytes."""
     if not isinstance(answer, dict) or "statusCode" not in answer:
@@ -786,6 +903,29 @@ def _remember_params(params: dict[str, Any], context: dict[str, Any], **_: Any) 
     context[_PARAMS_KEY] = params
 
 
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._data
+
+
+def _simulated_failure(context: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]] | None:
+    """SES's refusal of a send to a failing domain (ses_simulator.SEND_FAILURES), as botocore would parse it."""
+    failure = ses_simulator.send_failure(context.get(_PARAMS_KEY) or {})
+    if failure is None:
+        return None
+    from botocore.awsrequest import AWSResponse  # noqa: PLC0415
+
+    status, code, message = failure
+    parsed = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": {}, "RetryAttempts": 0},
+    }
+    return AWSResponse("https://email.us-east-1.amazonaws.com/", status, {}, _Body(b"")), parsed
+
+
 def _matches_ses(pattern: Any) -> bool:
     """An EventBridge pattern that takes SES's events (source aws.ses)."""
     return isinstance(pattern, dict) and "aws.ses" in json.dumps(pattern.get("source"))
@@ -806,6 +946,8 @@ def _forget_cached_configuration() -> None:
 
 def _check_free(host: str, port: int, variable: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the servers bind: a port a stopped stack left in TIME_WAIT is free to start again at once.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
@@ -867,13 +1009,39 @@ def from_environment() -> LocalStack:
         parameters={"LogLevel": os.environ.get("MAILQUEUE_LOG_LEVEL", "WARNING").upper()},
         environment=tuned_settings(os.environ),
         metrics_file=Path(".mailqueue") / "metrics.log",
+        state_dir=Path(running.STATE_DIR_NAME),
+        persist=True,
+        clean=os.environ.get("MAILQUEUE_CLEAN", "").strip() not in {"", "0", "false", "no", "off"},
         ses_events=os.environ.get("MAILQUEUE_SES_EVENTS", "1").strip() not in {"0", "false", "no", "off"},
     )
 
 
-def _cli_hint() -> str:
+def cli_hint(root: Path | None = None) -> str:
+    """How to run the CLI from ``root`` (where `make dev` was started): the installed one, relative when it can be."""
     installed = Path(sys.executable).parent / "mailqueue"
-    return _relative(installed) if installed.exists() else "mailqueue"
+    if not installed.exists():
+        return "mailqueue"
+    try:
+        return str(installed.relative_to((root or Path.cwd()).resolve()))
+    except ValueError:
+        return str(installed)
+
+
+def banner(local: LocalStack) -> str:
+    """What `make dev` prints once the stack is up: where everything is, and commands that work as printed."""
+    root = local.state_dir.resolve().parent if local.state_dir is not None else Path.cwd()
+    cli = cli_hint(root)
+    lines = ["mailqueue is running locally. Ctrl-C stops it."]
+    lines += [f"  {line}" for line in local.describe()]
+    lines += [
+        "",
+        "Send a first email:",
+        f"  {local.first_curl()}",
+        f"Then follow it:  {cli} status <id>    and read it:  {cli} outbox",
+    ]
+    if local.ses_publisher is not None:
+        lines.append(f"To see a bounce, send to bounce@{ses_simulator.SIMULATOR_DOMAIN}; then:  {cli} suppressions")
+    return "\n".join(lines) + "\n"
 
 
 @contextlib.contextmanager
@@ -907,21 +1075,7 @@ def main() -> int:
     except KeyboardInterrupt:
         return 130
     with _stop_on_signals(local):
-        print("mailqueue is running locally. Ctrl-C stops it.", flush=True)
-        for line in local.describe():
-            print(f"  {line}", flush=True)
-        cli = _cli_hint()
-        print(
-            "\nSend a first email:\n"
-            f"  {local.first_curl()}\n"
-            f"Then follow it:  {cli} status <id>    and read it:  {cli} outbox\n"
-            + (
-                f"To see a bounce, send to bounce@{ses_simulator.SIMULATOR_DOMAIN}; then:  {cli} suppressions\n"
-                if local.ses_publisher is not None
-                else ""
-            ),
-            flush=True,
-        )
+        print(banner(local), flush=True)
         try:
             local.wait()
         finally:

@@ -16,6 +16,14 @@ simulator does (a ``+label`` is allowed before the ``@``, as there):
 - ``suppressionlist@simulator.amazonses.com``: a bounce of subtype OnAccountSuppressionList, as when
   the address is on the SES account's own suppression list.
 
+Two more domains make SES refuse the send itself, so that an email ends ``failed`` (see
+:func:`send_failure`; SES's own simulator has no such address):
+
+- any address at ``reject.mailqueue.example``: SendEmail answers ``MessageRejected`` (a permanent
+  error): the email is ``failed`` after one attempt;
+- any address at ``unavailable.mailqueue.example``: SendEmail answers ``ServiceUnavailable`` (503, a
+  transient error) every time: the email is retried with backoff until it runs out of attempts.
+
 The reserved domains are under ``.example`` (RFC 2606), not ``.test``: the API refuses special-use
 domains such as ``.test``, and ``.example`` is reserved all the same, so no real mailbox is ever hit.
 """
@@ -35,6 +43,8 @@ ACCOUNT = "123456789012"
 SIMULATOR_DOMAIN = "simulator.amazonses.com"
 BOUNCE_DOMAIN = "bounce.mailqueue.example"
 COMPLAINT_DOMAIN = "complaint.mailqueue.example"
+REJECT_DOMAIN = "reject.mailqueue.example"
+UNAVAILABLE_DOMAIN = "unavailable.mailqueue.example"
 # Headers SES copies into every event's ``mail.headers`` (it copies them all; these are what readers use).
 _EVENT_HEADERS = ("From", "To", "Cc", "Subject", "Message-ID", "Date", "Reply-To")
 
@@ -66,6 +76,31 @@ def fate_of(address: str) -> Fate:
     if domain == SIMULATOR_DOMAIN:
         return _SIMULATOR.get(local_part.split("+", 1)[0], Fate.DELIVERED)
     return _DOMAINS.get(domain, Fate.DELIVERED)
+
+
+# What SendEmail answers when a recipient is at one of these domains: HTTP status, error code, message.
+SEND_FAILURES: dict[str, tuple[int, str, str]] = {
+    REJECT_DOMAIN: (400, "MessageRejected", f"Email address is rejected (local stack: {REJECT_DOMAIN})."),
+    UNAVAILABLE_DOMAIN: (503, "ServiceUnavailable", f"Service is unavailable (local stack: {UNAVAILABLE_DOMAIN})."),
+}
+
+# Every address that does something other than a delivery, and what: for the banner and the README.
+SPECIAL_ADDRESSES: tuple[tuple[str, str], ...] = (
+    (f"bounce@{SIMULATOR_DOMAIN}, *@{BOUNCE_DOMAIN}", "bounced (permanent)"),
+    (f"complaint@{SIMULATOR_DOMAIN}, *@{COMPLAINT_DOMAIN}", "delivered, then complained"),
+    (f"suppressionlist@{SIMULATOR_DOMAIN}", "bounced (on the account's suppression list)"),
+    (f"*@{REJECT_DOMAIN}", "failed: SES rejects the send"),
+    (f"*@{UNAVAILABLE_DOMAIN}", "failed: SES unavailable until the attempts run out"),
+)
+
+
+def send_failure(params: dict[str, Any]) -> tuple[int, str, str] | None:
+    """The error SendEmail answers for this request, when a recipient is at a failing domain; else None."""
+    for address in recipients_of(params):
+        failure = SEND_FAILURES.get(address.rpartition("@")[2].lower())
+        if failure is not None:
+            return failure
+    return None
 
 
 def recipients_of(params: dict[str, Any]) -> list[str]:

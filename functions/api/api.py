@@ -18,11 +18,13 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
+    IdempotencyInconsistentStateError,
+    IdempotencyPersistenceLayerError,
     IdempotencyValidationError,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
-from mailqueue import aws
+from mailqueue import aws, budget
 from mailqueue.blobs import BlobStore
 from mailqueue.errors import FieldError, IdempotencyConflict, MailqueueError
 from mailqueue.models import (
@@ -37,12 +39,14 @@ from mailqueue.models import (
     UploadRequest,
     UploadTicket,
 )
+from mailqueue.problems import failure_of, field_problems
 from mailqueue.queue import SendQueue
-from mailqueue.service import Mailqueue, field_path
+from mailqueue.service import Mailqueue
 from mailqueue.settings import get_settings
 from mailqueue.store import EmailStore, SuppressionList
 from mailqueue.templates import TemplateLibrary, TemplateStore
 from mailqueue.web import error_payload, refusal
+from pydantic import BaseModel
 from template_routes import template_router
 
 logger = Logger()
@@ -61,23 +65,37 @@ mailqueue = Mailqueue(
     templates=templates,
 )
 app.include_router(template_router(templates))
+# Every AWS call of a request is checked against the time left before API Gateway gives up (mailqueue.budget).
+for _service in ("dynamodb", "sqs", "s3"):
+    budget.watch(aws.client(_service))
+# A key is the caller's own: two callers using the same key neither collide nor see each other's answers.
 idempotency = IdempotencyConfig(
-    event_key_jmespath="key", payload_validation_jmespath="body", expires_after_seconds=24 * 3600
+    event_key_jmespath="[caller, key]", payload_validation_jmespath="body", expires_after_seconds=24 * 3600
 )
 idempotency_store = DynamoDBPersistenceLayer(
     table_name=settings.idempotency_table_name, boto3_client=aws.client("dynamodb")
 )
 
+# Each status and the codes it carries (error.code; each detail has its own code too).
 ERRORS: dict[int, Any] = {
     status: {"description": text, "content": {"application/json": {"model": ErrorResponse}}}
     for status, text in {
-        400: "Malformed request",
-        404: "No such email",
-        409: "The email's status does not allow it",
-        413: "Body too large",
-        415: "Body is not JSON",
-        422: "The email is not valid",
-        503: "Storage unreachable: nothing was accepted, send it again",
+        400: "`bad_request`: the body is not JSON (or not UTF-8). `invalid_parameter`: a query, path or header "
+        "parameter is not valid (status, limit, cursor, Idempotency-Key); the detail names it",
+        404: "`not_found`: no such email, template or template version, no such suppressed address, or no such route",
+        405: "`method_not_allowed`: the path exists, the method does not (the Allow header lists those that do)",
+        409: "`status_conflict`: the email's status does not allow it (the message says which statuses do). "
+        "`idempotency_conflict`: the Idempotency-Key was used with another body. `template_conflict`: another "
+        "save of the same template kept getting there first",
+        413: "`payload_too_large`: the body is larger than can reach the function (upload attachments with "
+        "POST /attachments)",
+        415: "`unsupported_media_type`: the body is not application/json",
+        422: "`invalid_field`: a field's value is not valid. `unknown_field`: a field the API does not know (the "
+        "detail suggests the nearest known one). `missing_field`: a required field is absent. "
+        "`suppressed_recipient`: a recipient is on the suppression list (skip_suppressed sends to the others)",
+        503: "`unavailable`: storage unreachable: nothing was accepted and nothing will be sent, send it again. "
+        "`unconfirmed`: the email may have been stored under the id named, read it before sending again "
+        "(with an Idempotency-Key, send it again with the same key: that never makes a second email)",
     }.items()
 }
 
@@ -102,7 +120,7 @@ IdempotencyKey = Annotated[
 @app.post("/emails", responses=answers(202, "Accepted", EnqueueResult), summary="Enqueue one email")
 def enqueue(email: Annotated[EmailRequest, Body()], idempotency_key: IdempotencyKey = None) -> Response[EnqueueResult]:
     if idempotency_key:
-        answer = _enqueue_once(request={"key": idempotency_key, "body": app.current_event.json_body})
+        answer = _enqueue_once(request=_keyed(idempotency_key))
     else:
         answer = mailqueue.enqueue(email).model_dump()
     metrics.add_metric(name="EmailsAccepted", unit=MetricUnit.Count, value=1)
@@ -116,7 +134,7 @@ def enqueue_batch(
     batch: Annotated[BatchRequest, Body()], idempotency_key: IdempotencyKey = None
 ) -> Response[BatchResult]:
     if idempotency_key:
-        answer = _enqueue_batch_once(request={"key": idempotency_key, "body": app.current_event.json_body})
+        answer = _enqueue_batch_once(request=_keyed(idempotency_key))
     else:
         answer = mailqueue.enqueue_batch(batch.emails).model_dump()
     metrics.add_metric(name="EmailsAccepted", unit=MetricUnit.Count, value=answer["accepted"])
@@ -191,14 +209,32 @@ def openapi() -> Response[str]:
 # --- idempotent enqueue: the same key and body replay the first answer --------------------------------------
 
 
+# Powertools replays the first answer; the key also binds the emails' ids (Mailqueue.enqueue), so that a
+# repeat after a failure of the idempotency record itself finds the email stored the first time.
+
+
+def _keyed(key: str) -> dict[str, Any]:
+    return {"caller": _caller(), "key": key, "body": app.current_event.json_body}
+
+
+def _caller() -> str:
+    """Who sent the request, as API Gateway's authorizer established it (IAM or JWT)."""
+    authorizer = app.current_event.raw_event.get("requestContext", {}).get("authorizer") or {}
+    iam = authorizer.get("iam") or {}
+    claims = (authorizer.get("jwt") or {}).get("claims") or {}
+    return str(iam.get("userArn") or iam.get("callerId") or claims.get("sub") or claims.get("client_id") or "")
+
+
 @idempotent_function(data_keyword_argument="request", persistence_store=idempotency_store, config=idempotency)
 def _enqueue_once(request: dict[str, Any]) -> dict[str, Any]:
-    return mailqueue.enqueue(EmailRequest.model_validate(request["body"])).model_dump()
+    key = f"{request['caller']}\n{request['key']}"
+    return mailqueue.enqueue(EmailRequest.model_validate(request["body"]), key=key).model_dump()
 
 
 @idempotent_function(data_keyword_argument="request", persistence_store=idempotency_store, config=idempotency)
 def _enqueue_batch_once(request: dict[str, Any]) -> dict[str, Any]:
-    return mailqueue.enqueue_batch(BatchRequest.model_validate(request["body"]).emails).model_dump()
+    key = f"{request['caller']}\nbatch\n{request['key']}"
+    return mailqueue.enqueue_batch(BatchRequest.model_validate(request["body"]).emails, key=key).model_dump()
 
 
 # --- one error shape for everything -------------------------------------------------------------------------
@@ -219,14 +255,20 @@ def _domain_error(error: MailqueueError) -> Response[Any]:
     return _error(error.http_status, error.code, error.message, error.details)
 
 
+# The model each route validates its body against: unknown fields are named with the nearest known one.
+BODY_MODELS: dict[tuple[str, str], type[BaseModel]] = {
+    ("POST", "/emails"): EmailRequest,
+    ("POST", "/emails/batch"): BatchRequest,
+    ("POST", "/attachments"): UploadRequest,
+}
+
+
 @app.exception_handler(RequestValidationError)
 def _invalid_request(error: RequestValidationError) -> Response[Any]:
-    details = [
-        FieldError(field_path(issue.get("loc", ())) or "body", str(issue.get("msg", "")).removeprefix("Value error, "))
-        for issue in error.errors()
-    ]
-    summary = "; ".join(f"{detail.field}: {detail.message}" for detail in details[:3])
-    return _error(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_request", f"the request is not valid: {summary}", details)
+    event = app.current_event
+    model = BODY_MODELS.get((event.http_method.upper(), event.path))
+    failure = failure_of(field_problems(error.errors(), model), "the request")
+    return _error(failure.http_status, failure.code, failure.message, failure.details)
 
 
 @app.exception_handler([IdempotencyValidationError, IdempotencyAlreadyInProgressError])
@@ -236,8 +278,17 @@ def _idempotency_conflict(error: Exception) -> Response[Any]:
         if isinstance(error, IdempotencyValidationError)
         else "a request with this Idempotency-Key is still in progress; try again shortly"
     )
-    conflict = IdempotencyConflict(message, [FieldError("Idempotency-Key", message)])
+    conflict = IdempotencyConflict(message, [FieldError("Idempotency-Key", message, IdempotencyConflict.code)])
     return _error(HTTPStatus.CONFLICT, conflict.code, conflict.message, conflict.details)
+
+
+@app.exception_handler([IdempotencyPersistenceLayerError, IdempotencyInconsistentStateError])
+def _idempotency_unavailable(error: Exception) -> Response[Any]:
+    # The idempotency record could not be read or written, before the email was stored or after: either
+    # way a repeat with the same key finds the same email (its id is bound to the key), never a second.
+    logger.exception("the idempotency record could not be kept")
+    message = "mailqueue could not keep this Idempotency-Key's record; send the request again with the same key"
+    return _error(HTTPStatus.SERVICE_UNAVAILABLE, "unavailable", message, [FieldError("Idempotency-Key", message)])
 
 
 @app.exception_handler([BotoCoreError, ClientError])
@@ -249,7 +300,18 @@ def _aws_unavailable(error: Exception) -> Response[Any]:
 @app.not_found
 def _not_found(_: NotFoundError) -> Response[Any]:
     event = app.current_event
-    return _error(HTTPStatus.NOT_FOUND, "not_found", f"no route {event.http_method} {event.path}")
+    method, path = event.http_method.upper(), event.path
+    # Powertools answers any unmatched method with not_found: a path that exists under other methods is a 405.
+    allowed = sorted({route.method for route in app._static_routes + app._dynamic_routes if route.rule.match(path)})
+    if allowed:
+        message = f"{method} is not allowed on {path}: use {' or '.join(allowed)}"
+        return Response(
+            status_code=HTTPStatus.METHOD_NOT_ALLOWED.value,
+            content_type=content_types.APPLICATION_JSON,
+            body=error_payload("method_not_allowed", message, [FieldError("method", message, "method_not_allowed")]),
+            headers={"Allow": ", ".join(allowed)},
+        )
+    return _error(HTTPStatus.NOT_FOUND, "not_found", f"no route {method} {path}")
 
 
 # --- entry point --------------------------------------------------------------------------------------------
@@ -260,4 +322,6 @@ def _not_found(_: NotFoundError) -> Response[Any]:
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency.register_lambda_context(context)
-    return refusal(event) or app.resolve(event, context)
+    # API Gateway's limit (the function's timeout, 30 seconds, is no shorter).
+    with budget.answering():
+        return refusal(event) or app.resolve(event, context)

@@ -38,7 +38,11 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
     # Every line logged for this record carries the email's id.
     logger.set_correlation_id(email_id_in(record.body))
     try:
-        sender.handle_message(record.body, time_left=lambda: lambda_context.get_remaining_time_in_millis() / 1000)
+        sender.handle_message(
+            record.body,
+            time_left=lambda: lambda_context.get_remaining_time_in_millis() / 1000,
+            message_id=record.message_id,
+        )
     except NoTimeLeft:
         raise
     except Exception:

@@ -30,9 +30,12 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         poll_interval=0.05,
         # Fast enough that a batch of 100 goes out in about a second; retries after about a second.
         parameters={"SendRate": "100"},
-        environment={"BACKOFF_BASE_SECONDS": "1"},
+        # Three attempts: an email SES keeps refusing is failed within seconds.
+        environment={"BACKOFF_BASE_SECONDS": "1", "MAX_ATTEMPTS": "3"},
         # SES's events for each accepted send: emails go on to delivered, bounced or complained.
         ses_events=True,
+        # A project directory of its own: the stack says where it runs in <project>/.mailqueue/stack.json.
+        state_dir=tmp_path_factory.mktemp("project") / ".mailqueue",
     )
     with stack:
         yield stack

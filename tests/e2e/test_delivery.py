@@ -76,16 +76,32 @@ def test_a_bounce_suppresses_the_address_until_it_is_lifted(local: LocalStack, h
     code, refused = http.post("/emails", an_email(to=[BOUNCE]))
     assert code == 422, refused
     assert refused["error"]["details"] == [
-        {"field": "to", "message": f"{BOUNCE} is on the suppression list (permanent bounce (General))"}
+        {
+            "field": "to",
+            "message": f"{BOUNCE} is on the suppression list (permanent bounce (General))",
+            "code": "suppressed_recipient",
+        }
     ]
     assert "skip_suppressed" in refused["error"]["message"]
 
-    # Unless it may skip it: then it goes to the others only
+    # Unless it may skip it: then it goes to the others only, and the answer and history say whom it skipped
     code, answer = http.post(
         "/emails", an_email(to=[BOUNCE, "dave@example.org"], cc=["carol@example.org"], skip_suppressed=True)
     )
     assert code == 202, answer
-    wait_for_status(http, answer["id"], "delivered")
+    skipped = f"without the suppressed {BOUNCE} (permanent bounce (General))"
+    assert answer["message"] == f"sent {skipped}"
+    assert answer["skipped"] == [{"field": "to", "address": BOUNCE, "reason": "permanent bounce (General)"}]
+    delivered = wait_for_status(http, answer["id"], "delivered")
+    assert delivered["history"][0]["reason"] == f"accepted, {skipped}"
+    assert delivered["recipients"]["to"] == ["dave@example.org"]
+    # and the CLI says so too
+    code, _, err = mailqueue(
+        local, "send", "--from", "app@example.com", "--to", f"{BOUNCE},erin@example.org",
+        "--subject", "Hello", "--text", "x", "--skip-suppressed",
+    )  # fmt: skip
+    assert code == cli.EXIT_OK, err
+    assert f"sent {skipped}" in err.splitlines()
     message = parse_eml(local, answer["id"])
     assert (message["To"], message["Cc"]) == ("dave@example.org", "carol@example.org")
     assert BOUNCE not in str(message)

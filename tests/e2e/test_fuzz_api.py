@@ -79,9 +79,12 @@ def error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
     assert isinstance(error["details"], list), body
     for detail in error["details"]:
         assert isinstance(detail, dict), body
-        assert set(detail) == {"field", "message"}, body
+        assert set(detail) == {"field", "message", "code"}, body
         assert isinstance(detail["field"], str), body
         assert isinstance(detail["message"], str), body
+        assert isinstance(detail["code"], str) and detail["code"], body
+    # The error's code is its first detail's: one code per kind of mistake
+    assert not error["details"] or error["code"] == error["details"][0]["code"], body
     return True
 
 

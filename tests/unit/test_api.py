@@ -22,7 +22,9 @@ def receive_all(stack, queue: str = "SendQueue") -> list[dict[str, Any]]:
 
 
 def table_items(stack) -> list[dict[str, Any]]:
-    return boto3.client("dynamodb").scan(TableName=stack.names["EmailsTable"])["Items"]
+    """The emails' records (status and content), without what binds idempotency keys to their ids."""
+    items = boto3.client("dynamodb").scan(TableName=stack.names["EmailsTable"])["Items"]
+    return [item for item in items if item["sk"]["S"] in {"status", "content"}]
 
 
 def assert_error_shape(body: dict[str, Any], code: str | None = None) -> dict[str, Any]:
@@ -30,7 +32,7 @@ def assert_error_shape(body: dict[str, Any], code: str | None = None) -> dict[st
     error = body["error"]
     assert set(error) == {"code", "message", "details"}
     assert error["message"]
-    assert all(set(detail) == {"field", "message"} for detail in error["details"])
+    assert all(set(detail) == {"field", "message", "code"} for detail in error["details"])
     if code:
         assert error["code"] == code
     return error
@@ -53,7 +55,7 @@ def test_an_accepted_email_is_stored_then_published(api, stack):
     status, body = api.post("/emails", an_email(metadata={"order": 42}))
 
     assert status == 202
-    assert body == {"id": body["id"], "status": "queued", "published": True, "message": None}
+    assert body == {"id": body["id"], "status": "queued", "published": True, "message": None, "skipped": []}
     assert receive_all(stack) == [{"id": body["id"]}]
     status, email = api.get(f"/emails/{body['id']}")
     assert status == 200
@@ -99,7 +101,9 @@ def test_an_email_cannot_be_scheduled_past_what_s3_keeps(api, stack):
     status, body = api.post("/emails", an_email(send_at=(clock.now() + timedelta(days=8)).isoformat()))
 
     assert status == 422
-    assert body["error"]["details"] == [{"field": "send_at", "message": "must be at most 7 days ahead"}]
+    assert body["error"]["details"] == [
+        {"field": "send_at", "message": "must be at most 7 days ahead", "code": "invalid_field"}
+    ]
 
 
 def test_an_email_a_few_minutes_ahead_is_published_with_a_delay(api, stack):
@@ -142,29 +146,29 @@ def test_a_from_outside_the_sending_identities_is_refused(api, stack):
     status, body = api.post("/emails", an_email(**{"from": "ceo@elsewhere.example"}))
 
     assert status == 422
-    error = assert_error_shape(body, "invalid_email")
-    assert error["details"] == [{"field": "from", "message": error["details"][0]["message"]}]
+    error = assert_error_shape(body, "invalid_field")
+    assert error["details"] == [{"field": "from", "message": error["details"][0]["message"], "code": "invalid_field"}]
     assert "ceo@elsewhere.example" in error["message"]
     assert table_items(stack) == []
     assert receive_all(stack) == []
 
 
 @pytest.mark.parametrize(
-    ("overrides", "field"),
+    ("overrides", "field", "code"),
     [
-        ({"subject": "Hi\r\nBcc: victim@example.net"}, "subject"),
-        ({"to": [f"user{index}@example.org" for index in range(51)]}, "body"),
-        ({"unknown": 1}, "unknown"),
-        ({"headers": {"From": "boss@example.com"}}, "headers"),
-        ({"attachments": [{"filename": "../x", "content": "eA=="}]}, "attachments[0].filename"),
-        ({"text": "y" * 2_000_000}, "text"),
+        ({"subject": "Hi\r\nBcc: victim@example.net"}, "subject", "invalid_field"),
+        ({"to": [f"user{index}@example.org" for index in range(51)]}, "body", "invalid_field"),
+        ({"unknown": 1}, "unknown", "unknown_field"),
+        ({"headers": {"From": "boss@example.com"}}, "headers", "invalid_field"),
+        ({"attachments": [{"filename": "../x", "content": "eA=="}]}, "attachments[0].filename", "invalid_field"),
+        ({"text": "y" * 2_000_000}, "text", "invalid_field"),
     ],
 )
-def test_invalid_emails_get_a_422_naming_the_field_and_store_nothing(api, stack, overrides, field):
+def test_invalid_emails_get_a_422_naming_the_field_and_store_nothing(api, stack, overrides, field, code):
     status, body = api.post("/emails", an_email(**overrides))
 
     assert status == 422
-    error = assert_error_shape(body, "invalid_request")
+    error = assert_error_shape(body, code)
     assert field in [detail["field"] for detail in error["details"]], error
     assert table_items(stack) == []
 
@@ -240,11 +244,15 @@ def test_an_oversize_body_is_a_413(api, stack):
     assert_error_shape(body, "payload_too_large")
 
 
-def test_unknown_routes_and_methods_are_404_in_the_error_shape(api, stack):
-    for method, path in [("GET", "/nope"), ("PUT", "/emails"), ("PATCH", "/emails/01J")]:
+def test_unknown_routes_are_404_and_unknown_methods_405_in_the_error_shape(api, stack):
+    status, body = api.request("GET", "/nope")
+    assert status == 404
+    assert_error_shape(body, "not_found")
+    for method, path, allowed in [("PUT", "/emails", "GET or POST"), ("PATCH", "/emails/01J", "DELETE or GET")]:
         status, body = api.request(method, path)
-        assert status == 404
-        assert_error_shape(body, "not_found")
+        assert status == 405
+        error = assert_error_shape(body, "method_not_allowed")
+        assert error["message"] == f"{method} is not allowed on {path}: use {allowed}"
 
 
 def test_an_unknown_email_is_a_404(api, stack):
@@ -307,7 +315,7 @@ def test_a_batch_accepts_the_good_emails_and_explains_the_bad(api, stack):
     assert results[0]["status"] == "queued" and results[0]["published"] is True
     assert results[1]["error"]["details"][0]["field"] == "subject"
     assert results[2]["error"]["details"][0]["field"] == "from"
-    assert results[4]["error"]["code"] == "invalid_email"
+    assert results[4]["error"]["code"] == "missing_field"  # {"nonsense": true} has no from, first of all
     assert receive_all(stack) == [{"id": results[0]["id"]}]
     assert receive_all(stack, "HighPrioritySendQueue") == [{"id": results[3]["id"]}]
 
@@ -360,8 +368,8 @@ def test_listing_pages_newest_first_with_an_opaque_cursor(api, stack):
 def test_bad_list_queries_are_4xx_in_the_error_shape(api, stack, query):
     status, body = api.get("/emails", query=query)
 
-    assert status == 422
-    assert_error_shape(body)
+    assert status == 400
+    assert_error_shape(body, "invalid_parameter")
 
 
 # --- cancel and retry ----------------------------------------------------------------------------------------
@@ -441,3 +449,91 @@ def test_base64_bodies_from_api_gateway_are_understood(api, stack):
     answer = api.module.handler(event, api._context)
 
     assert answer["statusCode"] == 202, answer
+
+
+# --- input that reached storage unchecked ---------------------------------------------------------------------
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        # UTC is a year before the first one datetime can hold.
+        ({"send_at": "0001-01-01T00:00:00+01:00"}, "send_at"),
+        ({"send_at": "9999-12-31T23:59:59-01:00"}, "send_at"),
+        # DynamoDB stores maps nested 32 levels deep at most (moto stores deeper ones).
+        ({"metadata": nested(40)}, "metadata"),
+    ],
+)
+def test_input_that_storage_cannot_hold_is_a_422_naming_the_field(api, stack, overrides, field):
+    status, body = api.post("/emails", an_email(**overrides))
+
+    assert status == 422, body
+    assert assert_error_shape(body)["details"][0]["field"] == field
+    assert table_items(stack) == []
+
+
+def test_a_send_at_out_of_range_fails_its_batch_item_only(api, stack):
+    status, body = api.post("/emails/batch", {"emails": [an_email(send_at="0001-01-01T00:00:00+01:00"), an_email()]})
+
+    assert status == 202, body
+    assert body["accepted"] == 1
+    assert body["results"][0]["error"]["details"][0]["field"] == "send_at"
+    assert body["results"][1]["id"]
+
+
+def test_metadata_within_the_nesting_limit_is_kept(api, stack):
+    status, body = api.post("/emails", an_email(metadata=nested(16)))
+
+    assert status == 202
+    assert api.get(f"/emails/{body['id']}")[1]["metadata"] == nested(16)
+
+
+def cursor_of(value: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/emails", "status=queued&cursor="),
+        ("/suppressions", "cursor="),
+        ("/suppressions", f"cursor={cursor_of({'after': ''})}"),
+        ("/suppressions", f"cursor={cursor_of({'after': 'a' * 1100})}"),
+    ],
+)
+def test_an_empty_or_oversize_cursor_is_a_400_naming_it(api, stack, path, query):
+    status, body = api.get(path, query=query)
+
+    assert status == 400, body
+    assert assert_error_shape(body, "invalid_parameter")["details"][0]["field"] == "cursor"
+
+
+def test_lifting_an_address_longer_than_storage_keys_is_a_400_naming_it(api, stack):
+    status, body = api.delete(f"/suppressions/{'a' * 1100}%40example.org")
+
+    assert status == 400, body
+    assert assert_error_shape(body, "invalid_parameter")["details"][0]["field"] == "address"
+
+
+def test_get_shows_every_recipient_of_an_email_whose_content_is_compressed(api, stack):
+    # A long, repetitive body is stored zlib-compressed: the recipients are read back from it
+    email = an_email(to=["Alice <alice@example.org>"], cc=["bob@example.org"], text="Thanks for your order. " * 500)
+    status, body = api.post("/emails", email)
+    assert status == 202, body
+    content = boto3.client("dynamodb").get_item(
+        TableName=stack.names["EmailsTable"], Key={"pk": {"S": body["id"]}, "sk": {"S": "content"}}
+    )["Item"]
+    assert "body_zlib" in content
+
+    status, shown = api.get(f"/emails/{body['id']}")
+
+    assert status == 200
+    assert shown["recipients"] == {"to": ["Alice <alice@example.org>"], "cc": ["bob@example.org"], "bcc": []}
+    assert (shown["subject"], shown["summary"]) == (email["subject"], False)

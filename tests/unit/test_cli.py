@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -81,7 +84,10 @@ def fake() -> FakeApi:
 
 
 @pytest.fixture(autouse=True)
-def _no_env_url(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_env_url(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Away from any project: no running stack's .mailqueue/stack.json decides where requests go.
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    monkeypatch.delenv("MAILQUEUE_API_PORT", raising=False)
     monkeypatch.delenv("MAILQUEUE_URL", raising=False)
     monkeypatch.delenv("MAILQUEUE_TOKEN", raising=False)
     monkeypatch.delenv("MAILQUEUE_OUTBOX", raising=False)
@@ -213,7 +219,12 @@ def test_a_large_attachment_is_uploaded_first(fake: FakeApi, tmp_path: Path, mon
 
     assert result.code == cli.EXIT_OK, result.err
     upload_request, upload, send = fake.calls
-    assert upload_request.json() == {"filename": "report.csv", "content_type": "text/csv", "size": 400}
+    assert upload_request.json() == {
+        "filename": "report.csv",
+        "content_type": "text/csv",
+        "size": 400,
+        "sha256": hashlib.sha256(big.read_bytes()).hexdigest(),  # the key is made from the content
+    }
     assert (upload.method, upload.url, upload.body) == ("PUT", ticket["upload_url"], big.read_bytes())
     assert send.json()["attachments"] == [
         {"filename": "report.csv", "content_type": "text/csv", "s3_key": "uploads/X/report.csv"}
@@ -388,7 +399,7 @@ def test_list_prints_a_table_and_how_to_get_the_next_page(fake: FakeApi) -> None
     header, row = result.out.splitlines()
     assert header.split() == ["ID", "STATUS", "ATTEMPTS", "TO", "SUBJECT", "UPDATED"]
     assert row.split()[:4] == [EMAIL_ID, "failed", "5", "alice@example.org"]
-    assert "--cursor abc" in result.err
+    assert "more: mailqueue list --status failed --limit 5 --cursor abc" in result.err.splitlines()
 
 
 @pytest.mark.parametrize("argv", [["list"], ["list", "--status", "lost"], ["list", "--status", "sent", "--limit", "0"]])
@@ -594,6 +605,31 @@ def test_outbox_prints_one_email(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     assert result.code == cli.EXIT_OK
     assert "Subject: First" in result.out
+
+
+def test_a_reader_that_leaves_early_ends_the_cli_quietly(tmp_path: Path) -> None:
+    # `mailqueue outbox --json | head -1`: more output than a pipe holds, and the reader gone at once
+    for number in range(600):
+        write_eml(tmp_path, f"01J{number:023d}", f"Newsletter {number}")
+    command = [
+        sys.executable,
+        "-m",
+        "mailqueue_dev.cli",
+        "--json",
+        "outbox",
+        "--outbox",
+        str(tmp_path),
+        "--limit",
+        "600",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+
+    _, err = process.communicate(timeout=60)
+
+    assert err.decode() == ""
+    assert process.returncode == cli.EXIT_OK
 
 
 def test_outbox_without_a_local_stack_says_so(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from mailqueue import clock
 from mailqueue.delivery import NotYetRecorded
-from mailqueue.statemachine import Change, Guard, Status, transition
+from mailqueue.statemachine import HISTORY_LIMIT, Change, Guard, Status, transition
 
 from tests.conftest import an_email, load_handler
 
@@ -215,7 +215,11 @@ def test_enqueueing_to_a_suppressed_address_is_refused_naming_it(api, handler):
 
     assert status == 422
     assert body["error"]["details"] == [
-        {"field": "to", "message": "alice@example.org is on the suppression list (complaint)"}
+        {
+            "field": "to",
+            "message": "alice@example.org is on the suppression list (complaint)",
+            "code": "suppressed_recipient",
+        }
     ]
 
 
@@ -282,3 +286,88 @@ def test_a_late_send_event_settles_an_email_that_moved_on_as_sent(api, handler, 
     email = read(api, email_id)
     assert email["status"] == "sent"
     assert email["deadline"] is None
+
+
+# --- races and the history bound --------------------------------------------------------------------------
+
+
+def between_read_and_write(events_module, act) -> None:
+    """Run ``act`` once, right after the events function's first read of the email and before its write."""
+    store = events_module.events.store
+    read_email = store.get
+    acted = []
+
+    def get(email_id: str, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        record = read_email(email_id, *args, **kwargs)
+        if not acted:
+            acted.append(email_id)
+            act(email_id)
+        return record
+
+    store.get = get
+
+
+def test_a_send_event_whose_write_loses_to_the_requeue_function_reads_again_and_settles(api, context):
+    # Given an attempt whose outcome was unknown, and SES's Send event read while the email was retrying
+    module = load_handler("ses_events")
+    email_id = email_in(api, Status.RETRYING)
+    store = api.module.mailqueue.store
+
+    def requeue(email_id: str) -> None:
+        now = clock.now()
+        back = Change(Status.QUEUED, reason="backoff passed", deadline=clock.after(now, 900))
+        transition(store, email_id, Guard({Status.RETRYING}), back, now)
+
+    between_read_and_write(module, requeue)
+
+    # When the requeue function moves it to queued before the event's guarded write
+    outcome = module.handler(sample("send", email_id), context)
+
+    # Then the event's write lost, read the email again and settled it as sent all the same
+    email = store.get(email_id)
+    assert outcome["result"] == "applied"
+    assert email["status"] == "sent"
+    assert "deadline" not in email
+    assert [entry["status"] for entry in email["history"]][-3:] == ["retrying", "queued", "sent"]
+
+
+def test_a_delivery_whose_write_loses_to_another_event_settles_from_what_it_reads_again(api, context):
+    # Given a sent email, and a Bounce event that lands between the Complaint event's read and write
+    module = load_handler("ses_events")
+    email_id = email_in(api, Status.SENT)
+    store = api.module.mailqueue.store
+    between_read_and_write(module, lambda email_id: module.handler(sample("bounce-permanent", email_id), context))
+
+    module.handler(sample("complaint", email_id), context)
+
+    # Then the complaint is still recorded, after the bounce
+    email = store.get(email_id)
+    assert [entry["status"] for entry in email["history"]][-2:] == ["bounced", "complained"]
+
+
+def test_the_history_stays_within_its_bound_on_the_events_path(api, handler):
+    # Given an email whose history is full (the sender keeps it trimmed to its bound)
+    email_id = email_in(api, Status.RETRYING)
+    store = api.module.mailqueue.store
+    record = store.get(email_id)
+    now = clock.now()
+    full = [record["history"][0], *[{"status": "retrying", "at": clock.iso(now), "reason": "held"}] * 7]
+    store.update_status(
+        email_id,
+        "SET #history = :full",
+        "#status = :retrying",
+        {"#history": "history", "#status": "status"},
+        {":full": full, ":retrying": "retrying"},
+    )
+    assert len(store.get(email_id)["history"]) == HISTORY_LIMIT
+
+    # When SES's events settle it and follow it
+    for name in ("send", "delivery", "bounce-permanent", "complaint"):
+        handler(sample(name, email_id))
+
+    # Then the history keeps its first entry and the latest ones, never more than the bound
+    email = store.get(email_id)
+    assert email["status"] == "complained"
+    assert len(email["history"]) <= HISTORY_LIMIT
+    assert email["history"][0]["reason"] == "accepted"
+    assert [entry["status"] for entry in email["history"]][-4:] == ["sent", "delivered", "bounced", "complained"]

@@ -268,3 +268,33 @@ def test_make_dev_emits_ses_events_unless_turned_off(monkeypatch: pytest.MonkeyP
 )
 def test_the_events_function_is_the_one_whose_rule_takes_ses_events(pattern: Any, matches: bool) -> None:
     assert _matches_ses(pattern) is matches
+
+
+def test_a_port_left_in_time_wait_by_a_stopped_stack_is_free_to_start_again() -> None:
+    # Given a server that accepted a connection and closed it first: its port lingers in TIME_WAIT
+    import socket
+
+    from mailqueue_dev.local import PortInUse, _check_free
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server's side closes first: it is the side left in TIME_WAIT
+    client.recv(1)
+    client.close()
+    server.close()
+
+    # Then starting on it again is not refused (the servers bind with SO_REUSEADDR)
+    _check_free("127.0.0.1", port, "MAILQUEUE_API_PORT")
+
+    # while a port something listens on still is
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    with pytest.raises(PortInUse):
+        _check_free("127.0.0.1", holder.getsockname()[1], "MAILQUEUE_API_PORT")
+    holder.close()

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 from mailqueue.models import MAX_ATTACHMENT_BYTES, EmailRequest, Mailbox
-from mailqueue.service import field_path
+from mailqueue.problems import field_path
 from pydantic import ValidationError
 
 from tests.conftest import an_email
@@ -95,3 +95,22 @@ def test_display_names_with_quotes_and_idn_domains_are_normalised():
     box = Mailbox.parse('"Smith, \\"Ann\\"" <ann@bücher.example>')
     assert box.name == 'Smith, "Ann"'
     assert box.address == "ann@xn--bcher-kva.example"
+
+
+def test_the_largest_email_the_api_takes_renders_within_what_ses_sends() -> None:
+    from mailqueue.models import (
+        MAX_ATTACHMENT_BYTES,
+        MAX_BODY_CHARS,
+        MAX_RECIPIENTS,
+        MAX_SUBJECT,
+        SES_MAX_MESSAGE_BYTES,
+    )
+
+    def base64_lines(size: float) -> float:  # base64 in 76-character lines, each ending in CRLF
+        return size * 4 / 3 * 78 / 76
+
+    attachments = base64_lines(MAX_ATTACHMENT_BYTES) + 20 * 1024  # and each part's headers
+    bodies = 2 * base64_lines(MAX_BODY_CHARS * 4)  # text and html, 4 UTF-8 bytes a character at worst
+    headers = MAX_RECIPIENTS * 600 + MAX_SUBJECT * 4 * 2 + 64 * 1024  # addresses, an encoded subject, the rest
+
+    assert attachments + bodies + headers < SES_MAX_MESSAGE_BYTES

@@ -254,7 +254,7 @@ def test_tags_are_carried() -> None:
         ({"text": None}, "neither a text nor an html body"),
         ({"attachments": [{"filename": "x", "content": "not base64!"}]}, "not valid base64"),
         ({"attachments": [{"filename": "x"}]}, "has no content"),
-        ({"headers": {"X-Bad": "one\r\ntwo"}}, "cannot be rendered"),
+        ({"headers": {"X-Bad": "one\r\ntwo"}}, "X-Bad must not contain line breaks"),
         ({"subject": None, "from": {"address": "nobody"}}, "not an address"),
     ],
 )
@@ -290,3 +290,29 @@ def test_header_classes_are_reused_but_only_for_a_bounded_number_of_names():
 
     assert registry["Subject"] is registry["subject"]
     assert len(registry._classes) <= registry._KEEP
+
+
+# Stored content that slipped past validation (written before it refused encoded words, or by hand):
+# the renderer refuses to write it rather than let the email package decode it into the message.
+ATTACK_FILENAME = "=?utf-8?q?invoice.pdf=0D=0AContent-Type:_text=2Fhtml=0D=0A=0D=0A<h1>Pay_here<=2Fh1>?="
+ATTACK_BCC = "=?utf-8?q?x=0D=0ABcc:_victim@example.net?="
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"attachments": [{"filename": ATTACK_FILENAME, "content_type": "application/pdf", "content": "eA=="}]},
+        {"subject": ATTACK_BCC},
+        {"headers": {"X-Campaign": ATTACK_BCC}},
+        {"to": [{"name": ATTACK_BCC, "address": "alice@example.org"}]},
+        {"from": {"name": ATTACK_BCC, "address": "app@example.com"}},
+        {"cc": [{"name": "", "address": "=?utf-8?q?a=0D=0ABcc:_v@example.net?=@example.org"}]},
+        {"reply_to": [{"name": ATTACK_BCC, "address": "help@example.com"}]},
+        {"subject": "Hello\u2028Bcc: victim@example.net"},
+        {"headers": {"X-Campaign": "spring\x85Bcc: victim@example.net"}},
+    ],
+    ids=["filename", "subject", "header", "to-name", "from-name", "cc-address", "reply-to-name", "u2028", "u0085"],
+)
+def test_encoded_words_and_line_separators_in_stored_content_are_never_written(overrides: dict[str, Any]) -> None:
+    with pytest.raises(RenderError, match="must not contain"):
+        render(EMAIL_ID, content(**overrides), NOW, no_uploads)

@@ -458,13 +458,13 @@ def test_a_refused_connection_sent_nothing_and_is_retried(api, stack, sender):
 
 def test_a_rejected_email_fails_with_the_reason(api, stack, sender, capsys):
     email_id = enqueue(api)
-    sender.answer_ses("MessageRejected", "Email address is not verified.")
+    sender.answer_ses("MessageRejected", "Illegal address")
 
     assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
 
     email = record(stack, email_id)
     assert email["status"] == "failed"
-    assert email["last_error"] == {"code": "MessageRejected", "message": "Email address is not verified."}
+    assert email["last_error"] == {"code": "MessageRejected", "message": "Illegal address"}
     assert "deadline" not in email
     assert "claim_token" not in email
     assert history(email)[-1] == ("failed", "failed: MessageRejected")
@@ -525,11 +525,20 @@ def test_an_email_settled_by_ses_s_event_first_is_reported_sent_without_an_error
 
 
 @pytest.mark.parametrize(
-    "code", ["AccountSendingPausedException", "SendingPausedException", "MailFromDomainNotVerifiedException"]
+    ("code", "message"),
+    [
+        ("AccountSendingPausedException", "Sending is paused for this account."),
+        ("SendingPausedException", "Sending is paused for this account."),
+        ("MailFromDomainNotVerifiedException", "The MAIL FROM domain is not verified."),
+        (
+            "MessageRejected",
+            "Email address is not verified. The following identities failed the check: app@example.com",
+        ),
+    ],
 )
-def test_an_account_error_holds_the_email_without_spending_an_attempt(api, stack, sender, capsys, code):
+def test_an_account_error_holds_the_email_without_spending_an_attempt(api, stack, sender, capsys, code, message):
     email_id = enqueue(api)
-    sender.answer_ses(code, "Sending is paused for this account.")
+    sender.answer_ses(code, message)
     before = clock.now()
 
     assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
@@ -747,3 +756,16 @@ def test_the_sample_event_is_a_batch_the_handler_takes(stack, sender, capsys):
 
     assert answer == {"batchItemFailures": []}
     assert emitted_metrics(capsys.readouterr().out)["IgnoredMessages"] == len(event["Records"])
+
+
+def test_a_malformed_message_is_logged_as_malformed_with_its_body(stack, sender, capsys, caplog):
+    # A bare id, as a hand-written `aws sqs send-message` would carry: not {"id": "<email id>"}
+    answer = sender.invoke([message("01JP0000000000000000000000", "m-bare")])
+
+    assert answer == {"batchItemFailures": []}  # retrying it cannot help
+    assert sender.calls == 0
+    malformed = [record for record in caplog.records if "malformed" in record.getMessage()]
+    assert len(malformed) == 1, caplog.records
+    assert malformed[0].levelname == "ERROR"
+    assert (malformed[0].sqs_message_id, malformed[0].body) == ("m-bare", "01JP0000000000000000000000")
+    assert emitted_metrics(capsys.readouterr().out)["MalformedMessages"] == 1

@@ -138,3 +138,22 @@ def test_long_messages_are_cut_short() -> None:
 
     assert len(classified.message) == 300
     assert classified.message.endswith("…")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # SES v2 and v1, for a From identity (or, in the sandbox, a recipient) that is not verified.
+        "Email address is not verified. The following identities failed the check in region US-EAST-1: app@example.com",
+        "Email address is not verified.",
+        "Domain is not verified. The following identities failed the check: example.com",
+        # SES v1 words a paused account as a rejection too.
+        "Sending paused for this account.",
+    ],
+)
+def test_a_rejection_for_the_account_s_or_identity_s_sake_holds_the_email(message: str) -> None:
+    assert classify(client_error("MessageRejected", 400, message)).outcome is ACCOUNT
+
+
+def test_a_rejection_of_the_email_itself_stays_permanent() -> None:
+    assert classify(client_error("MessageRejected", 400, "Illegal address")).outcome is PERMANENT

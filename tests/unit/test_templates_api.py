@@ -124,21 +124,22 @@ def test_a_template_is_readable_in_the_console(api, stack):
 
 
 @pytest.mark.parametrize(
-    ("name", "body", "field"),
+    ("name", "body", "field", "status", "code"),
     [
-        ("Welcome", WELCOME, "name"),
-        ("-welcome", WELCOME, "name"),
-        ("w" * 65, WELCOME, "name"),
-        ("welcome", {"subject": "Hi"}, "body"),
-        ("welcome", {**WELCOME, "subject": ""}, "subject"),
-        ("welcome", {**WELCOME, "extra": 1}, "extra"),
+        # the name is a path parameter: a 400, as every parameter's mistake is
+        ("Welcome", WELCOME, "name", 400, "invalid_parameter"),
+        ("-welcome", WELCOME, "name", 400, "invalid_parameter"),
+        ("w" * 65, WELCOME, "name", 400, "invalid_parameter"),
+        ("welcome", {"subject": "Hi"}, "body", 422, "invalid_field"),
+        ("welcome", {**WELCOME, "subject": ""}, "subject", 422, "invalid_field"),
+        ("welcome", {**WELCOME, "extra": 1}, "extra", 422, "unknown_field"),
     ],
 )
-def test_a_bad_name_or_template_is_refused(api, name, body, field):
-    status, answer = api.request("PUT", f"/templates/{name}", body)
+def test_a_bad_name_or_template_is_refused(api, name, body, field, status, code):
+    answered, answer = api.request("PUT", f"/templates/{name}", body)
 
-    assert status == 422, answer
-    error = assert_error_shape(answer)
+    assert answered == status, answer
+    error = assert_error_shape(answer, code)
     assert field in [detail["field"] for detail in error["details"]], error
 
 
@@ -188,7 +189,7 @@ def test_a_missing_variable_is_a_422_naming_it_and_nothing_is_stored(api, stack)
     status, answer = api.post("/emails", templated(data={"name": "Alice"}))
 
     assert status == 422
-    error = assert_error_shape(answer, "invalid_email")
+    error = assert_error_shape(answer, "invalid_field")
     assert error["details"][0]["field"] == "data.code"
     assert "code" in error["message"]
     assert receive_all(stack) == []

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from typing import Any
 
 from mailqueue.settings import Settings
 
 CONTENT_PREFIX = "content/"
 UPLOAD_URL_SECONDS = 900
+# The bucket's lifecycle deletes an upload this many days after it was written (template.yaml), and
+# content after the retention period. S3 counts from the object's last write: renewing an object
+# (copying it onto itself) starts its count again.
+UPLOAD_DAYS = 10
 
 
 class BlobStore:
@@ -41,14 +46,39 @@ class BlobStore:
             raise
         return int(answer["ContentLength"])
 
+    def written_at(self, key: str) -> datetime | None:
+        """When the object was last written (its lifecycle counts from then), or None if there is none."""
+        try:
+            answer = self._client.head_object(Bucket=self.bucket, Key=key)
+        except self._client.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+        written: datetime = answer["LastModified"]
+        return written
+
+    def expires_after(self, key: str, written: datetime, retention_days: int) -> datetime:
+        """The earliest the lifecycle can delete ``key`` written at ``written`` (it deletes at a later midnight)."""
+        days = UPLOAD_DAYS if not key.startswith(CONTENT_PREFIX) else retention_days
+        return written + timedelta(days=days)
+
+    def renew(self, key: str) -> None:
+        """Write the object again as it is, so that the lifecycle counts its days from now."""
+        self._client.copy_object(
+            Bucket=self.bucket,
+            Key=key,
+            CopySource={"Bucket": self.bucket, "Key": key},
+            MetadataDirective="REPLACE",
+        )
+
     def get_bytes(self, key: str) -> bytes:
         data: bytes = self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         return data
 
-    def upload_url(self, key: str, content_type: str) -> str:
-        url: str = self._client.generate_presigned_url(
-            "put_object",
-            Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
-            ExpiresIn=UPLOAD_URL_SECONDS,
-        )
+    def upload_url(self, key: str, content_type: str, checksum_sha256: str | None = None) -> str:
+        """A presigned PUT; with ``checksum_sha256`` (base64), S3 refuses a body whose SHA-256 differs."""
+        params = {"Bucket": self.bucket, "Key": key, "ContentType": content_type}
+        if checksum_sha256 is not None:
+            params["ChecksumSHA256"] = checksum_sha256
+        url: str = self._client.generate_presigned_url("put_object", Params=params, ExpiresIn=UPLOAD_URL_SECONDS)
         return url

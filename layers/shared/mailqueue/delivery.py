@@ -41,6 +41,14 @@ class NotYetRecorded(Exception):
     """The sender has not recorded the send yet; the event is retried (Lambda's async retries)."""
 
 
+class Contended(Exception):
+    """The email moved between each read and write of the event's settlement; the event is retried."""
+
+
+# Reads and guarded writes of one event before it is left to Lambda's asynchronous retries.
+SETTLE_ATTEMPTS = 5
+
+
 @dataclass(frozen=True)
 class Outcome:
     event_type: str
@@ -127,9 +135,28 @@ class DeliveryEvents:
                 "foreign" if event_type not in OUTCOMES else "unknown-email",
                 suppressed=suppressed,
             )
-        record = self.store.get(email_id)
-        if record is None:
-            return Outcome(event_type, email_id, "unknown-email", suppressed=suppressed)
+        for _ in range(SETTLE_ATTEMPTS):
+            record = self.store.get(email_id)
+            if record is None:
+                return Outcome(event_type, email_id, "unknown-email", suppressed=suppressed)
+            try:
+                return self._settle(event_type, detail, email_id, record, suppressed, now)
+            except ConditionFailed:
+                # Another actor (the sender, the requeue function, a cancel, another event) moved the email
+                # between this read and this write: what the event means depends on where it is now.
+                continue
+        raise Contended(f"{email_id} kept moving; {event_type} will be retried")
+
+    def _settle(
+        self,
+        event_type: str,
+        detail: dict[str, Any],
+        email_id: str,
+        record: dict[str, Any],
+        suppressed: tuple[str, ...],
+        now: datetime,
+    ) -> Outcome:
+        """Apply the event to the email as ``record`` shows it; ConditionFailed if it moved since."""
         status = Status(record["status"])
         message_id = str(detail.get("mail", {}).get("messageId", ""))
 
@@ -139,17 +166,9 @@ class DeliveryEvents:
             # SES proves it accepted the email: never send it again. Retrying: the last attempt's outcome
             # was unknown. Sending: the sender has not recorded the send, and may never: if it died after
             # SES accepted, its claim would expire and the requeue function would hand the email out again.
-            record = self._apply(
-                email_id,
-                record,
-                {status},
-                Status.SENT,
-                "SES Send event: accepted",
-                {"ses_message_id": message_id},
-                now,
-                remove=("claim_token",),
-            )
-            status = Status(record["status"])
+            settled = {"ses_message_id": message_id}
+            record = self._write(record, Status.SENT, "SES Send event: accepted", settled, now, ("claim_token",))
+            status = Status.SENT
             if event_type == "Send":
                 return Outcome(event_type, email_id, "applied", status.value, suppressed=suppressed)
 
@@ -159,34 +178,29 @@ class DeliveryEvents:
         reason, extra = _reason(event_type, detail)
         if message_id and not record.get("ses_message_id"):
             extra["ses_message_id"] = message_id
-        record = self._apply(email_id, record, {status}, target, reason, extra, now)
+        record = self._write(record, target, reason, extra, now)
         bounce_type = extra.get("bounce", {}).get("type")
-        return Outcome(
-            event_type,
-            email_id,
-            "applied" if record["status"] == target.value else "ignored",
-            record["status"],
-            bounce_type,
-            suppressed,
-        )
+        return Outcome(event_type, email_id, "applied", record["status"], bounce_type, suppressed)
 
-    def _apply(
+    def _write(
         self,
-        email_id: str,
         record: dict[str, Any],
-        sources: set[Status],
         target: Status,
         reason: str,
         extra: dict[str, Any],
         now: datetime,
         remove: tuple[str, ...] = (),
     ) -> dict[str, Any]:
-        change = Change(target, reason=reason, set=extra, remove=remove)
-        try:
-            return transition(self.store, email_id, Guard(sources), change, now)
-        except ConditionFailed as failure:
-            # Another event (or a repeat of this one) got there first: nothing to do.
-            return failure.current or record
+        """Move the email from where ``record`` shows it to ``target``, only if nobody moved it since.
+
+        The guard holds the status and the time of the last write that was read, so the history read
+        with them can be rewritten trimmed to its bound (an append would outgrow it: after ``sent`` no
+        sender outcome comes to trim it), and a lost race raises ConditionFailed for the caller to read
+        the email again and settle again.
+        """
+        guard = Guard({Status(record["status"])}, updated_at=str(record.get("updated_at", "")))
+        change = Change(target, reason=reason, set=extra, remove=remove, history=list(record.get("history", [])))
+        return transition(self.store, str(record["pk"]), guard, change, now)
 
     def _suppress(
         self, event_type: str, detail: dict[str, Any], email_id: str | None, now: datetime

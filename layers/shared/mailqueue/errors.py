@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The codes of the API's errors, one per kind of mistake (each detail carries its own too).
+INVALID_FIELD = "invalid_field"  # a field's value is not valid: its format, its limits, a rule it breaks
+UNKNOWN_FIELD = "unknown_field"  # a field the API does not know (with the nearest known name when one is close)
+MISSING_FIELD = "missing_field"  # a required field is absent
+INVALID_PARAMETER = "invalid_parameter"  # a query, path or header parameter is not valid
+SUPPRESSED_RECIPIENT = "suppressed_recipient"  # a recipient is on the suppression list
+
 
 @dataclass(frozen=True)
 class FieldError:
     field: str
     message: str
+    code: str = INVALID_FIELD
 
 
 class MailqueueError(Exception):
@@ -24,12 +32,35 @@ class MailqueueError(Exception):
 
 
 class InvalidEmail(MailqueueError):
-    code = "invalid_email"
+    """The body is not a valid email (or request): ``code`` says which kind of mistake, as its first detail does."""
+
+    code = INVALID_FIELD
     http_status = 422
+
+    def __init__(self, message: str, details: list[FieldError] | None = None) -> None:
+        super().__init__(message, details)
+        if type(self).code != INVALID_FIELD:
+            # A kind of its own (invalid_template): its details are of that kind too.
+            self.details = [
+                FieldError(d.field, d.message, self.code) if d.code == INVALID_FIELD else d for d in self.details
+            ]
+        elif self.details:
+            self.code = self.details[0].code
 
     @classmethod
     def on(cls, field_name: str, message: str) -> InvalidEmail:
         return cls(f"{field_name}: {message}", [FieldError(field_name, message)])
+
+
+class InvalidParameter(MailqueueError):
+    """A query, path or header parameter is not valid (a status that does not exist, a cursor not from this API)."""
+
+    code = INVALID_PARAMETER
+    http_status = 400
+
+    @classmethod
+    def on(cls, name: str, message: str) -> InvalidParameter:
+        return cls(f"{name}: {message}", [FieldError(name, message, INVALID_PARAMETER)])
 
 
 class EmailNotFound(MailqueueError):
@@ -43,8 +74,12 @@ class StatusConflict(MailqueueError):
     code = "status_conflict"
     http_status = 409
 
-    def __init__(self, email_id: str, current: str | None, wanted: str) -> None:
-        super().__init__(f"email {email_id} is {current}: it cannot be {wanted}")
+    def __init__(self, email_id: str, current: str | None, action: str, allowed: list[str]) -> None:
+        statuses = " or ".join(allowed)
+        super().__init__(
+            f"email {email_id} is {current}: only {statuses} emails can be {action}",
+            [FieldError("status", f"is {current}; it must be {statuses}", self.code)],
+        )
         self.email_id = email_id
         self.current = current
 

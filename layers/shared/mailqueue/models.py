@@ -9,6 +9,7 @@ import base64
 import binascii
 import json
 import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -26,16 +27,24 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from mailqueue.headertext import ENCODED_WORD, ENCODED_WORD_REFUSAL, header_text_problem
 from mailqueue.template_models import TEMPLATE_NAME_PATTERN
 
 MAX_RECIPIENTS = 50
 MAX_SUBJECT = 998
 MAX_BODY_CHARS = 1_000_000
+# Attachments, inline and uploaded, in all. Inline ones travel in the request, which can carry at most
+# about 6 MB (see mailqueue.web: a third of it base64); larger ones go through POST /attachments.
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+# What SES (API v2) sends: a raw message of at most 40 MB, attachments included. The largest email the
+# API takes renders well under it (tests/unit/test_models.py checks the sum).
+SES_MAX_MESSAGE_BYTES = 40_000_000
 MAX_ATTACHMENTS = 20
 MAX_HEADERS = 20
 MAX_TAGS = 10
 MAX_METADATA_BYTES = 256
+# DynamoDB refuses maps nested deeper than 32 levels, counting the item's own; well inside that.
+MAX_METADATA_DEPTH = 16
 UPLOAD_PREFIX = "uploads/"
 
 # Headers the queue writes itself; a caller setting them could forge or break the message.
@@ -70,9 +79,43 @@ RESERVED_TAGS = frozenset({"email_id"})
 
 _HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # printable ASCII but the colon (RFC 5322 ftext)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Characters no file name may hold on the systems attachments are saved to (Windows forbids all of
+# these); readers also strip quotes and angle brackets around a name (Python's email package does).
+_NOT_IN_FILENAMES = re.compile(r'[\x00-\x1f\x7f/\\"<>|:*?]')
+# A body may hold any text but NUL (RFC 5322 forbids it) and lone surrogates (not UTF-8).
+_BODY_UNSAFE = re.compile("[\x00\ud800-\udfff]")
+# Attachment types that must hold MIME structure rather than a file's bytes.
+_COMPOSITE_TYPES = ("multipart/", "message/")
+# Amazon SES refuses messages with attachments of these extensions ("Unsupported attachment types"
+# in the SES Developer Guide).
+_SES_REFUSED = (
+    "ade adp app asp bas bat cer chm cmd com cpl crt csh der exe fxp gadget hlp hta inf ins isp its js jse ksh "
+    "lib lnk mad maf mag mam maq mar mas mat mau mav maw mda mdb mde mdt mdw mdz msc msh msh1 msh2 mshxml "
+    "msh1xml msh2xml msi msp mst ops pcd pif plg prf prg reg scf scr sct shb shs sys ps1 ps1xml ps2 ps2xml "
+    "psc1 psc2 tmp url vb vbe vbs vps vsmacros vss vst vsw vxd ws wsc wsf wsh xnk"
+)
+SES_REFUSED_EXTENSIONS = frozenset(_SES_REFUSED.split())
+
+
 _MAILBOX = re.compile(r"^\s*(?P<name>.*?)\s*<(?P<address>[^<>]*)>\s*$", re.DOTALL)
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}$")
 _TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+
+def _depth(value: Any) -> int:
+    """How many levels of maps and lists ``value`` nests (a scalar: 0)."""
+    if isinstance(value, dict):
+        return 1 + max((_depth(item) for item in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(item) for item in value), default=0)
+    return 0
+
+
+def _check_header_text(value: str, allow_tab: bool = False) -> str:
+    problem = header_text_problem(value, allow_tab)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 def _check_numbers(value: Any) -> None:
@@ -101,13 +144,21 @@ class Mailbox(BaseModel):
     def parse(cls, value: str) -> Mailbox:
         if "\r" in value or "\n" in value:
             raise ValueError("must not contain line breaks")
+        problem = header_text_problem(value)
+        if problem:
+            raise ValueError(problem)
         match = _MAILBOX.match(value)
         name, address = (match.group("name"), match.group("address")) if match else ("", value)
         name = name.strip()
         if len(name) >= 2 and name[0] == name[-1] == '"':
             name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-        if _CONTROL.search(name):
-            raise ValueError("display name must not contain control characters")
+        # Readers show a display name with single spaces (Python 3.13's parser reads it so): keep it so.
+        name = " ".join(name.split())
+        problem = header_text_problem(name)
+        if problem:
+            raise ValueError(f"display name {problem}")
+        if ENCODED_WORD.search(address):
+            raise ValueError(f"address {ENCODED_WORD_REFUSAL}")
         if len(name) > 256:
             raise ValueError("display name is longer than 256 characters")
         try:
@@ -160,15 +211,27 @@ class Attachment(BaseModel):
     @field_validator("filename")
     @classmethod
     def _plain_filename(cls, value: str) -> str:
-        if "/" in value or "\\" in value or _CONTROL.search(value) or value in {".", ".."}:
-            raise ValueError("must be a plain file name, without path separators or control characters")
-        return value
+        _check_header_text(value)
+        if _NOT_IN_FILENAMES.search(value) or value.strip() in {"", ".", ".."}:
+            raise ValueError(
+                'must be a plain file name: no path separators, control characters or any of " < > | : * ?'
+            )
+        # Readers drop whitespace around a parameter's value: what is kept is what they show.
+        name = value.strip()
+        extension = name.rpartition(".")[2].lower() if "." in name else ""
+        if extension in SES_REFUSED_EXTENSIONS:
+            raise ValueError(f"SES refuses attachments named .{extension} (its list of unsupported attachment types)")
+        return name
 
     @field_validator("content_type")
     @classmethod
     def _mime_type(cls, value: str) -> str:
         if not _CONTENT_TYPE.match(value):
             raise ValueError("must be a MIME type such as application/pdf")
+        if value.lower().startswith(_COMPOSITE_TYPES):
+            raise ValueError(
+                f"{value.lower()} must hold MIME parts, not a file's bytes: send it as application/octet-stream"
+            )
         return value.lower()
 
     @field_validator("s3_key")
@@ -247,7 +310,8 @@ class EmailRequest(BaseModel):
     )
     metadata: dict[str, Any] | None = Field(
         default=None,
-        description=f"Your own reference data, returned on reads; at most {MAX_METADATA_BYTES} bytes as JSON.",
+        description=f"Your own reference data, returned on reads; at most {MAX_METADATA_BYTES} bytes as JSON, "
+        f"nested at most {MAX_METADATA_DEPTH} levels deep.",
     )
 
     @field_validator("from_")
@@ -269,10 +333,18 @@ class EmailRequest(BaseModel):
     @field_validator("subject")
     @classmethod
     def _subject(cls, value: str) -> str:
-        if "\r" in value or "\n" in value:
-            raise ValueError("must not contain line breaks")
-        if _CONTROL.search(value):
-            raise ValueError("must not contain control characters")
+        # Readers drop whitespace around a header's value: what is kept is what they show.
+        subject = _check_header_text(value).strip()
+        if not subject:
+            raise ValueError("must not be blank")
+        return subject
+
+    @field_validator("text", "html")
+    @classmethod
+    def _body(cls, value: str | None) -> str | None:
+        unsafe = _BODY_UNSAFE.search(value or "")
+        if unsafe:
+            raise ValueError(f"must not contain U+{ord(unsafe.group()):04X} (NUL or an unpaired surrogate)")
         return value
 
     @field_validator("subject", mode="wrap")
@@ -304,9 +376,11 @@ class EmailRequest(BaseModel):
             if name.lower() in seen:
                 raise ValueError(f"{name} is given twice")
             seen.add(name.lower())
-            if _CONTROL.search(value.replace("\t", " ")):
-                raise ValueError(f"the value of {name} must not contain line breaks or control characters")
-        return values
+            problem = header_text_problem(value, allow_tab=True)
+            if problem:
+                raise ValueError(f"the value of {name} {problem}")
+        # Readers drop whitespace around a header's value: what is kept is what they show.
+        return {name: value.strip() for name, value in values.items()}
 
     @field_validator("tags")
     @classmethod
@@ -329,8 +403,20 @@ class EmailRequest(BaseModel):
             raise ValueError("numbers must be finite") from None
         if len(encoded) > MAX_METADATA_BYTES:
             raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+        if _depth(value) > MAX_METADATA_DEPTH:
+            raise ValueError(f"must nest objects and arrays at most {MAX_METADATA_DEPTH} levels deep")
         _check_numbers(value)
         return value
+
+    @field_validator("send_at")
+    @classmethod
+    def _send_at(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return value
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is outside the years 1 to 9999 in UTC") from None
 
     @model_validator(mode="after")
     def _whole_email(self) -> EmailRequest:
@@ -379,6 +465,13 @@ class UploadRequest(BaseModel):
     filename: str = Field(min_length=1, max_length=255)
     content_type: str = "application/octet-stream"
     size: int = Field(gt=0, le=MAX_ATTACHMENT_BYTES, description="The file's size in bytes.")
+    sha256: str | None = Field(
+        default=None,
+        pattern="^[0-9a-f]{64}$",
+        description="The file's SHA-256, in hex. The key is then made from it: the same file gets the same key, so "
+        "an email sent again with the same Idempotency-Key is the same email; S3 refuses an upload that does "
+        "not match it.",
+    )
 
     @field_validator("filename")
     @classmethod
@@ -394,15 +487,30 @@ class UploadRequest(BaseModel):
 # --- What the API answers -------------------------------------------------------------------------------
 
 
+class SkippedRecipient(BaseModel):
+    field: str = Field(description="to, cc or bcc.")
+    address: str
+    reason: str = Field(description="Why the address is on the suppression list.")
+
+
 class EnqueueResult(BaseModel):
     id: str
-    status: str
+    status: str = Field(description="queued (sent as soon as the send rate allows) or scheduled (send_at later).")
     published: bool = Field(
         default=True,
-        description="False when the send queue could not be reached: the email is stored and the "
-        "requeue function publishes it when its deadline passes.",
+        description="Whether the email's id reached the send queue. False when the queue could not be reached: the "
+        "email is stored all the same, and the requeue function publishes it when its deadline passes (nothing "
+        "to do but wait). True for a scheduled email: the requeue function publishes it at its send_at.",
     )
-    message: str | None = None
+    message: str | None = Field(
+        default=None,
+        description="Anything worth knowing about the email that its status does not say: the suppressed "
+        "recipients it goes without, or why it is not published yet. Null when there is nothing to add.",
+    )
+    skipped: list[SkippedRecipient] = Field(
+        default_factory=list,
+        description="With skip_suppressed: each recipient dropped because it is on the suppression list, and why.",
+    )
 
 
 class BatchItemResult(BaseModel):
@@ -410,6 +518,7 @@ class BatchItemResult(BaseModel):
     id: str | None = None
     status: str | None = None
     published: bool | None = None
+    skipped: list[SkippedRecipient] = Field(default_factory=list)
     error: dict[str, Any] | None = None
 
 
@@ -425,6 +534,12 @@ class HistoryEntry(BaseModel):
     reason: str | None = None
 
 
+class Recipients(BaseModel):
+    to: list[str] = Field(default_factory=list)
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
+
+
 class EmailView(BaseModel):
     id: str
     status: str
@@ -432,8 +547,23 @@ class EmailView(BaseModel):
     attempts: int
     created_at: str
     updated_at: str
-    to: str | None = Field(default=None, description="The first recipient.")
-    subject: str | None = Field(default=None, description="The subject, cut short.")
+    to: str | None = Field(
+        default=None, description="The first recipient: a summary. `recipients` has them all (GET /emails/{id})."
+    )
+    subject: str | None = Field(
+        default=None,
+        description="The whole subject from GET /emails/{id}; in list pages (summary true) cut at 40 characters, "
+        "ending in '…'.",
+    )
+    recipients: Recipients | None = Field(
+        default=None,
+        description="Every recipient, as given (bcc included). From GET /emails/{id}; null in list pages.",
+    )
+    summary: bool = Field(
+        default=True,
+        description="True when `to` and `subject` are the status record's summary (list pages, or after the "
+        "email's content expired); false when the email is shown whole.",
+    )
     send_at: str | None = None
     deadline: str | None = None
     ses_message_id: str | None = None
@@ -456,8 +586,13 @@ class UploadTicket(BaseModel):
     s3_key: str
     upload_url: str
     method: str = "PUT"
-    headers: dict[str, str]
+    headers: dict[str, str] = Field(description="Send these headers with the upload, as they are.")
     expires_at: str
+    uploaded: bool = Field(
+        default=False,
+        description="True when this file (the same sha256 and size) is already uploaded under s3_key: the email may "
+        "name it without uploading it again.",
+    )
 
 
 class Suppression(BaseModel):
@@ -472,13 +607,21 @@ class SuppressionPage(BaseModel):
     cursor: str | None = None
 
 
+ERROR_CODES = (
+    "bad_request, invalid_parameter, not_found, method_not_allowed, status_conflict, idempotency_conflict, "
+    "payload_too_large, unsupported_media_type, invalid_field, unknown_field, missing_field, suppressed_recipient, "
+    "unavailable"
+)
+
+
 class ErrorDetail(BaseModel):
-    field: str
-    message: str
+    field: str = Field(description="The field or parameter, as the request wrote it: attachments[0].filename.")
+    message: str = Field(description="What is wrong with it, and a hint where one helps (did you mean reply_to?).")
+    code: str = Field(default="invalid_field", description=f"The kind of mistake: one of {ERROR_CODES}.")
 
 
 class ErrorBody(BaseModel):
-    code: str
+    code: str = Field(description=f"The kind of mistake (that of the first detail, if any): one of {ERROR_CODES}.")
     message: str
     details: list[ErrorDetail] = Field(default_factory=list)
 

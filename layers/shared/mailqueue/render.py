@@ -21,10 +21,11 @@ from datetime import datetime
 from email import policy
 from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, formataddr
 from typing import Any
 
 from mailqueue.blobs import BlobStore
+from mailqueue.headertext import ENCODED_WORD_REFUSAL, header_text_problem
 from mailqueue.html_text import html_to_text
 from mailqueue.packing import unpack
 
@@ -56,8 +57,9 @@ class _HeaderClasses(HeaderRegistry):
         return made
 
 
-# The SMTP policy (CRLF, folding at 78), with the registry above.
-_POLICY = policy.SMTP.clone(header_factory=_HeaderClasses())
+# The SMTP policy (CRLF, folding at 78), with the registry above. Address headers are written
+# already folded (see ``_mailboxes``) and kept as written.
+_POLICY = policy.SMTP.clone(header_factory=_HeaderClasses(), refold_source="none")
 
 
 class RenderError(Exception):
@@ -127,16 +129,16 @@ def _render(
     message_id = f"<{email_id}@{sender.domain}>"
     message["Date"] = format_datetime(now)
     message["Message-ID"] = message_id
-    message["From"] = sender
+    message.set_raw("From", _mailboxes([sender]))
     if to:
-        message["To"] = to
+        message.set_raw("To", _mailboxes(to))
     if cc:
-        message["Cc"] = cc
+        message.set_raw("Cc", _mailboxes(cc))
     if reply_to:
-        message["Reply-To"] = reply_to
-    message["Subject"] = content["subject"]
+        message.set_raw("Reply-To", _mailboxes(reply_to))
+    message["Subject"] = _header_text("the subject", content["subject"])
     for name, value in (content.get("headers") or {}).items():
-        message[name] = value
+        message[name] = _header_text(f"the header {name}", value, allow_tab=True)
 
     text, html = content.get("text"), content.get("html")
     if text is None and html is not None:
@@ -155,13 +157,17 @@ def _render(
         data = _attachment_data(attachment, attachment_bytes)
         maintype, _, subtype = str(attachment.get("content_type", "application/octet-stream")).partition("/")
         message.add_attachment(
-            data, maintype=maintype, subtype=subtype or "octet-stream", filename=attachment["filename"]
+            data,
+            maintype=maintype,
+            subtype=subtype or "octet-stream",
+            filename=_header_text("an attachment's filename", attachment["filename"]),
         )
 
     for part in message.walk():
         if part is not message:
             # The email package stamps every part it builds; only the top-level header means anything.
             del part["MIME-Version"]
+        _check_decoded_headers(part)
 
     raw = message.as_bytes(policy=_POLICY)
     longest = max(len(line) for line in raw.split(b"\r\n"))
@@ -182,7 +188,41 @@ def _address(box: dict[str, str]) -> Address:
     local, _, domain = box["address"].rpartition("@")
     if not local or not domain:
         raise RenderError(f"{box['address']!r} is not an address")
-    return Address(display_name=box.get("name", ""), username=local, domain=domain)
+    _header_text("an address", box["address"])
+    return Address(display_name=_header_text("a display name", box.get("name", "")), username=local, domain=domain)
+
+
+def _header_text(what: str, value: Any, allow_tab: bool = False) -> str:
+    """``value`` if it can stand in a header as it is: no line break or control character, and no
+    encoded-word syntax that a reader (or the email package itself) would decode into something else."""
+    text = str(value)
+    problem = header_text_problem(text, allow_tab=allow_tab)
+    if problem:
+        raise RenderError(f"{what} {problem}")
+    return text
+
+
+def _mailboxes(boxes: list[Address]) -> str:
+    """An address header's value, one mailbox a line, each display name whole.
+
+    The email package folds a display name that does not fit on a line by breaking its quoting (a
+    quoted name then reads as part of the address) or by splitting it into encoded words, between
+    which readers disagree about spaces (Python's own parser keeps one, RFC 2047 drops it). So
+    each name is written as one quoted string, or one encoded word when it is not ASCII, and the
+    header is folded between mailboxes only; every line stays far below SMTP's limit (a name is at
+    most 256 characters).
+    """
+    return ",\n ".join(formataddr((box.display_name, box.addr_spec), charset="utf-8") for box in boxes)
+
+
+def _check_decoded_headers(part: EmailMessage) -> None:
+    """No header the email package holds (decoded, as it writes it) carries a line break or a control
+    character: whatever decoding happened on the way in, nothing it produced can shape the message."""
+    for name, value in part.items():
+        if isinstance(value, str):
+            continue  # written by _mailboxes, from values checked before
+        if header_text_problem(str(value).replace("\t", " "), allow_tab=True) not in (None, ENCODED_WORD_REFUSAL):
+            raise RenderError(f"the {name} header would carry a line break or a control character")
 
 
 def _lines(body: str) -> str:

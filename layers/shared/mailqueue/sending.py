@@ -25,9 +25,9 @@
    permanent  ``failed`` with SES's code and message
    ========== ================================================================================
 
-A message that is not a mailqueue message, or names no stored email, is acknowledged and
-logged: retrying it cannot help. Any other exception propagates, so that the batch reports only
-that message as failed and SQS delivers it again.
+A message that is not a mailqueue message (logged as malformed, with its body) or names no
+stored email is acknowledged and logged: retrying it cannot help. Any other exception
+propagates, so that the batch reports only that message as failed and SQS delivers it again.
 
 Besides an unknown outcome, one more path can repeat a send: SES accepted the email but the
 ``sent`` write failed (DynamoDB unreachable even after its client's retries), or the sender died
@@ -59,14 +59,18 @@ from mailqueue.render import Rendered, RenderError, load_content, render
 from mailqueue.ses_errors import Classified, Outcome
 from mailqueue.settings import Settings
 from mailqueue.statemachine import Change, Guard, Status, transition
-from mailqueue.store import CONTENT, ConditionFailed, EmailStore
+from mailqueue.store import CONTENT, WITHDRAWN, ConditionFailed, EmailStore
 
 # Time kept back, past the pacing wait, for one claim, render, send and record: a message that
 # cannot be finished before the function's timeout is left to SQS, unclaimed. It covers the SES
 # call's own limits (3 s to connect, 10 s to read) and the record write after it, so the function
 # is never killed between SES accepting an email and the write that records it.
 RESERVE_SECONDS = 20.0
+# An email whose wait ends within this of its content's expiry has its content kept longer.
+KEEP_MARGIN_SECONDS = 86400
 ATTEMPTS_EXHAUSTED = "attempts exhausted"
+# How much of a malformed message's body its log line shows.
+MALFORMED_BODY_LOGGED = 500
 _SENT_OR_LATER = frozenset({Status.SENT, Status.DELIVERED, Status.BOUNCED, Status.COMPLAINED})
 
 
@@ -89,6 +93,12 @@ class Report:
     email_id: str | None
     detail: str = ""
     record: dict[str, Any] | None = None
+
+
+class NotAccepted(RenderError):
+    """The API refused the email (503) while its status write was in doubt; the write landed after all."""
+
+    code = "NotAccepted"
 
 
 class NoTimeLeft(Exception):
@@ -160,13 +170,20 @@ class Sender:
 
     # --- one message ----------------------------------------------------------------------------------
 
-    def handle_message(self, body: str, time_left: Callable[[], float] | None = None) -> Report:
+    def handle_message(
+        self, body: str, time_left: Callable[[], float] | None = None, message_id: str | None = None
+    ) -> Report:
         """Handle one send-queue message. ``time_left`` gives the seconds before the function times out."""
         email_id = email_id_in(body)
         if email_id is None:
-            self.logger.warning("ignored a message that is not a mailqueue message")
+            # Retrying cannot help; say what it was, so that whoever published it can find it.
+            self.logger.error(
+                'malformed message dropped: a send message is {"id": "<email id>"}',
+                extra={"sqs_message_id": message_id, "body": body[:MALFORMED_BODY_LOGGED]},
+            )
             self._count("IgnoredMessages")
-            return Report(Result.IGNORED, None, "not a mailqueue message")
+            self._count("MalformedMessages")
+            return Report(Result.IGNORED, None, "malformed message")
         return self.send(email_id, time_left)
 
     def send(self, email_id: str, time_left: Callable[[], float] | None = None) -> Report:
@@ -289,6 +306,8 @@ class Sender:
         item = self.store.get(email_id, CONTENT)
         if item is None:
             raise RenderError("the email's content is gone (expired or never written)")
+        if WITHDRAWN in item:
+            raise NotAccepted("the API answered 503 for this email: it was withdrawn, never to be sent")
         return render(email_id, load_content(item, self.blobs), self.now(), self._attachment)
 
     def _attachment(self, key: str) -> bytes:
@@ -362,6 +381,8 @@ class Sender:
             why = f"{code} at the last attempt ({attempt} of {limit})" if outcome is Outcome.TRANSIENT else code
             change = Change(Status.FAILED, reason=f"failed: {why}", set=last_error, remove=released, history=history)
 
+        if change.deadline is not None:
+            self._keep_content(claimed, change, now)
         try:
             record = transition(self.store, email_id, Guard(statuses={Status.SENDING}, claim_token=token), change, now)
         except ConditionFailed as failure:
@@ -383,6 +404,40 @@ class Sender:
 
         self._observe(report_as, result, attempt)
         return Report(report_as, email_id, change.reason or "", record)
+
+    def _keep_content(self, claimed: dict[str, Any], change: Change, now: datetime) -> None:
+        """Keep what the email needs for its next attempt: an email that waits (held while the account
+        is paused, retried) can outlive its content's expiry, counted at enqueue from its due time.
+
+        When the wait ends within a day of ``content_until``, the content record's expiry is moved,
+        and the S3 objects it names (large content, uploads) are renewed, so that the lifecycle counts
+        their days from now; ``content_until`` moves with them. Rare: a wait is minutes, retention days.
+        """
+        until = claimed.get("content_until")
+        assert change.deadline is not None
+        if not until or clock.parse_iso(str(until)) > clock.after(change.deadline, KEEP_MARGIN_SECONDS):
+            return
+        email_id = str(claimed["pk"])
+        retention = self.settings.retention_days * 86400
+        kept = [clock.after(change.deadline, retention)]
+        try:
+            item = self.store.get(email_id, CONTENT)
+            if item is None:
+                return
+            keys = [str(item["s3_key"])] if "s3_key" in item and "from" not in item else []
+            content = load_content(item, self.blobs)
+            keys += [str(a["s3_key"]) for a in content.get("attachments", []) if a.get("s3_key")]
+            for key in dict.fromkeys(keys):
+                self.blobs.renew(key)
+                kept.append(self.blobs.expires_after(key, now, self.settings.retention_days))
+            self.store.extend_content(email_id, clock.epoch(kept[0]))
+        except Exception:
+            # The email is not lost for it: the next wait tries again, and without its content the
+            # sender fails it with the reason rather than send it incomplete.
+            self.logger.exception("could not extend the email's content; tried again at its next wait")
+            return
+        change.set = {**change.set, "content_until": clock.iso(min(kept))}
+        self._count("ContentExtended")
 
     def _observe(self, result: Result, sent: SendResult, attempt: int) -> None:
         details = {"attempt": attempt, "code": sent.classified.code}

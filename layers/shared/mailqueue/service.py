@@ -7,17 +7,28 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from mailqueue import clock
+from mailqueue import budget, clock
 from mailqueue.blobs import BlobStore
-from mailqueue.errors import EmailNotFound, FieldError, InvalidEmail, StatusConflict, Unavailable
+from mailqueue.errors import (
+    SUPPRESSED_RECIPIENT,
+    EmailNotFound,
+    FieldError,
+    IdempotencyConflict,
+    InvalidEmail,
+    InvalidParameter,
+    MailqueueError,
+    StatusConflict,
+    Unavailable,
+)
 from mailqueue.ids import is_email_id, new_email_id
 from mailqueue.models import (
     MAX_ATTACHMENT_BYTES,
@@ -30,22 +41,35 @@ from mailqueue.models import (
     EnqueueResult,
     HistoryEntry,
     Mailbox,
+    Recipients,
+    SkippedRecipient,
     Suppression,
     SuppressionPage,
     UploadRequest,
     UploadTicket,
     summary_subject,
 )
-from mailqueue.packing import pack
+from mailqueue.packing import pack, unpack
+from mailqueue.problems import failure_of, field_problems
 from mailqueue.queue import MAX_DELAY_SECONDS, Publication, SendQueue
 from mailqueue.settings import Settings
 from mailqueue.statemachine import Change, Guard, Status, history_entry, transition
-from mailqueue.store import ConditionFailed, EmailStore, SuppressionList
+from mailqueue.store import CONTENT, ConditionFailed, EmailStore, SuppressionList
 
 if TYPE_CHECKING:
     from mailqueue.templates import TemplateLibrary, TemplateRef
 
 MAX_SCHEDULE_DAYS = 7
+# How long past its due time an email's content is kept at least, for its retries; the sender keeps it
+# longer for an email that waits longer.
+KEEP_AFTER_DUE_SECONDS = 86400
+# How long an idempotency key stays bound to its emails' ids: past the 24 hours its answer replays.
+IDEMPOTENCY_BINDING_DAYS = 2
+NOT_STORED_MESSAGE = "the email could not be stored; nothing was accepted and nothing will be sent: send it again"
+# The longest sort key DynamoDB stores: what a cursor or a suppressed address can be.
+MAX_KEY_BYTES = 1024
+# What GET /emails/{id} shows of an email's content: its recipients and whole subject.
+ENVELOPE = ("to", "cc", "bcc", "subject")
 UNPUBLISHED_MESSAGE = (
     "stored, but the send queue could not be reached: the email stays queued and is published "
     "again when its deadline passes"
@@ -66,23 +90,39 @@ class Mailqueue:
 
     # --- enqueue --------------------------------------------------------------------------------------
 
-    def enqueue(self, request: EmailRequest, now: datetime | None = None) -> EnqueueResult:
+    def enqueue(self, request: EmailRequest, now: datetime | None = None, key: str | None = None) -> EnqueueResult:
+        """Store and publish one email. ``key`` (an idempotency key, with its caller) binds its id: every
+        request with that key names the same email, so a repeat never stores a second one."""
         now = now or clock.now()
+        ids, found = self._ids(key, 1, now)
+        email_id = ids[0]
+        if email_id in found:
+            return _replayed(found[email_id])
         expanded = self._expand([request])[0]
         if isinstance(expanded, InvalidEmail):
             raise expanded
         request, origin = expanded
-        prepared = self._prepare(request, now, self._suppressed([request]), origin)
-        if self.store.put_new([(prepared.record, prepared.content)]):
-            raise Unavailable("the email could not be stored; nothing was accepted, send it again")
+        prepared = self._prepare(request, now, self._suppressed([request]), email_id, origin)
+        outcome = self._store([prepared], now)
+        if email_id in outcome.withdrawn:
+            raise Unavailable(NOT_STORED_MESSAGE)
+        if email_id in outcome.unsettled:
+            raise _unconfirmed(email_id, key)
         return self._publish([prepared])[0]
 
-    def enqueue_batch(self, items: list[dict[str, Any]], now: datetime | None = None) -> BatchResult:
+    def enqueue_batch(
+        self, items: list[dict[str, Any]], now: datetime | None = None, key: str | None = None
+    ) -> BatchResult:
         now = now or clock.now()
+        ids, found = self._ids(key, len(items), now)
         results: list[BatchItemResult] = []
         prepared: list[tuple[int, _Prepared]] = []
         checked: list[tuple[int, EmailRequest]] = []
         for index, item in enumerate(items):
+            if ids[index] in found:
+                replayed = _replayed(found[ids[index]])
+                results.append(BatchItemResult(index=index, id=replayed.id, status=replayed.status, published=True))
+                continue
             try:
                 checked.append((index, EmailRequest.model_validate(item)))
             except ValidationError as error:
@@ -96,19 +136,29 @@ class Mailqueue:
         suppressed = self._suppressed([request for _, request, _ in valid])
         for index, request, origin in valid:
             try:
-                prepared.append((index, self._prepare(request, now, suppressed, origin)))
+                prepared.append((index, self._prepare(request, now, suppressed, ids[index], origin)))
             except InvalidEmail as error:
                 results.append(BatchItemResult(index=index, error=error_body(error)))
-        not_stored = self.store.put_new([(p.record, p.content) for _, p in prepared])
+        outcome = self._store([item for _, item in prepared], now)
         for index, candidate in prepared:
-            if candidate.email_id in not_stored:
-                failure = InvalidEmail("the email could not be stored; send it again")
+            if candidate.email_id in outcome.withdrawn:
+                failure = InvalidEmail(NOT_STORED_MESSAGE)
                 failure.code = "not_stored"
                 results.append(BatchItemResult(index=index, error=error_body(failure)))
-        stored = [(index, item) for index, item in prepared if item.email_id not in not_stored]
+            elif candidate.email_id in outcome.unsettled:
+                results.append(BatchItemResult(index=index, error=error_body(_unconfirmed(candidate.email_id, key))))
+        stored = [(index, item) for index, item in prepared if item.email_id in outcome.stored]
         answers = self._publish([item for _, item in stored])
         for (index, _), answer in zip(stored, answers, strict=True):
-            results.append(BatchItemResult(index=index, id=answer.id, status=answer.status, published=answer.published))
+            results.append(
+                BatchItemResult(
+                    index=index,
+                    id=answer.id,
+                    status=answer.status,
+                    published=answer.published,
+                    skipped=answer.skipped,
+                )
+            )
         results.sort(key=lambda result: result.index)
         accepted = sum(1 for result in results if result.id)
         return BatchResult(accepted=accepted, rejected=len(results) - accepted, results=results)
@@ -122,23 +172,58 @@ class Mailqueue:
             ]
         return self.templates.expand(requests)
 
+    def _ids(self, key: str | None, count: int, now: datetime) -> tuple[list[str], dict[str, dict[str, Any]]]:
+        """Fresh ids; or, for an idempotency key, the ids bound to it (binding fresh ones the first time).
+        With them, the status records of those already stored (by an earlier request with the key)."""
+        ids = [new_email_id() for _ in range(count)]
+        if key is None:
+            return ids, {}
+        claim = "idempotency#" + hashlib.sha256(key.encode()).hexdigest()
+        # Longer than the replay window of the key's answer, so that no repeat finds the key unbound.
+        expires_at = clock.epoch(clock.after(now, IDEMPOTENCY_BINDING_DAYS * 86400))
+        bound, fresh = self.store.claim_ids(claim, ids, expires_at)
+        if len(bound) != count:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was used with another body",
+                [FieldError("Idempotency-Key", "was used with another body")],
+            )
+        # Ids bound only now name no email yet; a repeat's may, and those are not written again.
+        return bound, {} if fresh else self.store.existing(bound)
+
+    def _store(self, prepared: list[_Prepared], now: datetime) -> _Stored:
+        """Write the emails; settle each whose write is in doubt as stored, withdrawn or unsettled.
+
+        A write whose answer was lost may have landed. Rather than answer ``503`` for an email that
+        the requeue function would then send (and the caller send again), each such email is settled
+        before the answer: stored if its status record is there, else withdrawn, so that it can never
+        be sent (see ``EmailStore.settle_unwritten``). Time is kept for that settling out of the budget.
+        """
+        ids = {item.email_id for item in prepared}
+        with budget.keeping(self.store.attempt_seconds()):
+            failed = self.store.put_new([(item.record, item.content) for item in prepared]) if prepared else set()
+        if not failed:
+            return _Stored(stored=ids)
+        expires_at = clock.epoch(clock.after(now, self.settings.retention_days * 86400))
+        stored, withdrawn = self.store.settle_unwritten(sorted(failed), expires_at, clock.iso(now))
+        return _Stored(stored=(ids - failed) | stored, withdrawn=withdrawn, unsettled=failed - stored - withdrawn)
+
     def _prepare(
         self,
         request: EmailRequest,
         now: datetime,
         suppressed: dict[str, dict[str, Any]],
+        email_id: str,
         origin: TemplateRef | None = None,
     ) -> _Prepared:
         sender = request.sender
         self._check_identity(sender)
-        request = self._without_suppressed(request, suppressed)
+        request, skipped = self._without_suppressed(request, suppressed)
         self._check_uploads(request)
 
-        email_id = new_email_id()
         send_at = request.send_at
         delay = 0.0 if send_at is None else max(0.0, (send_at - now).total_seconds())
-        # Uploaded attachments and large content in S3 expire (uploads after 7 days, content after
-        # the retention period): an email must be sent while what it needs is still there.
+        # Large content in S3 expires the retention period after it is written (now): an email must be
+        # due within it. (Uploads it names are renewed as needed, see _keep_uploads.)
         horizon_days = min(MAX_SCHEDULE_DAYS, self.settings.retention_days)
         if delay > horizon_days * 86400:
             raise InvalidEmail.on("send_at", f"must be at most {horizon_days} days ahead")
@@ -164,37 +249,49 @@ class Mailqueue:
             "to": recipients[0].address,
             "subject": summary_subject(request.subject or ""),
             "send_at": clock.iso(send_at) if send_at else None,
-            "history": [history_entry(status, now, "accepted")],
+            "history": [history_entry(status, now, f"accepted, {skipped_text(skipped)}" if skipped else "accepted")],
             "metadata": request.metadata,
             "template": origin.name if origin else None,
             "template_version": origin.version if origin else None,
         }
-        content = self._content(email_id, request, now)
-        return _Prepared(email_id, record, content, Publication(email_id, request.priority, delay_seconds), status)
+        # What the sender needs must outlive the email's sending: counted from when it is due (not from a
+        # send_at in the past), and an upload it names renewed if the lifecycle would delete it sooner.
+        due = max(now, send_at) if send_at else now
+        content = self._content(email_id, request, due)
+        kept_until = [clock.after(due, self.settings.retention_days * 86400)]
+        if "s3_key" in content:
+            kept_until.append(clock.after(now, self.settings.retention_days * 86400))
+        kept_until += self._keep_uploads(request, due, now)
+        record["content_until"] = clock.iso(min(kept_until))
+        publication = Publication(email_id, request.priority, delay_seconds)
+        return _Prepared(email_id, record, content, publication, status, skipped)
 
-    def _content(self, email_id: str, request: EmailRequest, now: datetime) -> dict[str, Any]:
-        def boxes(values: list[str]) -> list[dict[str, str]]:
-            return [Mailbox.parse(value).model_dump() for value in values]
+    def _keep_uploads(self, request: EmailRequest, due: datetime, now: datetime) -> list[datetime]:
+        """Until when each upload the email names is kept, renewing those the lifecycle would delete
+        before the email's due time and a day's retries after it."""
+        until: list[datetime] = []
+        needed = clock.after(due, KEEP_AFTER_DUE_SECONDS)
+        for key in dict.fromkeys(a.s3_key for a in request.attachments if a.s3_key):
+            written = self.blobs.written_at(key)
+            if written is None:
+                continue  # refused by the upload check
+            expires = self.blobs.expires_after(key, written, self.settings.retention_days)
+            if expires < needed:
+                self.blobs.renew(key)
+                expires = self.blobs.expires_after(key, now, self.settings.retention_days)
+            until.append(expires)
+        return until
 
-        body: dict[str, Any] = {
-            "from": request.sender.model_dump(),
-            "to": boxes(request.to),
-            "cc": boxes(request.cc),
-            "bcc": boxes(request.bcc),
-            "reply_to": boxes(request.reply_to),
-            "subject": request.subject,
-            "text": request.text,
-            "html": request.html,
-            "headers": request.headers,
-            "attachments": [attachment.model_dump(exclude_none=True) for attachment in request.attachments],
-            "tags": [tag.model_dump() for tag in request.tags],
-        }
-        body = {key: value for key, value in body.items() if value not in (None, [], {})}
-        # Content outlives the status record's retention only as long as the email can still be sent.
-        expires_at = clock.epoch(clock.after(request.send_at or now, self.settings.retention_days * 86400))
+    def _content(self, email_id: str, request: EmailRequest, due: datetime) -> dict[str, Any]:
+        body = content_body(request)
+        # Kept for the retention period from when the email is due; the sender extends it for an email
+        # that waits longer (held by an account error, retried), see ``Sender._keep_content``.
+        expires_at = clock.epoch(clock.after(due, self.settings.retention_days * 86400))
         item = {"pk": email_id, "sk": "content", "expires_at": expires_at}
         if len(json.dumps(body)) > self.settings.inline_content_limit:
-            return {**item, "s3_key": self.blobs.put_content(email_id, body)}
+            # The envelope stays in the item too: GET /emails/{id} shows it without reading the body from S3.
+            envelope = {key: body[key] for key in ENVELOPE if key in body}
+            return {**item, "s3_key": self.blobs.put_content(email_id, body), "envelope": envelope}
         return {**item, **pack(body)}
 
     def _check_identity(self, sender: Mailbox) -> None:
@@ -210,17 +307,19 @@ class Mailqueue:
         addresses = {mailbox.key() for request in requests for mailbox in request.recipients()}
         return self.suppressions.find(addresses) if addresses else {}
 
-    def _without_suppressed(self, request: EmailRequest, suppressed: dict[str, dict[str, Any]]) -> EmailRequest:
-        """The email without its suppressed recipients, if it may drop them; else a 422 naming them."""
+    def _without_suppressed(
+        self, request: EmailRequest, suppressed: dict[str, dict[str, Any]]
+    ) -> tuple[EmailRequest, list[SkippedRecipient]]:
+        """The email without its suppressed recipients (and who they were), if it may drop them; else a 422."""
         if not suppressed:
-            return request
+            return request, []
         hits = {
             field: [value for value in getattr(request, field) if Mailbox.parse(value).key() in suppressed]
             for field in ("to", "cc", "bcc")
         }
         found = [(field, value) for field, values in hits.items() for value in values]
         if not found:
-            return request
+            return request, []
         remaining = len(request.recipients()) - len(found)
         if not request.skip_suppressed or remaining == 0:
             details = [
@@ -228,13 +327,22 @@ class Mailqueue:
                     field,
                     f"{Mailbox.parse(value).key()} is on the suppression list "
                     f"({suppressed[Mailbox.parse(value).key()].get('reason', 'suppressed')})",
+                    SUPPRESSED_RECIPIENT,
                 )
                 for field, value in found
             ]
             hint = "" if request.skip_suppressed else "; set skip_suppressed to send to the others"
             raise InvalidEmail(f"{', '.join(d.message for d in details)}{hint}", details)
         kept = {field: [v for v in getattr(request, field) if v not in hits[field]] for field in ("to", "cc", "bcc")}
-        return request.model_copy(update=kept)
+        skipped = [
+            SkippedRecipient(
+                field=field,
+                address=Mailbox.parse(value).key(),
+                reason=str(suppressed[Mailbox.parse(value).key()].get("reason", "suppressed")),
+            )
+            for field, value in found
+        ]
+        return request.model_copy(update=kept), skipped
 
     def _check_uploads(self, request: EmailRequest) -> None:
         total = sum(attachment.decoded_size() for attachment in request.attachments)
@@ -258,7 +366,16 @@ class Mailqueue:
                 id=item.email_id,
                 status=item.status.value,
                 published=item.email_id not in failed,
-                message=UNPUBLISHED_MESSAGE if item.email_id in failed else None,
+                message="; ".join(
+                    note
+                    for note in (
+                        f"sent {skipped_text(item.skipped)}" if item.skipped else "",
+                        UNPUBLISHED_MESSAGE if item.email_id in failed else "",
+                    )
+                    if note
+                )
+                or None,
+                skipped=item.skipped,
             )
             for item in prepared
         ]
@@ -266,19 +383,20 @@ class Mailqueue:
     # --- reading --------------------------------------------------------------------------------------
 
     def get(self, email_id: str) -> EmailView:
+        """The email's status and history, with its whole subject and every recipient (from its content)."""
         record = self.store.get(email_id) if is_email_id(email_id) else None
         if record is None:
             raise EmailNotFound(f"no email has the id {email_id}")
-        return view(record)
+        return view(record, envelope_of(self.store.get(email_id, CONTENT, consistent=False)))
 
     def list(self, status: str, limit: int = 20, cursor: str | None = None) -> EmailList:
         try:
             wanted = Status(status)
         except ValueError:
-            raise InvalidEmail.on("status", f"must be one of {', '.join(s.value for s in Status)}") from None
+            raise InvalidParameter.on("status", f"must be one of {', '.join(s.value for s in Status)}") from None
         if not 1 <= limit <= 100:
-            raise InvalidEmail.on("limit", "must be between 1 and 100")
-        before = decode_cursor(cursor) if cursor else None
+            raise InvalidParameter.on("limit", "must be between 1 and 100")
+        before = decode_cursor(cursor) if cursor is not None else None
         records = self.store.list_by_status(wanted.value, limit + 1, before)
         page = records[:limit]
         next_cursor = encode_cursor(page[-1]["pk"]) if len(records) > limit else None
@@ -289,7 +407,7 @@ class Mailqueue:
     def cancel(self, email_id: str, now: datetime | None = None) -> EmailView:
         now = now or clock.now()
         guard = Guard(statuses={Status.SCHEDULED, Status.QUEUED, Status.RETRYING})
-        return self._change(email_id, guard, Change(Status.CANCELLED, reason="cancelled by request"), now)
+        return self._change(email_id, guard, Change(Status.CANCELLED, reason="cancelled by request"), now, "cancelled")
 
     def retry(self, email_id: str, now: datetime | None = None) -> EmailView:
         now = now or clock.now()
@@ -300,11 +418,11 @@ class Mailqueue:
             set={"attempts": 0},
             remove=("last_error", "claim_token"),
         )
-        email = self._change(email_id, Guard(statuses={Status.FAILED}), change, now)
+        email = self._change(email_id, Guard(statuses={Status.FAILED}), change, now, "retried")
         self.queue.publish([Publication(email_id, email.priority)])
         return email
 
-    def _change(self, email_id: str, guard: Guard, change: Change, now: datetime) -> EmailView:
+    def _change(self, email_id: str, guard: Guard, change: Change, now: datetime, action: str) -> EmailView:
         if not is_email_id(email_id):
             raise EmailNotFound(f"no email has the id {email_id}")
         try:
@@ -313,12 +431,13 @@ class Mailqueue:
             current = failure.current or self.store.get(email_id)
             if current is None:
                 raise EmailNotFound(f"no email has the id {email_id}") from None
-            raise StatusConflict(email_id, current.get("status"), change.to.value) from None
+            allowed = [status.value for status in Status if status in guard.statuses]
+            raise StatusConflict(email_id, current.get("status"), action, allowed) from None
 
     # --- suppression list ---------------------------------------------------------------------------------
 
     def list_suppressions(self, limit: int = 50, cursor: str | None = None) -> SuppressionPage:
-        after = decode_cursor(cursor, "after") if cursor else None
+        after = decode_cursor(cursor, "after") if cursor is not None else None
         items, last = self.suppressions.page(limit, after)
         return SuppressionPage(
             suppressions=[Suppression(**{k: item.get(k) for k in Suppression.model_fields}) for item in items],
@@ -326,22 +445,88 @@ class Mailqueue:
         )
 
     def lift_suppression(self, address: str) -> None:
-        if not self.suppressions.remove(address.strip().lower()):
+        address = address.strip().lower()
+        if not address or len(address.encode()) > MAX_KEY_BYTES:
+            raise InvalidParameter.on("address", f"must be an address of 1 to {MAX_KEY_BYTES} bytes")
+        if not self.suppressions.remove(address):
             raise EmailNotFound(f"{address} is not on the suppression list")
 
     # --- uploads --------------------------------------------------------------------------------------
 
     def upload_ticket(self, request: UploadRequest, now: datetime | None = None) -> UploadTicket:
         now = now or clock.now()
-        key = f"{UPLOAD_PREFIX}{new_email_id()}/{request.filename}"
         from mailqueue.blobs import UPLOAD_URL_SECONDS  # noqa: PLC0415
 
+        headers = {"Content-Type": request.content_type}
+        if request.sha256 is None:
+            key = f"{UPLOAD_PREFIX}{new_email_id()}/{request.filename}"
+            checksum = None
+        else:
+            # Content-addressed: the same file gets the same key, and S3 checks the upload against the hash.
+            key = f"{UPLOAD_PREFIX}sha256-{request.sha256}/{request.filename}"
+            checksum = base64.b64encode(bytes.fromhex(request.sha256)).decode()
+            headers["x-amz-checksum-sha256"] = checksum
         return UploadTicket(
             s3_key=key,
-            upload_url=self.blobs.upload_url(key, request.content_type),
-            headers={"Content-Type": request.content_type},
+            upload_url=self.blobs.upload_url(key, request.content_type, checksum),
+            headers=headers,
             expires_at=clock.iso(clock.after(now, UPLOAD_URL_SECONDS)),
+            uploaded=request.sha256 is not None and self.blobs.size_of(key) == request.size,
         )
+
+
+def content_body(request: EmailRequest) -> dict[str, Any]:
+    """What the sender renders: the email's addresses parsed, its fields as given, empty ones left out."""
+
+    def boxes(values: list[str]) -> list[dict[str, str]]:
+        return [Mailbox.parse(value).model_dump() for value in values]
+
+    body: dict[str, Any] = {
+        "from": request.sender.model_dump(),
+        "to": boxes(request.to),
+        "cc": boxes(request.cc),
+        "bcc": boxes(request.bcc),
+        "reply_to": boxes(request.reply_to),
+        "subject": request.subject,
+        "text": request.text,
+        "html": request.html,
+        "headers": request.headers,
+        "attachments": [attachment.model_dump(exclude_none=True) for attachment in request.attachments],
+        "tags": [tag.model_dump() for tag in request.tags],
+    }
+    return {key: value for key, value in body.items() if value not in (None, [], {})}
+
+
+@dataclass
+class _Stored:
+    """Where each email's write ended: stored, withdrawn (never to be sent), or unsettled (unknown)."""
+
+    stored: set[str]
+    withdrawn: set[str] = field(default_factory=set)
+    unsettled: set[str] = field(default_factory=set)
+
+
+def _replayed(record: dict[str, Any]) -> EnqueueResult:
+    """The answer for an email an earlier request with the same idempotency key stored."""
+    return EnqueueResult(id=record["pk"], status=str(record.get("status")), published=True)
+
+
+def _unconfirmed(email_id: str, key: str | None) -> Unavailable:
+    """Storage could not say whether the email was stored, nor make sure it never will be."""
+    if key is not None:
+        message = (
+            f"mailqueue could not confirm that the email was stored (as {email_id}); send it again with the "
+            "same Idempotency-Key: that never makes a second email"
+        )
+    else:
+        message = (
+            f"mailqueue could not confirm whether the email was stored: it may have been, as {email_id}. "
+            f"Read GET /emails/{email_id} before sending it again; with an Idempotency-Key a repeat never "
+            "makes a second email"
+        )
+    failure = Unavailable(message, [FieldError("id", email_id, "unconfirmed")])
+    failure.code = "unconfirmed"
+    return failure
 
 
 @dataclass
@@ -351,9 +536,36 @@ class _Prepared:
     content: dict[str, Any]
     publication: Publication
     status: Status
+    skipped: list[SkippedRecipient]
 
 
-def view(record: dict[str, Any]) -> EmailView:
+def skipped_text(skipped: list[SkippedRecipient]) -> str:
+    """``without the suppressed a@example.org (complaint), b@example.org (permanent bounce (General))``."""
+    return "without the suppressed " + ", ".join(f"{item.address} ({item.reason})" for item in skipped)
+
+
+def envelope_of(content: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Recipients and subject from a content record (None when it expired or was never written)."""
+    if content is None:
+        return None
+    envelope = content.get("envelope")
+    if not isinstance(envelope, dict):
+        envelope = unpack(content)
+    if "subject" not in envelope:
+        return None
+
+    def mailboxes(key: str) -> list[str]:
+        boxes = envelope.get(key) or []
+        return [f"{box['name']} <{box['address']}>" if box.get("name") else str(box["address"]) for box in boxes]
+
+    return {
+        "recipients": Recipients(to=mailboxes("to"), cc=mailboxes("cc"), bcc=mailboxes("bcc")),
+        "subject": envelope["subject"],
+    }
+
+
+def view(record: dict[str, Any], envelope: dict[str, Any] | None = None) -> EmailView:
+    """An email as the API shows it: the status record, whole when ``envelope`` (from its content) is given."""
     return EmailView(
         id=record["pk"],
         status=record["status"],
@@ -362,7 +574,9 @@ def view(record: dict[str, Any]) -> EmailView:
         created_at=record["created_at"],
         updated_at=record["updated_at"],
         to=record.get("to"),
-        subject=record.get("subject"),
+        subject=envelope["subject"] if envelope else record.get("subject"),
+        recipients=envelope["recipients"] if envelope else None,
+        summary=envelope is None,
         send_at=record.get("send_at"),
         deadline=record.get("deadline"),
         ses_message_id=record.get("ses_message_id"),
@@ -380,40 +594,34 @@ def encode_cursor(position: str, name: str = "before") -> str:
 
 
 def decode_cursor(cursor: str, name: str = "before") -> str:
+    if not cursor:
+        raise InvalidParameter.on("cursor", "is empty: leave it out for the first page")
     try:
         value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))[name]
     except (ValueError, KeyError, TypeError, binascii.Error):
-        raise InvalidEmail.on("cursor", "is not a cursor this API returned") from None
-    if not isinstance(value, str) or (name == "before" and not is_email_id(value)):
-        raise InvalidEmail.on("cursor", "is not a cursor this API returned")
+        raise InvalidParameter.on("cursor", "is not a cursor this API returned") from None
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value.encode()) > MAX_KEY_BYTES
+        or (name == "before" and not is_email_id(value))
+    ):
+        raise InvalidParameter.on("cursor", "is not a cursor this API returned")
     return value
 
 
 def validation_failure(error: ValidationError) -> InvalidEmail:
     """A pydantic error as the API's error: one detail per field, named as the caller wrote it."""
-    details = [
-        FieldError(field_path(issue["loc"]), issue["msg"].removeprefix("Value error, ")) for issue in error.errors()
-    ]
-    summary = "; ".join(f"{d.field}: {d.message}" if d.field else d.message for d in details[:3])
-    return InvalidEmail(f"the email is not valid: {summary}", details)
+    failure = failure_of(field_problems(error.errors(), EmailRequest), "the email")
+    assert isinstance(failure, InvalidEmail)  # a body's problems are never a parameter's
+    return failure
 
 
-def field_path(location: tuple[Any, ...] | list[Any]) -> str:
-    path = ""
-    for part in location:
-        if part in ("body", "query", "path", "header") and not path:
-            continue
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            name = "from" if part == "from_" else str(part)
-            path = f"{path}.{name}" if path else name
-    return path
-
-
-def error_body(error: InvalidEmail) -> dict[str, Any]:
+def error_body(error: MailqueueError) -> dict[str, Any]:
     return {
         "code": error.code,
         "message": error.message,
-        "details": [{"field": detail.field, "message": detail.message} for detail in error.details],
+        "details": [
+            {"field": detail.field, "message": detail.message, "code": detail.code} for detail in error.details
+        ],
     }

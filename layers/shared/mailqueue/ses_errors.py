@@ -9,9 +9,10 @@ Every SES v2 ``SendEmail`` failure lands in one of these outcomes:
 - ``unknown``: the request may have reached SES (read timeout, connection dropped after sending).
   SES may have accepted the email, so it is not sent again until SES's Send event, tagged with
   the email's id, has had time to settle it. This is the one place a duplicate can come from.
-- ``account``: the account or the configuration is at fault, not the email (sending paused, MAIL
-  FROM domain not verified, configuration set missing, no permission). Every email would fail the
-  same way, so the email waits without spending an attempt and an operator is alerted.
+- ``account``: the account or the configuration is at fault, not the email (sending paused, a MAIL
+  FROM domain or a sending identity not verified, configuration set missing, no permission). Every
+  email would fail the same way, so the email waits without spending an attempt and an operator is
+  alerted. SES words an identity that is not verified as ``MessageRejected``: its message tells.
 - ``permanent``: SES refused this email (rejected, malformed, an address it will not send to).
   Sending it again cannot help.
 
@@ -20,6 +21,7 @@ Codes are SES v2's, with the SES v1 spellings that the emulator and older endpoi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -83,6 +85,11 @@ CODES: dict[str, Outcome] = {
     "MalformedQueryString": Outcome.PERMANENT,
     "SerializationException": Outcome.PERMANENT,
 }
+
+# SES words some faults of the account or an identity as a rejection of the email (``MessageRejected``):
+# an identity that is not verified (the From address or domain, or in the sandbox a recipient), and,
+# in SES v1, a paused account. Every email would be refused alike until an operator fixes it.
+_ACCOUNT_REJECTION = re.compile(r"\bnot verified\b|\bsending paused\b", re.IGNORECASE)
 
 MESSAGE_LIMIT = 300
 
@@ -156,7 +163,11 @@ def classify(error: BaseException) -> Classified:
         details = response.get("Error") or {}
         code = str(details.get("Code") or "Unknown")
         status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-        return Classified(classify_code(code, status), code, _short(str(details.get("Message") or "")))
+        message = str(details.get("Message") or "")
+        outcome = classify_code(code, status)
+        if code == "MessageRejected" and _ACCOUNT_REJECTION.search(message):
+            outcome = Outcome.ACCOUNT
+        return Classified(outcome, code, _short(message))
 
     names = [kind.__name__ for kind in type(error).__mro__]
     # The most specific botocore class decides: ConnectTimeoutError is a ConnectionError (not sent),

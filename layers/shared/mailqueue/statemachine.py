@@ -114,6 +114,8 @@ class Guard:
     statuses: Collection[Status]
     claim_token: str | None = None
     deadline: str | None = None
+    # The ``updated_at`` that was read: nothing was written since (the history read can be rewritten).
+    updated_at: str | None = None
     attempts_below: int | None = None
     attempts_at_least: int | None = None
 
@@ -185,6 +187,9 @@ def transition(store: EmailStore, email_id: str, guard: Guard, change: Change, n
     if guard.deadline is not None:
         values[":seen_deadline"] = guard.deadline
         conditions.append("#deadline = :seen_deadline")
+    if guard.updated_at is not None:
+        values[":seen_updated_at"] = guard.updated_at
+        conditions.append("#updated_at = :seen_updated_at")
     if guard.attempts_below is not None:
         values[":attempts_below"] = guard.attempts_below
         conditions.append("#attempts < :attempts_below")

@@ -16,6 +16,7 @@ Indexes, both projecting only what their query returns:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from decimal import Decimal
@@ -26,10 +27,17 @@ from mailqueue.settings import Settings
 
 STATUS = "status"
 CONTENT = "content"
+# The item binding an idempotency key to the ids of the emails it created.
+IDS = "ids"
 DEADLINE_INDEX = "by-deadline"
 STATUS_INDEX = "by-status"
 _BATCH_WRITE_LIMIT = 25
 _UNPROCESSED_RETRIES = 5
+# A TransactWriteItems call takes 100 actions: two per email settled.
+_SETTLE_LIMIT = 50
+# Set on a content record whose email the API refused (503) while its status write was in doubt:
+# if that write lands after all, the sender fails the email unsent.
+WITHDRAWN = "withdrawn_at"
 
 
 class ConditionFailed(Exception):
@@ -135,8 +143,8 @@ class EmailStore:
             for attempt in range(_UNPROCESSED_RETRIES):
                 try:
                     answer = self._client.batch_write_item(RequestItems={self.table: requests})
-                except (BotoCoreError, ClientError):
-                    if attempt == _UNPROCESSED_RETRIES - 1:
+                except (BotoCoreError, ClientError) as error:
+                    if attempt == _UNPROCESSED_RETRIES - 1 or _out_of_time(error):
                         failed.update(request["PutRequest"]["Item"]["pk"]["S"] for request in requests)
                         break
                     time.sleep(0.05 * 2**attempt)
@@ -148,6 +156,100 @@ class EmailStore:
             else:
                 failed.update(request["PutRequest"]["Item"]["pk"]["S"] for request in requests)
         return failed
+
+    def extend_content(self, email_id: str, expires_at: int) -> None:
+        """Move the content record's expiry later (never earlier)."""
+        # A failed condition: already kept as long (or gone: the sender then fails the email with the reason).
+        with contextlib.suppress(self._client.exceptions.ConditionalCheckFailedException):
+            self._client.update_item(
+                TableName=self.table,
+                Key=self.key(email_id, CONTENT),
+                UpdateExpression="SET expires_at = :until",
+                ConditionExpression="attribute_exists(pk) AND expires_at < :until",
+                ExpressionAttributeValues={":until": {"N": str(expires_at)}},
+            )
+
+    def attempt_seconds(self) -> float:
+        """The longest one attempt of a call to the table can take (its client's timeouts)."""
+        config = self._client.meta.config
+        return float(config.connect_timeout) + float(config.read_timeout)
+
+    def claim_ids(self, claim: str, email_ids: list[str], expires_at: int) -> tuple[list[str], bool]:
+        """The email ids bound to ``claim`` (an idempotency key), and whether they are bound only now:
+        ``email_ids`` if it had none yet."""
+        item = {"pk": claim, "sk": IDS, "email_ids": email_ids, "expires_at": expires_at}
+        try:
+            self._client.put_item(
+                TableName=self.table, Item=self._encode(item), ConditionExpression="attribute_not_exists(pk)"
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            # Bound by an earlier request with this key (or by this one, whose answer botocore lost).
+            bound = self._client.get_item(TableName=self.table, Key=self.key(claim, IDS), ConsistentRead=True)
+            if "Item" not in bound:  # expired in between: nothing is bound to the key any more
+                return email_ids, True
+            ids: list[str] = self._decode(bound["Item"])["email_ids"]
+            return ids, False
+        return email_ids, True
+
+    def existing(self, email_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The status records that exist among ``email_ids`` (strongly consistent reads)."""
+        found: dict[str, dict[str, Any]] = {}
+        for email_id in email_ids:
+            record = self.get(email_id)
+            if record is not None:
+                found[email_id] = record
+        return found
+
+    def settle_unwritten(self, email_ids: list[str], expires_at: int, at: str) -> tuple[set[str], set[str]]:
+        """Settle emails whose status write is in doubt: (stored, withdrawn).
+
+        For each email, one transaction checks that its status record does not exist and, only then,
+        replaces its content record with a withdrawn one; the status record, should its write land
+        later after all, then names an email the sender fails unsent. A transaction cancelled because
+        the status record exists means the write landed: the email is stored. Ids in neither set
+        could not be settled (DynamoDB did not answer).
+        """
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        stored: set[str] = set()
+        withdrawn: set[str] = set()
+        pending = list(email_ids)
+        for _ in range(len(email_ids) // _SETTLE_LIMIT + _UNPROCESSED_RETRIES):
+            if not pending:
+                break
+            chunk, pending = pending[:_SETTLE_LIMIT], pending[_SETTLE_LIMIT:]
+            actions: list[dict[str, Any]] = []
+            for email_id in chunk:
+                actions.append(
+                    {
+                        "ConditionCheck": {
+                            "TableName": self.table,
+                            "Key": self.key(email_id),
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    }
+                )
+                tombstone = {"pk": email_id, "sk": CONTENT, WITHDRAWN: at, "expires_at": expires_at}
+                actions.append({"Put": {"TableName": self.table, "Item": self._encode(tombstone)}})
+            try:
+                self._client.transact_write_items(TransactItems=actions)
+            except ClientError as error:
+                reasons = error.response.get("CancellationReasons") or []
+                if error.response.get("Error", {}).get("Code") != "TransactionCanceledException" or not reasons:
+                    break
+                landed = {
+                    chunk[index // 2]
+                    for index, reason in enumerate(reasons)
+                    if index % 2 == 0 and reason.get("Code") == "ConditionalCheckFailed"
+                }
+                stored |= landed
+                # The others were cancelled with them: settle them again.
+                pending = [email_id for email_id in chunk if email_id not in landed] + pending
+                continue
+            except BotoCoreError:
+                break
+            withdrawn.update(chunk)
+        return stored, withdrawn
 
     def put_suppression(self, item: dict[str, Any]) -> None:
         self._client.put_item(TableName=self.table, Item=self._encode(item))
@@ -214,6 +316,11 @@ class EmailStore:
             old = getattr(error, "response", {}).get("Item")
             raise ConditionFailed(self._decode(old) if old else None) from None
         return self._decode(answer["Attributes"])
+
+
+def _out_of_time(error: BaseException) -> bool:
+    """True for the API's time budget refusing a call (see ``mailqueue.budget``): retrying cannot help."""
+    return type(error).__name__ == "OutOfTime"
 
 
 def dumps_compact(value: Any) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mailqueue import clock
-from mailqueue.errors import EmailNotFound, FieldError, InvalidEmail, MailqueueError
+from mailqueue.errors import EmailNotFound, FieldError, InvalidEmail, InvalidParameter, MailqueueError
 from mailqueue.html_text import html_to_text
 from mailqueue.models import EmailRequest
 from mailqueue.settings import Settings
@@ -274,7 +274,7 @@ class TemplateLibrary:
 
     def page(self, limit: int = 50, cursor: str | None = None) -> TemplateList:
         if not 1 <= limit <= 100:
-            raise InvalidEmail.on("limit", "must be between 1 and 100")
+            raise InvalidParameter.on("limit", "must be between 1 and 100")
         after = _decode_cursor(cursor) if cursor else None
         heads, last = self.store.heads(limit, after)
         return TemplateList(
@@ -407,7 +407,7 @@ def _decode_cursor(cursor: str) -> str:
     try:
         value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["after"]
     except (ValueError, KeyError, TypeError, binascii.Error):
-        raise InvalidEmail.on("cursor", "is not a cursor this API returned") from None
+        raise InvalidParameter.on("cursor", "is not a cursor this API returned") from None
     if not isinstance(value, str) or not TEMPLATE_NAME.match(value):
-        raise InvalidEmail.on("cursor", "is not a cursor this API returned")
+        raise InvalidParameter.on("cursor", "is not a cursor this API returned")
     return value

@@ -9,8 +9,17 @@ from typing import Any
 
 from mailqueue.errors import FieldError, MailqueueError
 
-# HTTP API refuses larger payloads itself; the local runner and tests enforce the same limit.
-MAX_BODY_BYTES = 10 * 1024 * 1024
+# What can reach the API function, deployed (the local stack enforces the same, see mailqueue_dev.local):
+# - API Gateway's HTTP API takes a request payload of at most 10 MB;
+HTTP_API_MAX_BODY_BYTES = 10 * 1024 * 1024
+# - but Lambda takes a synchronous invocation's request (the whole event, as JSON) of at most 6 MB, and
+#   the event carries the body as a JSON string (text as it is, its quotes and backslashes escaped; a
+#   body that is not text, base64-encoded: a third larger).
+LAMBDA_MAX_EVENT_BYTES = 6 * 1024 * 1024
+# So the API takes a body of at most 6 MB less room for the rest of the event (headers, request context).
+EVENT_ENVELOPE_BYTES = 32 * 1024
+MAX_BODY_BYTES = LAMBDA_MAX_EVENT_BYTES - EVENT_ENVELOPE_BYTES
+TOO_LARGE_HINT = "send attachments larger than a few MB through POST /attachments and name them by s3_key"
 
 
 class UnsupportedMediaType(MailqueueError):
@@ -33,7 +42,9 @@ def error_payload(code: str, message: str, details: list[FieldError] | None = No
         "error": {
             "code": code,
             "message": message,
-            "details": [{"field": detail.field, "message": detail.message} for detail in details or []],
+            "details": [
+                {"field": detail.field, "message": detail.message, "code": detail.code} for detail in details or []
+            ],
         }
     }
 
@@ -46,10 +57,9 @@ def check_body(method: str, content_type: str | None, body: str | None) -> None:
     """Refuse what no route should see: non-JSON and oversize bodies."""
     if method not in {"POST", "PUT", "PATCH"} or not body:
         return
-    if len(body) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(
-            f"the body is larger than {MAX_BODY_BYTES} bytes; upload attachments with POST /attachments"
-        )
+    size = len(body.encode("utf-8"))
+    if size > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the body is {size} bytes; the API takes at most {MAX_BODY_BYTES}: {TOO_LARGE_HINT}")
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
         raise UnsupportedMediaType(f"send the body as application/json, not {media_type or 'no content type'}")
@@ -62,10 +72,12 @@ def parse_json(body: str) -> Any:
     except json.JSONDecodeError as error:
         raise BadRequest(
             f"the body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
-            [FieldError("body", error.msg)],
+            [FieldError("body", error.msg, BadRequest.code)],
         ) from None
     except RecursionError:
-        raise BadRequest("the JSON body is nested too deeply", [FieldError("body", "nested too deeply")]) from None
+        raise BadRequest(
+            "the JSON body is nested too deeply", [FieldError("body", "nested too deeply", BadRequest.code)]
+        ) from None
 
 
 def refusal(event: dict[str, Any]) -> dict[str, Any] | None:
@@ -82,7 +94,9 @@ def refusal(event: dict[str, Any]) -> dict[str, Any] | None:
             try:
                 body = base64.b64decode(body).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError):
-                raise BadRequest("the body is not UTF-8 text", [FieldError("body", "not UTF-8")]) from None
+                raise BadRequest(
+                    "the body is not UTF-8 text", [FieldError("body", "not UTF-8", BadRequest.code)]
+                ) from None
         check_body(method, headers.get("content-type"), body)
         if body and method in {"POST", "PUT", "PATCH"}:
             parse_json(body)
