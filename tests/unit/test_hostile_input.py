@@ -132,7 +132,7 @@ ATTACK = "=?utf-8?q?x=0D=0ABcc:_victim@example.net?="
 def test_encoded_words_are_refused_in_every_field_that_reaches_a_header(api, stack, overrides, field):
     error = refused(api, stack, an_email(**overrides))
 
-    assert error["code"] == "invalid_request"
+    assert error["code"] == "invalid_field"
     detail = next(detail for detail in error["details"] if detail["field"].startswith(field))
     assert "=?" in detail["message"]
 
@@ -166,7 +166,7 @@ def test_encoded_words_are_refused_in_every_field_that_reaches_a_header(api, sta
 def test_what_cannot_be_sent_is_refused_at_the_door(api, stack, overrides, field):
     error = refused(api, stack, an_email(**overrides))
 
-    assert error["code"] == "invalid_request"
+    assert error["code"] == "invalid_field"
     assert any(detail["field"].startswith(field) for detail in error["details"]), error
 
 
