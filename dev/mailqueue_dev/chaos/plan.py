@@ -20,7 +20,12 @@ INDEX_TAG = "chaos_index"
 class Timings:
     """Every deadline of the run, short enough to drain in seconds (deployed: minutes)."""
 
-    queued_grace_seconds: int = 2
+    # Longer than a message waits in the local queue, even on a busy machine: as on AWS (15 minutes),
+    # the grace presumes a publish lost only when no sender could have reached it. Shorter, the
+    # requeue function publishes again emails whose message is merely waiting; on the one process of
+    # the local stack that work slows the sender, the wait grows past the grace again, and the queue
+    # never drains (2 s did so: 54 to 82 emails still queued behind some 1,500 repeats).
+    queued_grace_seconds: int = 10
     # SQS delays a message by at most 15 minutes; an email due later waits `scheduled` until the requeue
     # function releases it. Here the limit is 2 s, so that emails due 2 to 4 s ahead take that path.
     sqs_max_delay_seconds: int = 2
@@ -177,15 +182,19 @@ class EmailPlan:
 def plan_emails(config: ChaosConfig) -> list[EmailPlan]:
     rng = random.Random(f"{config.seed}:plan")
     cancelled = set(rng.sample(range(config.emails), min(config.cancel_count, config.emails)))
+    # As many rejected and doomed emails as their rates give, at least one of each when the rate is not
+    # zero: drawn one by one, a seed could give a run none, and its fault would never strike.
+    fates: dict[int, str] = {}
+    for fate_of_some, rate in (("rejected", config.faults.rejected_emails), ("doomed", config.faults.doomed_emails)):
+        pool = [index for index in range(config.emails) if index not in cancelled and index not in fates]
+        if rate > 0 and pool:
+            for index in rng.sample(pool, min(len(pool), max(1, round(rate * config.emails)))):
+                fates[index] = fate_of_some
     plans = []
     for index in range(config.emails):
         cancel = ("scheduled", "queued", "racing")[index % 3] if index in cancelled else None
-        draw = rng.random()
-        fate = "normal"
-        if cancel is None and draw < config.faults.rejected_emails:
-            fate = "rejected"
-        elif cancel is None and draw < config.faults.rejected_emails + config.faults.doomed_emails:
-            fate = "doomed"
+        rng.random()  # once each email's draw of its fate; kept so that the draws after it stay the same
+        fate = fates.get(index, "normal")
         send_in: float | None = None
         if cancel == "scheduled":
             send_in = 3600.0
