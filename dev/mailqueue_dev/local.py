@@ -576,10 +576,12 @@ class LocalStack:
         """Call a handler in-process with a Lambda context, one invocation at a time."""
         if function.handler is None:
             raise RuntimeError(f"{function.logical_id} has no handler: {function.missing}")
-        context = lambda_events.LambdaContext(
-            function_name=f"mailqueue-{function.logical_id}", timeout_seconds=function.timeout
-        )
         with self._invoke_lock:
+            # The invocation starts once the one before it ended: its timeout counts from here, as on
+            # Lambda, not from when it began waiting for its turn.
+            context = lambda_events.LambdaContext(
+                function_name=f"mailqueue-{function.logical_id}", timeout_seconds=function.timeout
+            )
             sink = self._metrics_sink
             redirect = contextlib.redirect_stdout(sink) if sink is not None else contextlib.nullcontext()
             with redirect:

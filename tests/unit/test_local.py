@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from mailqueue.delivery import email_id_of, suppressions_from
 from mailqueue.models import Mailbox
+from mailqueue_dev import lambda_events
 from mailqueue_dev.local import (
     Function,
     LocalStack,
@@ -298,3 +299,44 @@ def test_a_port_left_in_time_wait_by_a_stopped_stack_is_free_to_start_again() ->
     with pytest.raises(PortInUse):
         _check_free("127.0.0.1", holder.getsockname()[1], "MAILQUEUE_API_PORT")
     holder.close()
+
+
+def test_an_invocation_waiting_for_its_turn_gets_its_whole_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Invocations take turns; the clock of one starts when its turn comes, as Lambda's starts with the invocation.
+
+    A sender that waited behind a long requeue run must not find its time spent before it starts.
+    """
+    stack = LocalStack()
+    first_running, release, context_made = threading.Event(), threading.Event(), threading.Event()
+    first_done = threading.Event()
+    made_after_the_first_ended: list[bool] = []
+
+    class Context(lambda_events.LambdaContext):
+        def __init__(self, **fields: Any) -> None:
+            made_after_the_first_ended.append(first_done.is_set())
+            context_made.set()
+            super().__init__(**fields)
+
+    monkeypatch.setattr(lambda_events, "LambdaContext", Context)
+
+    def slow(event: dict[str, Any], context: Any) -> None:
+        first_running.set()
+        release.wait(10)
+        first_done.set()
+
+    def quick(event: dict[str, Any], context: Any) -> None:
+        pass
+
+    first = threading.Thread(target=stack.invoke, args=(Function("Requeue", Path("r"), "r", "h", 60.0, slow), {}))
+    first.start()
+    assert first_running.wait(10)
+    made_after_the_first_ended.clear()
+    context_made.clear()
+    second = threading.Thread(target=stack.invoke, args=(Function("Sender", Path("s"), "s", "h", 30.0, quick), {}))
+    second.start()
+    context_made.wait(1)  # before its turn, a context made now would be made here
+    release.set()
+    first.join(10)
+    second.join(10)
+
+    assert made_after_the_first_ended == [True]
