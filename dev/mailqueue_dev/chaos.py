@@ -83,7 +83,12 @@ class SenderDied(BaseException):
 class Timings:
     """Every deadline of the run, short enough to drain in seconds (deployed: minutes)."""
 
-    queued_grace_seconds: int = 2
+    # Longer than a message waits in the local queue, even on a busy machine: as on AWS (15 minutes),
+    # the grace presumes a publish lost only when no sender could have reached it. Shorter, the
+    # requeue function publishes again emails whose message is merely waiting; on the one process of
+    # the local stack that work slows the sender, the wait grows past the grace again, and the queue
+    # never drains (2 s did so: dozens of emails still queued behind some 1,500 repeats).
+    queued_grace_seconds: int = 10
     # Longer than a live sender ever holds a claim here, even on a busy machine: as on AWS, where the
     # claim outlasts the function's timeout, only a dead sender's claim expires.
     claim_seconds: int = 8
