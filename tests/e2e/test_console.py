@@ -218,9 +218,7 @@ def rejected_by_ses() -> Iterator[str]:
         raw = params.get("Content", {}).get("Raw", {}).get("Data", b"")
         if subject.encode() in (raw if isinstance(raw, bytes) else str(raw).encode()) and not rejected.is_set():
             rejected.set()
-            raise ClientError(
-                {"Error": {"Code": "MessageRejected", "Message": "Email address is not verified."}}, "SendEmail"
-            )
+            raise ClientError({"Error": {"Code": "MessageRejected", "Message": "Illegal address"}}, "SendEmail")
 
     events = aws.client("sesv2").meta.events
     events.register("before-parameter-build.sesv2.SendEmail", reject, unique_id="e2e-console-reject")
