@@ -107,7 +107,7 @@ class ApiClient(Verbs):
     ) -> tuple[int, Any]:
         sent_headers = {"content-type": "application/json", **(headers or {})}
         payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
-        answer = self._handler(http_api_event(method, path, payload, sent_headers, query), self._context)
+        answer = self._handler(http_api_event(method, path, payload, sent_headers, query), self._context.invocation())
         text = answer.get("body") or ""
         return answer["statusCode"], json.loads(text) if text else None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -33,6 +33,10 @@ class LambdaContext:
     @property
     def log_stream_name(self) -> str:
         return "local"
+
+    def invocation(self) -> LambdaContext:
+        """The context of one invocation: its own request id, its time counted from now, as in Lambda."""
+        return replace(self, aws_request_id=str(uuid.uuid4()), started=time.monotonic())
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self.timeout_seconds - (time.monotonic() - self.started)) * 1000))

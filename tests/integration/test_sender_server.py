@@ -50,8 +50,8 @@ def test_an_email_goes_out_once_over_http(server_api, server_stack, emulator, co
     sender.sender.pacer.sleep = lambda _: None
     event = sqs_event(received(emulator, server_stack.names["SendQueue"]), server_stack.arns["SendQueue"])
 
-    assert sender.handler(event, context) == {"batchItemFailures": []}
-    assert sender.handler(event, context) == {"batchItemFailures": []}
+    assert sender.handler(event, context.invocation()) == {"batchItemFailures": []}
+    assert sender.handler(event, context.invocation()) == {"batchItemFailures": []}
 
     assert len(outbox) == 1
     assert "audit@example.org" in outbox[0].destinations
@@ -76,7 +76,7 @@ def test_a_rejected_sender_fails_over_http(server_api, server_stack, emulator, c
     sender = load_handler("sender")
     event = sqs_event(received(emulator, server_stack.names["SendQueue"]), server_stack.arns["SendQueue"])
 
-    assert sender.handler(event, context) == {"batchItemFailures": []}
+    assert sender.handler(event, context.invocation()) == {"batchItemFailures": []}
 
     record = status_record(emulator, server_stack, body["id"])
     assert record["status"]["S"] == "failed"

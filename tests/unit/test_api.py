@@ -446,7 +446,7 @@ def test_base64_bodies_from_api_gateway_are_understood(api, stack):
     event["body"] = base64.b64encode(event["body"].encode()).decode()
     event["isBase64Encoded"] = True
 
-    answer = api.module.handler(event, api._context)
+    answer = api.module.handler(event, api._context.invocation())
 
     assert answer["statusCode"] == 202, answer
 

@@ -27,7 +27,7 @@ def sample(name: str, email_id: str) -> dict[str, Any]:
 @pytest.fixture
 def handler(api, context):
     module = load_handler("ses_events")
-    return lambda event: module.handler(event, context)
+    return lambda event: module.handler(event, context.invocation())
 
 
 def email_in(api, status: Status, to: str = "alice@example.org") -> str:
@@ -321,7 +321,7 @@ def test_a_send_event_whose_write_loses_to_the_requeue_function_reads_again_and_
     between_read_and_write(module, requeue)
 
     # When the requeue function moves it to queued before the event's guarded write
-    outcome = module.handler(sample("send", email_id), context)
+    outcome = module.handler(sample("send", email_id), context.invocation())
 
     # Then the event's write lost, read the email again and settled it as sent all the same
     email = store.get(email_id)
@@ -336,9 +336,10 @@ def test_a_delivery_whose_write_loses_to_another_event_settles_from_what_it_read
     module = load_handler("ses_events")
     email_id = email_in(api, Status.SENT)
     store = api.module.mailqueue.store
-    between_read_and_write(module, lambda email_id: module.handler(sample("bounce-permanent", email_id), context))
+    bounce = sample("bounce-permanent", email_id)
+    between_read_and_write(module, lambda _: module.handler(bounce, context.invocation()))
 
-    module.handler(sample("complaint", email_id), context)
+    module.handler(sample("complaint", email_id), context.invocation())
 
     # Then the complaint is still recorded, after the bounce
     email = store.get(email_id)

@@ -221,7 +221,7 @@ def test_the_same_key_from_two_callers_makes_two_emails(api, stack, context):
         headers = {"content-type": "application/json", "idempotency-key": "shared"}
         event = http_api_event("POST", "/emails", json.dumps(an_email()), headers)
         event["requestContext"]["authorizer"] = {"iam": {"userArn": user_arn, "accountId": "123456789012"}}
-        answer = api.module.handler(event, context)
+        answer = api.module.handler(event, context.invocation())
         return answer["statusCode"], json.loads(answer["body"])
 
     first = post_as("arn:aws:iam::123456789012:user/a")

@@ -118,7 +118,7 @@ def record(email_id: str) -> dict[str, Any]:
 
 
 def run_handler(context: Any) -> dict[str, Any]:
-    result: dict[str, Any] = load_handler("requeue").handler(EVENT, context)
+    result: dict[str, Any] = load_handler("requeue").handler(EVENT, context.invocation())
     return result
 
 
@@ -493,7 +493,7 @@ def deliver(stack: Any, context: Any) -> None:
     for logical_id in ("SendQueue", "HighPrioritySendQueue"):
         url = stack.names[logical_id]
         while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-            answer = sender.handler(sqs_event(messages, stack.arns[logical_id]), context)
+            answer = sender.handler(sqs_event(messages, stack.arns[logical_id]), context.invocation())
             failed = {failure["itemIdentifier"] for failure in answer["batchItemFailures"]}
             for message in messages:
                 if message["MessageId"] not in failed:

@@ -78,7 +78,8 @@ class Sender:
         return len(self.requests)
 
     def invoke(self, messages: list[dict[str, Any]], queue: str = "SendQueue") -> dict[str, Any]:
-        answer: dict[str, Any] = self.module.handler(sqs_event(messages, self.stack.arns[queue]), self.context)
+        event = sqs_event(messages, self.stack.arns[queue])
+        answer: dict[str, Any] = self.module.handler(event, self.context.invocation())
         return answer
 
     def answer_ses(self, code: str, message: str, status: int = 400) -> None:
@@ -752,7 +753,7 @@ def test_the_sample_event_is_a_batch_the_handler_takes(stack, sender, capsys):
     """events/sender/sqs-batch.json (for sam local invoke) names emails this stack does not have."""
     event = json.loads((Path(__file__).parents[2] / "events" / "sender" / "sqs-batch.json").read_text())
 
-    answer = sender.module.handler(event, sender.context)
+    answer = sender.module.handler(event, sender.context.invocation())
 
     assert answer == {"batchItemFailures": []}
     assert emitted_metrics(capsys.readouterr().out)["IgnoredMessages"] == len(event["Records"])
