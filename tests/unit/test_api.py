@@ -375,7 +375,7 @@ def test_bad_list_queries_are_4xx_in_the_error_shape(api, stack, query):
 # --- cancel and retry ----------------------------------------------------------------------------------------
 
 
-def test_cancel_a_queued_email_then_a_second_cancel_conflicts(api, stack):
+def test_cancel_a_queued_email_then_a_second_cancel_answers_it_as_it_is(api, stack):
     _, body = api.post("/emails", an_email())
 
     status, email = api.delete(f"/emails/{body['id']}")
@@ -383,9 +383,26 @@ def test_cancel_a_queued_email_then_a_second_cancel_conflicts(api, stack):
     assert email["status"] == "cancelled"
     assert email["deadline"] is None
 
+    # A cancel sent again (its first answer lost) finds the email cancelled: that is its answer.
+    status, again = api.delete(f"/emails/{body['id']}")
+    assert status == 200
+    assert again["status"] == "cancelled"
+    assert [entry["status"] for entry in again["history"]] == ["queued", "cancelled"]
+
+
+def test_cancelling_an_email_that_is_past_cancelling_conflicts(api, stack):
+    from mailqueue.statemachine import Change, Guard, Status, transition
+
+    _, body = api.post("/emails", an_email())
+    now = clock.now()
+    transition(
+        api.module.mailqueue.store, body["id"], Guard({Status.QUEUED}), Change(Status.SENDING, deadline=now), now
+    )
+
     status, conflict = api.delete(f"/emails/{body['id']}")
+
     assert status == 409
-    assert "cancelled" in assert_error_shape(conflict, "status_conflict")["message"]
+    assert "sending" in assert_error_shape(conflict, "status_conflict")["message"]
 
 
 def test_retry_is_only_for_failed_emails(api, stack):

@@ -71,6 +71,28 @@ def test_a_status_write_that_landed_with_its_answer_lost_is_accepted_once(api, s
     assert receive_all(stack) == [{"id": body["id"]}]
 
 
+def test_a_cancel_sent_again_after_its_answer_was_lost_succeeds(api, stack):
+    _, body = api.post("/emails", an_email())
+    lost: list[int] = []
+
+    def answer_lost(**_: Any) -> None:
+        if not lost:
+            lost.append(1)
+            raise ReadTimeoutError(endpoint_url=DYNAMODB_URL)
+
+    events = api.module.mailqueue.store._client.meta.events
+    events.register("after-call.dynamodb.UpdateItem", answer_lost)
+
+    first, _ = api.delete(f"/emails/{body['id']}")
+    status, email = api.delete(f"/emails/{body['id']}")
+
+    # The first cancel landed, its answer lost; the caller, told to try again, is told it is done.
+    assert lost, "the fault never fired"
+    assert first == 503
+    assert status == 200, email
+    assert email["status"] == "cancelled"
+
+
 def test_a_batch_settles_each_write_whose_answer_was_lost(api, stack):
     lost = lose_answers(api)
 

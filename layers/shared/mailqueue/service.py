@@ -407,7 +407,9 @@ class Mailqueue:
     def cancel(self, email_id: str, now: datetime | None = None) -> EmailView:
         now = now or clock.now()
         guard = Guard(statuses={Status.SCHEDULED, Status.QUEUED, Status.RETRYING})
-        return self._change(email_id, guard, Change(Status.CANCELLED, reason="cancelled by request"), now, "cancelled")
+        change = Change(Status.CANCELLED, reason="cancelled by request")
+        # A cancel sent again because its answer was lost finds the email cancelled: that is its answer.
+        return self._change(email_id, guard, change, now, "cancelled", done=Status.CANCELLED)
 
     def retry(self, email_id: str, now: datetime | None = None) -> EmailView:
         now = now or clock.now()
@@ -422,7 +424,10 @@ class Mailqueue:
         self.queue.publish([Publication(email_id, email.priority)])
         return email
 
-    def _change(self, email_id: str, guard: Guard, change: Change, now: datetime, action: str) -> EmailView:
+    def _change(
+        self, email_id: str, guard: Guard, change: Change, now: datetime, action: str, done: Status | None = None
+    ) -> EmailView:
+        """Apply ``change`` under ``guard``; an email already in status ``done`` is answered as it is."""
         if not is_email_id(email_id):
             raise EmailNotFound(f"no email has the id {email_id}")
         try:
@@ -431,6 +436,8 @@ class Mailqueue:
             current = failure.current or self.store.get(email_id)
             if current is None:
                 raise EmailNotFound(f"no email has the id {email_id}") from None
+            if done is not None and current.get("status") == done:
+                return view(current)
             allowed = [status.value for status in Status if status in guard.statuses]
             raise StatusConflict(email_id, current.get("status"), action, allowed) from None
 
