@@ -54,6 +54,10 @@ class Sender:
         self._log_handler = logging.StreamHandler(self.log)
         self._log_handler.setFormatter(self.module.logger.registered_formatter)
         self.module.logger.addHandler(self._log_handler)
+        # The level these tests read logs at, whatever an earlier run in this process left the shared
+        # logger at (Powertools configures a service's logger once per process).
+        self._log_level = self.module.logger.log_level
+        self.module.logger.setLevel(logging.WARNING)
         self.ses = aws.client("sesv2")
         assert self.module.sender.mailer._client is self.ses
         self.requests: list[dict[str, Any]] = []
@@ -65,6 +69,7 @@ class Sender:
 
     def close(self) -> None:
         self.module.logger.removeHandler(self._log_handler)
+        self.module.logger.setLevel(self._log_level)
 
     def log_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log.getvalue().splitlines() if line.startswith("{")]

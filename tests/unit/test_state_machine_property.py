@@ -196,10 +196,15 @@ class Machine(RuleBasedStateMachine):
         try:
             self.events.handle(event, self.now)
         except NotYetRecorded:
-            return  # the sender has not recorded the send yet: retried later
+            # The sender has not recorded the send yet: retried later. Only an event that proves nothing
+            # may wait; SES's proof that it accepted the email settles it wherever the email is.
+            assert name not in PROVES_ACCEPTED, f"SES's proof ({name}) about {email_id} was put off"
+            return
         if name in PROVES_ACCEPTED:
-            # SES's proof has reached the events function: the email must never be sent again (unless
-            # retried by request after it failed, which this proof settles as sent).
+            # SES's proof has reached the events function: the email is sent, and must never be sent again
+            # (unless retried by request after it failed, which this proof settles as sent).
+            status = Status(self._read(email_id)["status"])
+            assert status in SENT_OR_LATER, f"SES's proof ({name}) about {email_id} reached it, yet it is {status}"
             self.may_send_again.discard(email_id)
 
     @rule(seconds=st.sampled_from(ADVANCES))
