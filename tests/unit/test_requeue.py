@@ -319,6 +319,35 @@ def test_two_runs_on_the_same_due_page_publish_each_email_once(api):
         assert [entry["status"] for entry in record(email_id)["history"]].count("queued") == 2
 
 
+def test_a_stale_read_of_an_expired_claim_never_releases_the_claim_taken_since(api):
+    """Run A reads an expired claim; before A writes, run B requeues the email and a sender claims it
+    afresh. A's write must lose: the email is sending under the new claim, which only its sender ends."""
+    email_id = enqueue(api)
+    claim(email_id, deadline=ago())
+    first, second = requeuer(), requeuer()
+    query_due = first.store.query_due
+
+    def new_claim_after_reading(*args: Any, **kwargs: Any) -> Any:
+        page = query_due(*args, **kwargs)
+        if any(item["pk"] == email_id for item in page[0]) and record(email_id)["status"] == "sending":
+            assert second.run(plenty).requeued_total == 1
+            fresh = Change(Status.SENDING, reason="claimed", deadline=clock.after(clock.now(), 180))
+            fresh.set = {"claim_token": "token-2"}
+            fresh.attempts_delta = 1
+            transition(store(), email_id, Guard({Status.QUEUED}), fresh, clock.now())
+        return page
+
+    first.store.query_due = new_claim_after_reading
+    summary = first.run(plenty)
+
+    assert summary.requeued_total == 0
+    assert summary.skipped == 1
+    email = record(email_id)
+    assert email["status"] == "sending"
+    assert email["claim_token"] == "token-2"
+    assert drain() == [email_id]  # published once, by run B
+
+
 def test_two_runs_one_after_the_other_act_once(api):
     email_id = enqueue(api)
     back_off(email_id, deadline=ago())
