@@ -38,7 +38,7 @@ dev: $(STAMP) ## Run the whole queue locally: emulator, API, sender, requeue, ou
 	$(if $(CLEAN),MAILQUEUE_CLEAN=1 )$(BIN)/python -m mailqueue_dev.local
 
 test: $(STAMP) chromium lint typecheck validate test313 ## Lint, type-check, check the template and run every test
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=20
 
 $(STAMP313): pyproject.toml layers/shared/requirements.txt
 	@python313=$$(scripts/sam.sh --find-python) || { echo "Python 3.13 is needed (python3.13 on PATH or in pyenv)." >&2; exit 1; }; \
