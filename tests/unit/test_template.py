@@ -769,6 +769,33 @@ def test_alarms_watch_dead_letters_sender_errors_and_failed_emails() -> None:
 
 
 @pytest.mark.parametrize(
+    ("metric", "dimensions"),
+    [
+        # an SES call whose outcome is unknown: the one window in which an email can go out twice
+        ("UnknownOutcomes", {"service": "mailqueue"}),
+        # a sender died mid-send and the requeue function released its claim
+        ("EmailsRequeued", {"reason": "claim_expired", "service": "mailqueue"}),
+        # held by an error of the account or an identity, attempts not spent
+        ("AccountErrors", {"service": "mailqueue"}),
+    ],
+)
+def test_what_strains_a_guarantee_alarms_at_its_first_occurrence(metric: str, dimensions: dict[str, str]) -> None:
+    alarms = [
+        alarm["Properties"]
+        for alarm in of_type("AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"].get("MetricName") == metric
+    ]
+    assert len(alarms) == 1, f"one alarm on {metric}"
+    [alarm] = alarms
+    assert alarm["Namespace"] == "mailqueue"
+    # exactly the dimensions the code emits it with (Powertools adds service; requeue adds reason)
+    assert {d["Name"]: d["Value"] for d in alarm["Dimensions"]} == dimensions
+    assert (alarm["Statistic"], alarm["Threshold"], alarm["ComparisonOperator"]) == ("Sum", 0, "GreaterThanThreshold")
+    assert alarm["Period"] <= 300
+    assert alarm["TreatMissingData"] == "notBreaching"
+
+
+@pytest.mark.parametrize(
     ("alarm_id", "metric", "parameter", "review_level"),
     [
         # SES's bounce rate counts hard bounces only
