@@ -68,7 +68,10 @@ def function_events() -> set[tuple[str, str]]:
 def code_routes(api: ApiClient) -> set[tuple[str, str]]:
     """The routes the API function serves, from the OpenAPI document it generates."""
     schema = api.module.app.get_openapi_schema()
-    routes = {(method.upper(), path) for path, item in schema.paths.items() for method in item.model_dump(exclude_none=True)}
+    verbs = ("get", "put", "post", "delete", "patch", "head", "options")
+    routes = {
+        (verb.upper(), path) for path, item in schema.paths.items() for verb in verbs if getattr(item, verb) is not None
+    }
     return routes | {("GET", "/openapi.json")}  # left out of its own document
 
 

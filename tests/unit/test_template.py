@@ -101,7 +101,8 @@ def evaluate(value: Any, parameters: dict[str, Any], keep: bool = False) -> Any:
             separator, source = value["Fn::Split"]
             resolved = evaluate(source, parameters, keep)
             if isinstance(resolved, list):
-                return [item for part in resolved for item in (part.split(separator) if isinstance(part, str) else [part])]
+                pieces = (part.split(separator) if isinstance(part, str) else [part] for part in resolved)
+                return [item for piece in pieces for item in piece]
             return str(resolved).split(separator)
         if keep:
             return value
@@ -356,9 +357,10 @@ def test_each_role_may_use_the_key_only_when_given_and_only_through_its_services
         role = RESOURCES[role_of(function_id)]["Properties"]
         found = []
         for policy in role["Policies"]:
-            for statement in as_list(policy["PolicyDocument"]["Statement"]):
-                if "Fn::If" in statement:  # the branch the stack's conditions choose
-                    condition, when_true, when_false = statement["Fn::If"]
+            for written in as_list(policy["PolicyDocument"]["Statement"]):
+                statement = written
+                if "Fn::If" in written:  # the branch the stack's conditions choose
+                    condition, when_true, when_false = written["Fn::If"]
                     statement = when_true if stack.condition(condition) else when_false
                 if statement != NO_VALUE and any(a.startswith("kms:") for a in as_list(statement["Action"])):
                     found.append(stack.resolve(statement))
@@ -724,7 +726,8 @@ def test_every_route_requires_iam_or_the_jwt_authorizer() -> None:
     for event in FUNCTIONS["ApiFunction"]["Properties"]["Events"].values():
         assert event["Type"] == "HttpApi"
         method = event["Properties"]["Method"].lower()
-        assert ("x-amazon-apigateway-any-method" if method == "any" else method) in body["paths"][event["Properties"]["Path"]]
+        operations = body["paths"][event["Properties"]["Path"]]
+        assert ("x-amazon-apigateway-any-method" if method == "any" else method) in operations
 
 
 def test_the_api_is_throttled_and_writes_json_access_logs_with_retention() -> None:
