@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mailqueue_dev.local import Function, Route
 from mailqueue_dev.template import TEMPLATE, load_template
 
 from tests.conftest import ApiClient
@@ -166,3 +167,23 @@ def test_the_example_policies_allow_nothing_outside_the_table() -> None:
     for role in ROLES:
         for method, path in outside:
             assert not allows(policies[role], request_arn(method, path)), (role, method, path)
+
+
+# --- the sample events -------------------------------------------------------------------------------------
+
+API_SAMPLES = sorted((Path(TEMPLATE).parent / "events" / "api").glob("*.json"))
+
+
+@pytest.mark.parametrize("sample", API_SAMPLES, ids=[path.stem for path in API_SAMPLES])
+def test_each_sample_api_event_names_the_route_api_gateway_would_match(sample: Path) -> None:
+    # Given the routes of the template, as the local stack matches them
+    function = Function("ApiFunction", Path("functions/api"), "api", "handler", 30.0)
+    routes = [Route.of(method, path, function) for method, path in function_events()]
+    event = json.loads(sample.read_text())
+    method, path = event["requestContext"]["http"]["method"], event["rawPath"]
+
+    # Then the sample carries that route's key and variables, as API Gateway would send them
+    route = min((r for r in routes if r.matches(method, path)), key=lambda r: r.specificity)
+    assert route.key != "ANY /{proxy+}", "every sample is a request to a route of the API"
+    assert event["routeKey"] == event["requestContext"]["routeKey"] == route.key
+    assert event.get("pathParameters", {}) == route.parameters(path)
