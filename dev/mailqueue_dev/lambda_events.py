@@ -49,8 +49,11 @@ def http_api_event(
     headers: dict[str, str] | None = None,
     query: str = "",
     source_ip: str = "127.0.0.1",
+    route_key: str = "ANY /{proxy+}",
+    path_parameters: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """An API Gateway HTTP API (payload format 2.0) event for one request."""
+    """An API Gateway HTTP API (payload format 2.0) event for one request, matched to the route ``route_key``
+    (by default the catch-all, whose one variable is the whole path)."""
     headers = {name.lower(): value for name, value in (headers or {}).items()}
     is_base64 = False
     if isinstance(body, bytes):
@@ -68,7 +71,7 @@ def http_api_event(
         query_parameters[name] = f"{query_parameters[name]},{value}" if name in query_parameters else value
     event: dict[str, Any] = {
         "version": "2.0",
-        "routeKey": "ANY /{proxy+}",
+        "routeKey": route_key,
         "rawPath": path,
         "rawQueryString": query,
         "headers": headers,
@@ -85,14 +88,16 @@ def http_api_event(
                 "userAgent": headers.get("user-agent", ""),
             },
             "requestId": str(uuid.uuid4()),
-            "routeKey": "ANY /{proxy+}",
+            "routeKey": route_key,
             "stage": "$default",
             "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
             "timeEpoch": int(now.timestamp() * 1000),
         },
-        "pathParameters": {"proxy": path.lstrip("/")},
         "isBase64Encoded": is_base64,
     }
+    parameters = {"proxy": path.lstrip("/")} if path_parameters is None else path_parameters
+    if parameters:  # a route without variables has none
+        event["pathParameters"] = parameters
     if query_parameters:
         event["queryStringParameters"] = query_parameters
     if body is not None:

@@ -96,20 +96,37 @@ class Function:
 
 @dataclass
 class Route:
-    """An HttpApi event of a function: a method and a path template such as /{proxy+}."""
+    """An HttpApi event of a function: a method and a path template such as /emails/{email_id} or /{proxy+}."""
 
     method: str
     pattern: re.Pattern[str]
     function: Function
+    path: str = ""
 
     @classmethod
     def of(cls, method: str, path: str, function: Function) -> Route:
-        regex = re.sub(r"\\\{[^/]+?\\\+\\\}", ".+", re.escape(path))
-        regex = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", regex)
-        return cls(method.upper(), re.compile(f"^{regex}$"), function)
+        # {name+} takes the rest of the path, {name} one segment; each is a named group for pathParameters
+        regex = re.sub(r"\\\{([^/]+?)\\\+\\\}", r"(?P<\1>.+)", re.escape(path))
+        regex = re.sub(r"\\\{([^/]+?)\\\}", r"(?P<\1>[^/]+)", regex)
+        return cls(method.upper(), re.compile(f"^{regex}$"), function, path)
+
+    @property
+    def key(self) -> str:
+        """API Gateway's route key, as the function's event carries it: ``POST /emails``, ``ANY /{proxy+}``."""
+        return f"{self.method} {self.path}"
+
+    @property
+    def specificity(self) -> tuple[bool, bool, int]:
+        """API Gateway's precedence, lowest first: a greedy path last, then ANY after a method, then variables."""
+        return ("+}" in self.path, self.method == "ANY", self.path.count("{"))
 
     def matches(self, method: str, path: str) -> bool:
         return self.method in {"ANY", method.upper()} and bool(self.pattern.match(path))
+
+    def parameters(self, path: str) -> dict[str, str]:
+        """The path's values for the route's variables (API Gateway's pathParameters)."""
+        match = self.pattern.match(path)
+        return dict(match.groupdict()) if match else {}
 
 
 @dataclass
@@ -738,10 +755,22 @@ class LocalStack:
     ) -> tuple[int, dict[str, str], bytes]:
         """One HTTP request through the API function, as API Gateway's HTTP API would pass it."""
         parts = urlsplit(target)
-        route = next((route for route in self.routes if route.matches(method, parts.path)), None)
+        route = min(
+            (route for route in self.routes if route.matches(method, parts.path)),
+            key=lambda route: route.specificity,
+            default=None,
+        )
         if route is None or route.function.handler is None:
             return 404, {"content-type": "application/json"}, b'{"message":"Not Found"}'
-        event = lambda_events.http_api_event(method, parts.path, body, headers, parts.query)
+        event = lambda_events.http_api_event(
+            method,
+            parts.path,
+            body,
+            headers,
+            parts.query,
+            route_key=route.key,
+            path_parameters=route.parameters(parts.path),
+        )
         refused = _too_large_for_lambda(event)
         if refused is not None:
             return refused

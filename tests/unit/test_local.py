@@ -48,6 +48,32 @@ def test_a_route_for_one_method_ignores_the_others() -> None:
     assert not Route.of("GET", "/emails", FUNCTION).matches("DELETE", "/emails")
 
 
+def test_a_route_gives_its_key_and_path_parameters_as_api_gateway_does() -> None:
+    route = Route.of("POST", "/emails/{email_id}/retry", FUNCTION)
+    assert route.key == "POST /emails/{email_id}/retry"
+    assert route.parameters("/emails/01J/retry") == {"email_id": "01J"}
+    catch_all = Route.of("ANY", "/{proxy+}", FUNCTION)
+    assert catch_all.parameters("/emails/01J/retry") == {"proxy": "emails/01J/retry"}
+    assert Route.of("GET", "/emails", FUNCTION).parameters("/emails") == {}
+
+
+def test_the_most_specific_route_wins_as_in_api_gateway() -> None:
+    routes = [
+        Route.of("ANY", "/{proxy+}", FUNCTION),
+        Route.of("ANY", "/emails/{email_id}", FUNCTION),
+        Route.of("GET", "/emails/{email_id}", FUNCTION),
+        Route.of("GET", "/emails/batch", FUNCTION),
+    ]
+
+    def chosen(method: str, path: str) -> str:
+        return min((r for r in routes if r.matches(method, path)), key=lambda r: r.specificity).key
+
+    assert chosen("GET", "/emails/batch") == "GET /emails/batch"
+    assert chosen("GET", "/emails/01J") == "GET /emails/{email_id}"
+    assert chosen("DELETE", "/emails/01J") == "ANY /emails/{email_id}"
+    assert chosen("GET", "/nowhere") == "ANY /{proxy+}"
+
+
 def test_a_lambda_answer_becomes_status_headers_and_bytes() -> None:
     status, headers, body = _http_answer(
         {"statusCode": 202, "headers": {"Content-Type": "application/json"}, "body": '{"id":"x"}', "cookies": ["a=1"]}

@@ -495,6 +495,11 @@ def test_the_summary_log_line_and_metrics_name_each_reason(api, context, capsys,
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     requeued = {line["reason"]: line["EmailsRequeued"] for line in lines if "EmailsRequeued" in line}
     assert requeued == {reason.value: [1.0] for reason in Reason}
+    # the dimensions an alarm names (ClaimsExpiredAlarm: reason=claim_expired and service), exactly
+    for line in (line for line in lines if "EmailsRequeued" in line):
+        [directive] = line["_aws"]["CloudWatchMetrics"]
+        assert [sorted(dimensions) for dimensions in directive["Dimensions"]] == [["reason", "service"]]
+        assert line["service"] == "mailqueue"
     assert next(line for line in lines if "EmailsGivenUp" in line)["EmailsGivenUp"] == [1.0]
     (summary,) = [entry for entry in caplog.records if entry.getMessage() == "requeue run finished"]
     assert summary.requeued == {reason.value: 1 for reason in Reason}

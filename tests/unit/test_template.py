@@ -84,23 +84,33 @@ def role_statements(function_id: str) -> list[dict[str, Any]]:
     return found
 
 
-def evaluate(value: Any, parameters: dict[str, Any]) -> Any:
-    """Ref to a parameter, Fn::Join and Fn::Split, as CloudFormation computes them."""
+def evaluate(value: Any, parameters: dict[str, Any], keep: bool = False) -> Any:
+    """Ref to a parameter, Fn::Join and Fn::Split, as CloudFormation computes them; with ``keep``, other
+    intrinsics are left as they are, each one an item of a split (no separator inside it)."""
     if isinstance(value, dict):
         if "Ref" in value:
             return parameters[value["Ref"]]
         if "Fn::Join" in value:
             separator, parts = value["Fn::Join"]
-            resolved = evaluate(parts, parameters)
-            return separator.join(str(part) for part in as_list(resolved))
+            resolved = as_list(evaluate(parts, parameters, keep))
+            if keep and any(isinstance(part, dict) for part in resolved):
+                assert separator == ",", "only a list can hold an unresolved item"
+                return [item for part in resolved for item in (part if isinstance(part, list) else [part])]
+            return separator.join(str(part) for part in resolved)
         if "Fn::Split" in value:
             separator, source = value["Fn::Split"]
-            return str(evaluate(source, parameters)).split(separator)
+            resolved = evaluate(source, parameters, keep)
+            if isinstance(resolved, list):
+                pieces = (part.split(separator) if isinstance(part, str) else [part] for part in resolved)
+                return [item for piece in pieces for item in piece]
+            return str(resolved).split(separator)
+        if keep:
+            return value
         raise AssertionError(f"unexpected intrinsic {value}")
     if isinstance(value, list):
         flat: list[Any] = []
         for item in value:
-            flat.extend(as_list(evaluate(item, parameters)))
+            flat.extend(as_list(evaluate(item, parameters, keep)))
         return flat
     return value
 
@@ -236,7 +246,7 @@ def test_the_table_keys_indexes_and_ttl_are_those_the_store_uses() -> None:
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
-    assert table["SSESpecification"] == {"SSEEnabled": True}
+    assert table["SSESpecification"]["Fn::If"][2] == {"SSEEnabled": True}
 
 
 # --- queues and the sender's event sources --------------------------------------------------------------
@@ -276,11 +286,110 @@ def test_the_sender_reports_partial_batch_failures_within_its_concurrency() -> N
         assert source["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "SenderMaxConcurrency"}}
 
 
+def with_parameters(**parameters: str) -> Stack:
+    """The template's values under these parameters (the others at their defaults), without building it."""
+    values = {name: str(spec.get("Default", "")) for name, spec in DOC["Parameters"].items()}
+    values.update(parameters)
+    return Stack(template=DOC, prefix="mailqueue", parameters=values)
+
+
+KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def at_rest(stack: Stack) -> dict[str, Any]:
+    """How each table, queue, bucket and log group is encrypted, under ``stack``'s parameters."""
+    found: dict[str, Any] = {}
+    for logical_id, resource in RESOURCES.items():
+        properties = resource.get("Properties", {})
+        if resource["Type"] == "AWS::DynamoDB::Table":
+            found[logical_id] = stack.resolve(properties["SSESpecification"])
+        elif resource["Type"] == "AWS::SQS::Queue":
+            found[logical_id] = stack.resolve(
+                {key: properties.get(key, NO_VALUE) for key in ("SqsManagedSseEnabled", "KmsMasterKeyId")}
+            )
+        elif resource["Type"] == "AWS::S3::Bucket":
+            rules = stack.resolve(properties["BucketEncryption"]["ServerSideEncryptionConfiguration"])
+            found[logical_id] = [rule["ServerSideEncryptionByDefault"] for rule in rules]
+        elif resource["Type"] == "AWS::Logs::LogGroup":
+            found[logical_id] = stack.resolve({"KmsKeyId": properties.get("KmsKeyId", NO_VALUE)})
+    return found
+
+
+def test_without_a_key_aws_owned_and_managed_keys_encrypt_everything() -> None:
+    encryption = at_rest(with_parameters())
+    assert len(encryption) == 2 + 5 + 1 + 5  # tables, queues, bucket, log groups
+    for logical_id, how in encryption.items():
+        kind = RESOURCES[logical_id]["Type"]
+        expected = {
+            "AWS::DynamoDB::Table": {"SSEEnabled": True},
+            "AWS::SQS::Queue": {"SqsManagedSseEnabled": True},
+            "AWS::S3::Bucket": [{"SSEAlgorithm": "AES256"}],
+            "AWS::Logs::LogGroup": {},
+        }[kind]
+        assert how == expected, logical_id
+
+
+def test_with_a_key_every_table_queue_bucket_and_log_group_uses_it() -> None:
+    encryption = at_rest(with_parameters(KmsKeyArn=KEY_ARN))
+    for logical_id, how in encryption.items():
+        kind = RESOURCES[logical_id]["Type"]
+        expected = {
+            "AWS::DynamoDB::Table": {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": KEY_ARN},
+            "AWS::SQS::Queue": {"SqsManagedSseEnabled": False, "KmsMasterKeyId": KEY_ARN},
+            "AWS::S3::Bucket": [{"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": KEY_ARN}],
+            "AWS::Logs::LogGroup": {"KmsKeyId": KEY_ARN},
+        }[kind]
+        assert how == expected, logical_id
+
+
+# The services each role reaches the key through: the ones that encrypt what it reads or writes.
+KMS_SERVICES = {
+    "ApiFunction": {"dynamodb", "sqs", "s3"},
+    "SenderFunction": {"dynamodb", "sqs", "s3"},
+    "RequeueFunction": {"dynamodb", "sqs"},
+    "EventsFunction": {"dynamodb", "sqs"},
+}
+
+
+@pytest.mark.parametrize("function_id", sorted(KMS_SERVICES))
+def test_each_role_may_use_the_key_only_when_given_and_only_through_its_services(function_id: str) -> None:
+    def key_statements(stack: Stack) -> list[dict[str, Any]]:
+        role = RESOURCES[role_of(function_id)]["Properties"]
+        found = []
+        for policy in role["Policies"]:
+            for written in as_list(policy["PolicyDocument"]["Statement"]):
+                statement = written
+                if "Fn::If" in written:  # the branch the stack's conditions choose
+                    condition, when_true, when_false = written["Fn::If"]
+                    statement = when_true if stack.condition(condition) else when_false
+                if statement != NO_VALUE and any(a.startswith("kms:") for a in as_list(statement["Action"])):
+                    found.append(stack.resolve(statement))
+        return found
+
+    assert key_statements(with_parameters()) == []
+    [statement] = key_statements(with_parameters(KmsKeyArn=KEY_ARN))
+    assert statement["Effect"] == "Allow"
+    assert sorted(as_list(statement["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert statement["Resource"] == KEY_ARN
+    services = statement["Condition"]["StringEquals"]["kms:ViaService"]
+    assert services == [
+        {"Fn::Sub": f"{service}.${{AWS::Region}}.${{AWS::URLSuffix}}"}
+        for service in ("dynamodb", "sqs", "s3")
+        if service in KMS_SERVICES[function_id]
+    ]
+
+
+def test_the_key_parameter_is_optional_and_takes_only_a_key_arn() -> None:
+    parameter = DOC["Parameters"]["KmsKeyArn"]
+    assert parameter["Default"] == ""
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert pattern.fullmatch("")
+    assert pattern.fullmatch(KEY_ARN)
+    assert not pattern.fullmatch("alias/mailqueue")  # an alias would not name the key in the roles' policies
+    assert DOC["Conditions"]["UseKmsKey"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "KmsKeyArn"}, ""]}]}
+
+
 def test_queues_and_tables_are_encrypted_and_the_bucket_is_private_tls_only_and_expiring() -> None:
-    for queue in of_type("AWS::SQS::Queue").values():
-        assert queue["Properties"]["SqsManagedSseEnabled"] is True
-    for table in of_type("AWS::DynamoDB::Table").values():
-        assert table["Properties"]["SSESpecification"] == {"SSEEnabled": True}
 
     bucket = RESOURCES["AttachmentsBucket"]["Properties"]
     assert set(bucket["PublicAccessBlockConfiguration"].values()) == {True}
@@ -314,6 +423,8 @@ ALLOWED_ACTIONS = {
         "s3:PutObject",
         "s3:GetObject",
         "s3:ListBucket",
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
     },
     "SenderFunction": {
         "dynamodb:GetItem",
@@ -323,12 +434,28 @@ ALLOWED_ACTIONS = {
         "sqs:ReceiveMessage",
         "sqs:DeleteMessage",
         "sqs:GetQueueAttributes",
+        # SES v2's SendEmail, raw content included; the code calls nothing else of SES
         "ses:SendEmail",
-        "ses:SendRawEmail",
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
     },
-    "RequeueFunction": {"dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "sqs:SendMessage"},
+    "RequeueFunction": {
+        "dynamodb:Query",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "sqs:SendMessage",
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+    },
     # PutItem: the suppression list; SendMessage: Lambda's on-failure destination, with the function's role
-    "EventsFunction": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem", "sqs:SendMessage"},
+    "EventsFunction": {
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:PutItem",
+        "sqs:SendMessage",
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+    },
 }
 
 
@@ -354,6 +481,10 @@ def test_each_role_allows_exactly_the_actions_its_code_uses(function_id: str) ->
 @pytest.mark.parametrize("function_id", sorted(ALLOWED_ACTIONS))
 def test_no_statement_uses_a_wildcard_action_or_an_open_resource(function_id: str) -> None:
     for statement in role_statements(function_id):
+        if statement["Effect"] == "Deny":
+            # a deny only narrows what the allows give
+            assert "NotResource" in statement or "Resource" in statement
+            continue
         assert statement["Effect"] == "Allow"
         actions = set(as_list(statement["Action"]))
         assert not [action for action in actions if "*" in action]
@@ -421,22 +552,33 @@ def test_the_api_queries_the_table_only_in_the_suppression_and_template_partitio
     assert templates[0]["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [HEADS, "template#*"]}}
 
 
-def test_ses_sends_only_from_the_configured_identities_and_configuration_set() -> None:
+def test_ses_sends_only_from_the_configured_identities_of_this_account_and_the_set_in_use() -> None:
     ses = [s for s in role_statements("SenderFunction") if "ses:SendEmail" in as_list(s["Action"])]
-    identities, configuration_set = ses
-    assert {action for s in ses for action in as_list(s["Action"])} == {"ses:SendEmail", "ses:SendRawEmail"}
-    parameters = {"SendingIdentities": ["example.com", "app@example.org"]}
-
-    assert evaluate(identities["Resource"], parameters) == [
-        "arn:*:ses:*:*:identity/example.com",
-        "arn:*:ses:*:*:identity/app@example.org",
-    ]
-    assert identities["Condition"] == {"StringEquals": {"aws:RequestedRegion": {"Ref": "AWS::Region"}}}
-    # the set the sender names, whichever it is
+    assert {action for s in ses for action in as_list(s["Action"])} == {"ses:SendEmail"}
+    [allow] = [s for s in ses if s["Effect"] == "Allow"]
+    [deny] = [s for s in ses if s["Effect"] == "Deny"]
     arn = "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:configuration-set/${Name}"
-    assert configuration_set["Resource"] == {"Fn::Sub": [arn, {"Name": CONFIGURATION_SET_IN_USE}]}
+    the_set = {"Fn::Sub": [arn, {"Name": CONFIGURATION_SET_IN_USE}]}
+
+    # allowed: this account's identities in this region, and the set the sender names
+    assert allow["Resource"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/*"},
+        the_set,
+    ]
+    # denied: every identity but the configured ones (and any set but the one in use)
+    not_denied = evaluate(deny["NotResource"], {"SendingIdentities": ["example.com", "app@example.org"]}, keep=True)
+    assert not_denied[:2] == ["arn:*:ses:*:*:identity/example.com", "arn:*:ses:*:*:identity/app@example.org"]
+    assert not_denied[2:] == [the_set]
+    assert "Condition" not in deny
     environment = FUNCTIONS["SenderFunction"]["Properties"]["Environment"]["Variables"]
     assert environment["SES_CONFIGURATION_SET"] == CONFIGURATION_SET_IN_USE
+
+
+def test_the_api_may_list_the_bucket_only_under_uploads() -> None:
+    [listing] = [s for s in role_statements("ApiFunction") if "s3:ListBucket" in as_list(s["Action"])]
+    assert as_list(listing["Action"]) == ["s3:ListBucket"]
+    assert ref(listing["Resource"]) == "AttachmentsBucket"
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["uploads/*"]}}
 
 
 # --- SES events -----------------------------------------------------------------------------------------
@@ -568,7 +710,11 @@ def test_every_route_requires_iam_or_the_jwt_authorizer() -> None:
     methods = [method for path in body["paths"].values() for method in path.values()]
     assert methods
     for method in methods:
-        assert method["security"] == {"Fn::If": ["UseJwtAuthorizer", [{"JwtAuthorizer": []}], [{"AWS_IAM": []}]]}
+        # IAM, or the JWT authorizer with the route's scopes (tests/unit/test_api_permissions.py: which ones)
+        condition, [jwt_requirement], iam_requirement = method["security"]["Fn::If"]
+        assert condition == "UseJwtAuthorizer"
+        assert set(jwt_requirement) == {"JwtAuthorizer"} and jwt_requirement["JwtAuthorizer"]
+        assert iam_requirement == [{"AWS_IAM": []}]
     condition, jwt, iam = body["components"]["securitySchemes"]["Fn::If"]
     assert condition == "UseJwtAuthorizer"
     assert iam["AWS_IAM"]["x-amazon-apigateway-authtype"] == "awsSigv4"
@@ -576,11 +722,12 @@ def test_every_route_requires_iam_or_the_jwt_authorizer() -> None:
     # IAM unless an issuer is given
     assert DOC["Parameters"]["JwtIssuer"]["Default"] == ""
     assert DOC["Conditions"]["UseJwtAuthorizer"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "JwtIssuer"}, ""]}]}
-    # the function's route is one the definition authorizes
+    # each of the function's routes is one the definition authorizes
     for event in FUNCTIONS["ApiFunction"]["Properties"]["Events"].values():
         assert event["Type"] == "HttpApi"
-        assert event["Properties"]["Path"] in body["paths"]
-        assert event["Properties"]["Method"] == "ANY"
+        method = event["Properties"]["Method"].lower()
+        operations = body["paths"][event["Properties"]["Path"]]
+        assert ("x-amazon-apigateway-any-method" if method == "any" else method) in operations
 
 
 def test_the_api_is_throttled_and_writes_json_access_logs_with_retention() -> None:
@@ -622,6 +769,33 @@ def test_alarms_watch_dead_letters_sender_errors_and_failed_emails() -> None:
     failed = alarms["FailedEmailsAlarm"]["Properties"]
     # Powertools Metrics adds the service dimension to every metric it emits
     assert failed["Dimensions"] == [{"Name": "service", "Value": "mailqueue"}]
+
+
+@pytest.mark.parametrize(
+    ("metric", "dimensions"),
+    [
+        # an SES call whose outcome is unknown: the one window in which an email can go out twice
+        ("UnknownOutcomes", {"service": "mailqueue"}),
+        # a sender died mid-send and the requeue function released its claim
+        ("EmailsRequeued", {"reason": "claim_expired", "service": "mailqueue"}),
+        # held by an error of the account or an identity, attempts not spent
+        ("AccountErrors", {"service": "mailqueue"}),
+    ],
+)
+def test_what_strains_a_guarantee_alarms_at_its_first_occurrence(metric: str, dimensions: dict[str, str]) -> None:
+    alarms = [
+        alarm["Properties"]
+        for alarm in of_type("AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"].get("MetricName") == metric
+    ]
+    assert len(alarms) == 1, f"one alarm on {metric}"
+    [alarm] = alarms
+    assert alarm["Namespace"] == "mailqueue"
+    # exactly the dimensions the code emits it with (Powertools adds service; requeue adds reason)
+    assert {d["Name"]: d["Value"] for d in alarm["Dimensions"]} == dimensions
+    assert (alarm["Statistic"], alarm["Threshold"], alarm["ComparisonOperator"]) == ("Sum", 0, "GreaterThanThreshold")
+    assert alarm["Period"] <= 300
+    assert alarm["TreatMissingData"] == "notBreaching"
 
 
 @pytest.mark.parametrize(
