@@ -138,6 +138,34 @@ def test_the_count_flags_lost_stuck_and_unexplained_duplicates(tmp_path: Path) -
     assert not report.ok
 
 
+def test_an_email_stored_for_a_request_whose_answer_never_came_is_counted_like_any_other(tmp_path: Path) -> None:
+    # Emails 2 and 3: their requests timed out at the client. Email 2's was stored, and is stuck.
+    records = {email_id: record(email_id, "sent", to=f"r{n}@example.org") for n, email_id in enumerate(IDS)}
+    records[IDS[2]].update(status="queued", deadline="2030-01-01T00:00:00.000Z")
+    sends = {email_id: [Acceptance(n, "clean", f"m{n}")] for n, email_id in enumerate(IDS[:2])}
+    run = ChaosRun(ChaosConfig(emails=4, cancels=0), tmp_path)
+    run.ledger.accepted.update({IDS[0]: 0, IDS[1]: 1})
+    run.ledger.acceptances.update(sends)
+    run.ledger.claims.update({email_id: [items[0].sequence - 1] for email_id, items in sends.items()})
+    run.ledger.unanswered.update({2, 3})
+    del records[IDS[3]]  # email 3's request never reached the table
+    report = ChaosReport(emails=4, seed=0)
+
+    run._count(report, records, {email_id: [item.message_id for item in items] for email_id, items in sends.items()})
+
+    assert (report.unanswered_stored, report.unanswered_not_stored) == (1, 1)
+    assert report.accepted == 3
+    assert report.stuck == {IDS[2]: "queued"}
+    assert not any("never answered" in problem for problem in report.problems)
+
+    # Stored, though no request for it went unanswered: that is still a problem.
+    run.ledger.unanswered.clear()
+    del run.ledger.accepted[IDS[2]]
+    report = ChaosReport(emails=4, seed=0)
+    run._count(report, records, {email_id: [item.message_id for item in items] for email_id, items in sends.items()})
+    assert any(f"{IDS[2]} is stored but its enqueue was never answered" in problem for problem in report.problems)
+
+
 def test_the_count_explains_a_second_send_after_an_unrecorded_acceptance(tmp_path: Path) -> None:
     records = {email_id: record(email_id, "sent") for email_id in IDS}
     sends = {

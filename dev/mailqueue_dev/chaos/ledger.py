@@ -29,6 +29,10 @@ class Ledger:
     accepted: dict[str, int] = field(default_factory=dict)  # email id -> plan index
     accepted_at: dict[str, float] = field(default_factory=dict)
     api_errors: list[str] = field(default_factory=list)
+    # Plan indexes of enqueue requests whose answer never reached the client (it timed out): not sent
+    # again, so that the count still sees any email stored despite an error answer; those stored are
+    # adopted at the count, by their recipient.
+    unanswered: set[int] = field(default_factory=set)
     cancel_answers: dict[str, int] = field(default_factory=dict)
     # Failed emails retried by request, with the answer.
     retried: dict[str, int] = field(default_factory=dict)

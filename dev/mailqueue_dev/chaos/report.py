@@ -21,6 +21,9 @@ class ChaosReport:
     accepted: int = 0
     accepted_single: int = 0
     accepted_in_batches: int = 0
+    # Enqueue requests whose answer never reached the client: their emails found stored, and not.
+    unanswered_stored: int = 0
+    unanswered_not_stored: int = 0
     sent: int = 0
     delivered: int = 0
     failed: dict[str, int] = field(default_factory=dict)
@@ -65,6 +68,11 @@ class ChaosReport:
         return [
             ("emails enqueued", f"{self.emails} (seed {self.seed})"),
             ("accepted", f"{self.accepted} ({self.accepted_single} single, {self.accepted_in_batches} in batches)"),
+            (
+                "answers lost at the client",
+                f"{self.unanswered_stored + self.unanswered_not_stored} emails: {self.unanswered_stored} found "
+                f"stored (counted as accepted), {self.unanswered_not_stored} not",
+            ),
             ("sent", f"{self.sent} (of which {self.delivered} delivered, by SES's events)"),
             ("failed", f"{failed}" + "".join(f"; {reason} {count}" for reason, count in sorted(self.failed.items()))),
             ("cancelled", f"{self.cancelled} (and {self.cancel_refused} cancels refused: already sending or sent)"),

@@ -204,10 +204,22 @@ class ChaosRun:
                 else:
                     self._enqueue_batch(http, unit)
 
-    def _post(self, http: Any, path: str, body: Any) -> tuple[int, Any]:
-        """POST, trying again while the API answers 503 (it stored nothing), as a client should."""
+    def _post(self, http: Any, path: str, body: Any, plans: list[EmailPlan]) -> tuple[int, Any]:
+        """POST, trying again while the API answers 503 (it stored nothing), as a client should.
+
+        An answer that never comes (the client's timeout: a very busy machine) is not sent again: the
+        emails may be stored, and the count adopts those it finds (status 0 here).
+        """
+        import requests  # noqa: PLC0415
+
         for attempt in range(10):
-            answer = http.post(f"{self.local.api_url}{path}", json=body, timeout=60)
+            try:
+                answer = http.post(f"{self.local.api_url}{path}", json=body, timeout=60)
+            except requests.RequestException:
+                self.ledger.event("API answer lost at the client (not sent again)")
+                with self.ledger.lock:
+                    self.ledger.unanswered.update(plan.index for plan in plans)
+                return 0, None
             if answer.status_code != 503:
                 return answer.status_code, answer.json() if answer.content else None
             self.ledger.event("API answered 503 (nothing stored; sent again)")
@@ -215,10 +227,12 @@ class ChaosRun:
         return answer.status_code, answer.json() if answer.content else None
 
     def _enqueue_one(self, http: Any, plan: EmailPlan) -> str | None:
-        status, body = self._post(http, "/emails", plan.request(datetime.now(UTC)))
+        status, body = self._post(http, "/emails", plan.request(datetime.now(UTC)), [plan])
         if status == 202 and body and body.get("id"):
             self._accepted(body["id"], plan)
             return str(body["id"])
+        if status == 0:
+            return None
         self.ledger.api_errors.append(f"POST /emails for email {plan.index}: {status} {body}")
         return None
 
@@ -226,7 +240,10 @@ class ChaosRun:
         pending = plans
         for _ in range(10):
             now = datetime.now(UTC)
-            status, body = self._post(http, "/emails/batch", {"emails": [plan.request(now) for plan in pending]})
+            emails = [plan.request(now) for plan in pending]
+            status, body = self._post(http, "/emails/batch", {"emails": emails}, pending)
+            if status == 0:
+                return
             if status != 202 or not body:
                 self.ledger.api_errors.append(f"POST /emails/batch of {len(pending)}: {status} {body}")
                 return
