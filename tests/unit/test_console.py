@@ -398,12 +398,23 @@ def test_overview_shows_send_rate_dead_letters_and_held_emails_from_the_api(cons
     assert 'data-figure="send-rate-limit">14 emails/s' in page.text
     # 42 emails in the last minute: 0.7 a second, 5% of 14
     assert 'data-figure="send-rate">0.70 emails/s' in page.text
-    assert 'data-figure="send-rate-share">5%' in page.text
+    assert 'data-figure="send-rate-share">5.0%' in page.text
     assert 'data-figure="dead-letters">3<' in page.text
     assert '<li data-queue="send"><code>send</code>: 2</li>' in page.text
     assert 'data-figure="held">1<' in page.text
     assert f'<a class="id" href="/emails/{HELD_ID}">{HELD_ID}</a> ops@example.org' in page.text
     assert "unavailable" not in page.text
+
+
+def test_the_email_page_lists_every_recipient_the_api_gives(console: Console, api: FakeApi) -> None:
+    recipients = {"to": ["Alice <alice@example.org>", "bob@example.org"], "cc": ["carol@example.org"], "bcc": []}
+    api.emails = [an_email(recipients=recipients, summary=False)]
+
+    page = request(console, "GET", f"/emails/{EMAIL_ID}")
+
+    assert "To: Alice &lt;alice@example.org&gt;, bob@example.org<br>" in page.text
+    assert "Cc: carol@example.org<br>" in page.text
+    assert "Bcc:" not in page.text
 
 
 def test_a_held_email_is_marked_in_the_list_and_on_its_page(console: Console, api: FakeApi) -> None:
@@ -419,6 +430,8 @@ def test_a_held_email_is_marked_in_the_list_and_on_its_page(console: Console, ap
     held = request(console, "GET", f"/emails/{HELD_ID}")
     assert 'data-held="true"' in held.text
     assert "<code>MessageRejected</code>" in held.text
+    # Its last error is classed as the account's, though MessageRejected alone would be permanent
+    assert '<code>MessageRejected</code> <span class="class class-account">account</span>' in held.text
     assert 'data-held="true"' not in request(console, "GET", f"/emails/{other['id']}").text
 
 

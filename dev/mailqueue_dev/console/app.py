@@ -372,6 +372,7 @@ class Console:
             email = self.client.email(email_id)
         except ApiError as error:
             return self._api_failed(error, f"Email {email_id}")
+        held = is_held(email)
         return self._page(
             HTTPStatus.OK,
             "email.html",
@@ -381,8 +382,11 @@ class Console:
             timeline=timeline(email),
             outbox=read_outbox(self.outbox, email_id),
             outbox_configured=self.outbox is not None,
-            last_error_class=error_class(str((email.get("last_error") or {}).get("code") or "")),
-            held=is_held(email),
+            # SES words some account errors as a rejection (MessageRejected: not verified): the sender held it.
+            last_error_class=Outcome.ACCOUNT.value
+            if held
+            else error_class(str((email.get("last_error") or {}).get("code") or "")),
+            held=held,
             cancellable=email.get("status") in CANCELLABLE,
             retryable=email.get("status") == "failed",
         )
