@@ -22,7 +22,11 @@ Two more domains make SES refuse the send itself, so that an email ends ``failed
 - any address at ``reject.mailqueue.example``: SendEmail answers ``MessageRejected`` (a permanent
   error): the email is ``failed`` after one attempt;
 - any address at ``unavailable.mailqueue.example``: SendEmail answers ``ServiceUnavailable`` (503, a
-  transient error) every time: the email is retried with backoff until it runs out of attempts.
+  transient error) every time: the email is retried with backoff until it runs out of attempts;
+- any address at ``unverified.mailqueue.example``: SendEmail answers ``MessageRejected``, "Email address
+  is not verified", as SES in the sandbox answers for a recipient it has not verified: an error of the
+  account, not of the email, so the email is held (``retrying``, its attempt not counted) until the
+  account is fixed, and tried again after ``ACCOUNT_ERROR_SECONDS``.
 
 The reserved domains are under ``.example`` (RFC 2606), not ``.test``: the API refuses special-use
 domains such as ``.test``, and ``.example`` is reserved all the same, so no real mailbox is ever hit.
@@ -45,6 +49,7 @@ BOUNCE_DOMAIN = "bounce.mailqueue.example"
 COMPLAINT_DOMAIN = "complaint.mailqueue.example"
 REJECT_DOMAIN = "reject.mailqueue.example"
 UNAVAILABLE_DOMAIN = "unavailable.mailqueue.example"
+UNVERIFIED_DOMAIN = "unverified.mailqueue.example"
 # Headers SES copies into every event's ``mail.headers`` (it copies them all; these are what readers use).
 _EVENT_HEADERS = ("From", "To", "Cc", "Subject", "Message-ID", "Date", "Reply-To")
 
@@ -78,10 +83,16 @@ def fate_of(address: str) -> Fate:
     return _DOMAINS.get(domain, Fate.DELIVERED)
 
 
-# What SendEmail answers when a recipient is at one of these domains: HTTP status, error code, message.
+# What SendEmail answers when a recipient is at one of these domains: HTTP status, error code, message
+# ({address} is the recipient's).
 SEND_FAILURES: dict[str, tuple[int, str, str]] = {
     REJECT_DOMAIN: (400, "MessageRejected", f"Email address is rejected (local stack: {REJECT_DOMAIN})."),
     UNAVAILABLE_DOMAIN: (503, "ServiceUnavailable", f"Service is unavailable (local stack: {UNAVAILABLE_DOMAIN})."),
+    UNVERIFIED_DOMAIN: (
+        400,
+        "MessageRejected",
+        "Email address is not verified. The following identities failed the check in region US-EAST-1: {address}",
+    ),
 }
 
 # Every address that does something other than a delivery, and what: for the banner and the README.
@@ -91,6 +102,7 @@ SPECIAL_ADDRESSES: tuple[tuple[str, str], ...] = (
     (f"suppressionlist@{SIMULATOR_DOMAIN}", "bounced (on the account's suppression list)"),
     (f"*@{REJECT_DOMAIN}", "failed: SES rejects the send"),
     (f"*@{UNAVAILABLE_DOMAIN}", "failed: SES unavailable until the attempts run out"),
+    (f"*@{UNVERIFIED_DOMAIN}", "held: not verified (SES's sandbox), waits for the account"),
 )
 
 
@@ -99,7 +111,8 @@ def send_failure(params: dict[str, Any]) -> tuple[int, str, str] | None:
     for address in recipients_of(params):
         failure = SEND_FAILURES.get(address.rpartition("@")[2].lower())
         if failure is not None:
-            return failure
+            status, code, message = failure
+            return status, code, message.replace("{address}", address)
     return None
 
 

@@ -35,14 +35,16 @@ from mailqueue.models import (
     EmailView,
     EnqueueResult,
     ErrorResponse,
+    QueueStats,
     SuppressionPage,
     UploadRequest,
     UploadTicket,
 )
 from mailqueue.problems import failure_of, field_problems
-from mailqueue.queue import SendQueue
+from mailqueue.queue import DeadLetterQueues, SendQueue
 from mailqueue.service import Mailqueue
 from mailqueue.settings import get_settings
+from mailqueue.stats import Stats
 from mailqueue.store import EmailStore, SuppressionList
 from mailqueue.templates import TemplateLibrary, TemplateStore
 from mailqueue.web import error_payload, refusal
@@ -64,6 +66,7 @@ mailqueue = Mailqueue(
     suppressions=SuppressionList(settings, aws.client("dynamodb")),
     templates=templates,
 )
+stats = Stats(settings, mailqueue.store, DeadLetterQueues(settings, aws.client("sqs")))
 app.include_router(template_router(templates))
 # Every AWS call of a request is checked against the time left before API Gateway gives up (mailqueue.budget).
 for _service in ("dynamodb", "sqs", "s3"):
@@ -198,6 +201,15 @@ def list_suppressions(
 def lift_suppression(address: str) -> Response[None]:
     mailqueue.lift_suppression(unquote(address))
     return Response(status_code=HTTPStatus.NO_CONTENT.value, content_type=None, body=None)
+
+
+@app.get(
+    "/stats",
+    responses=answers(200, "The figures", QueueStats),
+    summary="The stack's SendRate, its dead letters and the emails an account error holds",
+)
+def get_stats() -> QueueStats:
+    return stats.read()
 
 
 @app.get("/openapi.json", include_in_schema=False)

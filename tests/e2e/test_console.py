@@ -5,6 +5,7 @@ Each test leaves a screenshot of the page it looked at in docs/console/, which d
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 from mailqueue import aws
-from mailqueue_dev import cli
+from mailqueue_dev import cli, ses_simulator
 from mailqueue_dev.console import Console, ConsoleServer
 from mailqueue_dev.console.client import ConsoleClient
 from mailqueue_dev.local import LocalStack
@@ -135,8 +136,11 @@ def test_overview_counts_match_the_apis_and_refresh_on_their_own(page: Page, htt
     # Then it shows the API's count of every status
     assert shown == expected
     assert all(expected[status] >= 1 for status in ("delivered", "bounced", "complained", "scheduled"))
-    assert page.locator('[data-figure="dead-letters"]').inner_text().startswith("unavailable")
-    assert page.locator('[data-figure="send-rate-limit"]').inner_text().startswith("unavailable")
+    # And what only GET /stats gives, as it gives it
+    code, stats = http.get("/stats")
+    assert code == 200, stats
+    expect(page.locator('[data-figure="dead-letters"]')).to_have_text(str(stats["dead_letters"]))
+    expect(page.locator('[data-figure="send-rate-limit"]')).to_have_text(f"{stats['send_rate']:g} emails/s")
 
     # And a new email shows up without reloading the page, and in the send rate
     code, answer = http.post("/emails", an_email())
@@ -278,11 +282,19 @@ def test_cancel_asks_for_confirmation(page: Page, http: Http) -> None:
     expect(page.get_by_role("status")).to_contain_text("The API answered 200: the email is now cancelled")
     assert http.get(f"/emails/{email_id}")[1]["status"] == "cancelled"
 
-    # A second cancel is refused by the API, and the page says why
+    # A second cancel (as after a lost answer) is answered with the email, cancelled
     page.goto(f"/emails/{email_id}/cancel")
     page.get_by_role("button", name="Yes, cancel this email").click()
+    expect(page.get_by_role("status")).to_contain_text("The API answered 200: the email is now cancelled")
+
+    # An email SES has taken cannot be called back: the API refuses, and the page says why
+    code, answer = http.post("/emails", an_email(subject="Your receipt, already on its way"))
+    assert code == 202, answer
+    wait_for_status(http, answer["id"], "delivered")
+    page.goto(f"/emails/{answer['id']}/cancel")
+    page.get_by_role("button", name="Yes, cancel this email").click()
     expect(page.get_by_role("alert")).to_contain_text("409")
-    expect(page.get_by_role("alert")).to_contain_text("cancelled")
+    expect(page.get_by_role("alert")).to_contain_text("delivered")
     shot(page, "cancel-refused")
 
 
@@ -312,6 +324,73 @@ def test_lists_page_newest_first_and_search_by_recipient(page: Page, http: Http)
     expect(page.get_by_role("status")).to_contain_text(f"3 emails to {recipient}")
     assert sorted(page.locator("td a.id").all_inner_texts()) == sorted(ids)
     shot(page, "search")
+
+
+@pytest.fixture
+def held_email(http: Http) -> Iterator[str]:
+    """An email SES refuses because its recipient is not verified (as SES's sandbox does): held, not failed.
+    It is cancelled after the test, so that the queue settles for the tests after it."""
+    address = f"reader-{uuid.uuid4().hex[:6]}@{ses_simulator.UNVERIFIED_DOMAIN}"
+    code, answer = http.post("/emails", an_email(to=[address], subject="Held until the account is fixed"))
+    assert code == 202, answer
+    yield answer["id"]
+    http.delete(f"/emails/{answer['id']}")
+
+
+@pytest.fixture
+def dead_letter(local: LocalStack) -> Iterator[None]:
+    """A message in the send queue's dead-letter queue (the emulator's), taken out after the test."""
+    assert local.emulator is not None and local.stack is not None
+    sqs, queue = local.emulator.client("sqs"), local.stack.names["SendDeadLetterQueue"]
+    sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"id": "01JD4X6Q2R5T8W9Y0Z1A2B3C4D"}))
+    yield
+    sqs.purge_queue(QueueUrl=queue)
+
+
+def test_a_held_email_and_the_dead_letters_are_shown_as_the_api_counts_them(
+    page: Page, http: Http, console: ConsoleServer, held_email: str, dead_letter: None
+) -> None:
+    # Given an email held because SES has not verified its recipient, its attempt not counted
+    def held() -> dict[str, Any] | None:
+        code, email = http.get(f"/emails/{held_email}")
+        assert code == 200, email
+        return email if email["status"] == "retrying" and email["history"][-1]["reason"].startswith("held:") else None
+
+    email = wait_for(held, f"{held_email} to be held")
+    assert (email["attempts"], email["last_error"]["code"]) == (0, "MessageRejected")
+
+    # When the overview is opened, between two answers of GET /stats that agree
+    def figures() -> dict[str, Any]:
+        code, stats = http.get("/stats")
+        assert code == 200, stats
+        return {key: stats[key] for key in ("send_rate", "dead_letters", "dead_letter_queues", "held")}
+
+    def agreed() -> dict[str, Any] | None:
+        before = figures()
+        page.goto("/")
+        return before if figures() == before else None
+
+    stats = wait_for(agreed, "two equal answers of GET /stats around the page")
+
+    # Then the overview shows the API's figures: the held email among the held ones, the dead letter counted
+    assert held_email in [held["id"] for held in stats["held"]["emails"]]
+    assert stats["dead_letters"] >= 1
+    expect(page.locator('[data-figure="held"]')).to_have_text(str(stats["held"]["count"]))
+    expect(page.locator('[data-figure="dead-letters"]')).to_have_text(str(stats["dead_letters"]))
+    for queue in stats["dead_letter_queues"]:
+        expect(page.locator(f'[data-queue="{queue["queue"]}"]')).to_have_text(f"{queue['queue']}: {queue['messages']}")
+    expect(page.locator('[data-figure="send-rate-limit"]')).to_have_text(f"{stats['send_rate']:g} emails/s")
+    shot(page, "overview-held")
+
+    # And the held email links to its page, which says why it waits
+    page.locator("ul.held").get_by_role("link", name=held_email).click()
+    expect(page).to_have_url(f"{console.url}emails/{held_email}")
+    expect(page.locator('[data-held="true"]')).to_contain_text("MessageRejected")
+    shot(page, "email-held")
+
+    # And the list of retrying emails marks it held
+    page.goto("/emails?status=retrying&limit=100")
+    expect(page.locator("tr", has_text=held_email).locator(".held")).to_have_text("held")
 
 
 def test_a_page_asked_for_by_another_host_name_is_refused(console: ConsoleServer) -> None:

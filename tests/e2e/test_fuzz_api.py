@@ -35,19 +35,22 @@ ROUTES = (
     "POST /attachments",
     "GET /suppressions",
     "DELETE /suppressions/{address}",
+    "GET /stats",
     "PUT /templates/{name}",
     "GET /templates/{name}",
     "GET /templates",
     "DELETE /templates/{name}",
     "POST /templates/{name}/preview",
 )
-# Routes whose only input is a path parameter that may be any string: no request to them is invalid.
+# Routes whose only input is a path parameter that may be any string, or that take none: no request to them is
+# invalid.
 ANY_PATH_ONLY = frozenset(
     {
         "GET /emails/{email_id}",
         "DELETE /emails/{email_id}",
         "POST /emails/{email_id}/retry",
         "DELETE /suppressions/{address}",
+        "GET /stats",
     }
 )
 CASES = [

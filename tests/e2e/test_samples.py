@@ -32,6 +32,7 @@ EXPECTED = {
     "list-suppressions": {200},
     "lift-suppression": {204, 404},
     "get-openapi": {200},
+    "get-stats": {200},
     # The template samples name one template: saved or not, depending on the order they run in.
     "put-template": {201},
     "get-template": {200, 404},

@@ -339,29 +339,100 @@ def test_overview_counts_each_status_and_derives_the_figures(api: FakeApi) -> No
         an_email("01J9Z8Y7X6W5V4T3S2R1Q0Q004", "delivered", updated_at=just_now, history=[long_ago]),
         an_email("01J9Z8Y7X6W5V4T3S2R1Q0R001", "delivered", created_at=iso(NOW - timedelta(hours=3))),
         an_email("01J9Z8Y7X6W5V4T3S2R1Q0R002", "failed", created_at=iso(NOW - timedelta(days=2))),
-        # Held by the account, and retrying for a reason of its own
-        an_email(
-            "01J9Z8Y7X6W5V4T3S2R1Q0R003",
-            "retrying",
-            last_error={"code": "AccountSendingPausedException", "message": "paused"},
-        ),
         an_email("01J9Z8Y7X6W5V4T3S2R1Q0R004", "retrying", last_error={"code": "ServiceUnavailable", "message": "x"}),
     ]
     overview = compute(ConsoleClient(cli.Api("http://127.0.0.1:3000", transport=api)), now=NOW)
     counts = {count.status: count.count for count in overview.counts}
-    assert counts == {**dict.fromkeys(cli.STATUSES, 0), "delivered": 4, "bounced": 1, "failed": 1, "retrying": 2}
-    assert (overview.accepted_last_hour, overview.accepted_last_day) == (6, 7)
+    assert counts == {**dict.fromkeys(cli.STATUSES, 0), "delivered": 4, "bounced": 1, "failed": 1, "retrying": 1}
+    assert (overview.accepted_last_hour, overview.accepted_last_day) == (5, 6)
     assert (overview.sent_last_minute, overview.sent_capped) == (3, False)
-    assert overview.held.total == 1
-    assert overview.held.by_code == {"AccountSendingPausedException": 1}
-    assert overview.send_rate_limit is None and overview.dead_letters is None
-    # Only the emails that could have been sent in the last minute, and the retrying ones, are read one by one
+    # Only the emails that could have been sent in the last minute are read one by one
     reads = sorted(path.rsplit("/", 1)[1] for method, path in api.calls if path.startswith("/emails/"))
-    assert reads == [
-        *(f"01J9Z8Y7X6W5V4T3S2R1Q0Q00{i}" for i in (0, 1, 3, 4)),
-        "01J9Z8Y7X6W5V4T3S2R1Q0R003",
-        "01J9Z8Y7X6W5V4T3S2R1Q0R004",
+    assert reads == [f"01J9Z8Y7X6W5V4T3S2R1Q0Q00{i}" for i in (0, 1, 3, 4)]
+    # An API without GET /stats (a stack deployed before it): what only it gives is missing, and says why
+    assert ("GET", "/stats") in api.calls
+    assert overview.stats.held is None and overview.stats.send_rate_limit is None
+    assert overview.stats.dead_letters is None
+    assert "GET /stats" in str(overview.stats.missing)
+
+
+HELD_ID = "01J9Z8Y7X6W5V4T3S2R1Q0R003"
+HELD = {
+    "status": "retrying",
+    "at": iso(NOW - timedelta(minutes=1)),
+    "reason": "held: MessageRejected is an account or configuration error; attempt not counted",
+}
+STATS = {
+    "at": iso(NOW),
+    "send_rate": 14.0,
+    "dead_letters": 3,
+    "dead_letter_queues": [
+        {"queue": "send", "messages": 2},
+        {"queue": "high_priority", "messages": 0},
+        {"queue": "events", "messages": 1},
+    ],
+    "held": {
+        "count": 1,
+        "read": 2,
+        "capped": False,
+        "by_code": {"MessageRejected": 1},
+        "emails": [{"id": HELD_ID, "to": "ops@example.org", "code": "MessageRejected"}],
+    },
+}
+
+
+def test_overview_shows_send_rate_dead_letters_and_held_emails_from_the_api(console: Console, api: FakeApi) -> None:
+    sent = {"status": "sent", "at": iso(datetime.now(UTC) - timedelta(seconds=10)), "reason": "accepted by SES"}
+    api.emails = [
+        *(
+            an_email(f"01J9Z8Y7X6W5V4T3S2R1Q0Q{i:03d}", "delivered", updated_at=sent["at"], history=[sent])
+            for i in range(42)
+        ),
+        an_email(HELD_ID, "retrying", to="ops@example.org", history=[HELD]),
     ]
+    api.answers[("GET", "/stats")] = (200, STATS)
+
+    page = request(console, "GET", "/")
+
+    assert page.status == 200
+    assert 'data-figure="send-rate-limit">14 emails/s' in page.text
+    # 42 emails in the last minute: 0.7 a second, 5% of 14
+    assert 'data-figure="send-rate">0.70 emails/s' in page.text
+    assert 'data-figure="send-rate-share">5.0%' in page.text
+    assert 'data-figure="dead-letters">3<' in page.text
+    assert '<li data-queue="send"><code>send</code>: 2</li>' in page.text
+    assert 'data-figure="held">1<' in page.text
+    assert f'<a class="id" href="/emails/{HELD_ID}">{HELD_ID}</a> ops@example.org' in page.text
+    assert "unavailable" not in page.text
+
+
+def test_the_email_page_lists_every_recipient_the_api_gives(console: Console, api: FakeApi) -> None:
+    recipients = {"to": ["Alice <alice@example.org>", "bob@example.org"], "cc": ["carol@example.org"], "bcc": []}
+    api.emails = [an_email(recipients=recipients, summary=False)]
+
+    page = request(console, "GET", f"/emails/{EMAIL_ID}")
+
+    assert "To: Alice &lt;alice@example.org&gt;, bob@example.org<br>" in page.text
+    assert "Cc: carol@example.org<br>" in page.text
+    assert "Bcc:" not in page.text
+
+
+def test_a_held_email_is_marked_in_the_list_and_on_its_page(console: Console, api: FakeApi) -> None:
+    other = an_email("01J9Z8Y7X6W5V4T3S2R1Q0R004", "retrying", last_error={"code": "ServiceUnavailable"})
+    api.emails = [an_email(HELD_ID, "retrying", history=[HELD], last_error={"code": "MessageRejected"}), other]
+    api.answers[("GET", "/stats")] = (200, STATS)
+
+    listed = request(console, "GET", "/emails?status=retrying")
+    rows = {row.split('href="/emails/')[1][:26]: row for row in listed.text.split("<tr>")[2:]}
+    assert 'class="class class-account held">held<' in rows[HELD_ID]
+    assert "held" not in rows[other["id"]]
+
+    held = request(console, "GET", f"/emails/{HELD_ID}")
+    assert 'data-held="true"' in held.text
+    assert "<code>MessageRejected</code>" in held.text
+    # Its last error is classed as the account's, though MessageRejected alone would be permanent
+    assert '<code>MessageRejected</code> <span class="class class-account">account</span>' in held.text
+    assert 'data-held="true"' not in request(console, "GET", f"/emails/{other['id']}").text
 
 
 def test_overview_stops_at_the_cap_and_says_so(api: FakeApi) -> None:
@@ -377,6 +448,8 @@ def test_overview_page_marks_what_the_api_does_not_offer(console: Console, api: 
     assert page.status == 200
     assert 'data-figure="send-rate-limit" class="unavailable"' in page.text
     assert 'data-figure="dead-letters" class="unavailable"' in page.text
+    assert 'data-figure="held" class="unavailable"' in page.text
+    assert "the API has no GET /stats" in page.text
     assert request(console, "GET", "/fragments/overview").text.count("data-status=") == len(cli.STATUSES)
 
 

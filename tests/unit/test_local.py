@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from mailqueue.delivery import email_id_of, suppressions_from
 from mailqueue.models import Mailbox
-from mailqueue_dev import lambda_events
+from mailqueue.ses_errors import Outcome, classify
+from mailqueue_dev import lambda_events, ses_simulator
 from mailqueue_dev.local import (
     Function,
     LocalStack,
@@ -144,6 +146,30 @@ def test_the_simulated_domains_pass_the_apis_address_validation() -> None:
     # The API refuses special-use domains (.test); the simulated ones must be sendable to.
     for address in ("a@bounce.mailqueue.example", "a@complaint.mailqueue.example", "bounce+x@simulator.amazonses.com"):
         assert Mailbox.parse(address).address == address
+
+
+@pytest.mark.parametrize(
+    ("domain", "outcome"),
+    [
+        (ses_simulator.REJECT_DOMAIN, Outcome.PERMANENT),
+        (ses_simulator.UNAVAILABLE_DOMAIN, Outcome.TRANSIENT),
+        # As SES's sandbox refuses a recipient it has not verified: the account's matter, so the email is held
+        (ses_simulator.UNVERIFIED_DOMAIN, Outcome.ACCOUNT),
+    ],
+)
+def test_a_send_to_a_failing_domain_is_refused_as_the_sender_classifies_it(domain: str, outcome: Outcome) -> None:
+    address = f"reader+x@{domain}"
+    assert Mailbox.parse(address).address == address
+    params = send_params(["alice@example.org"], bcc=[address])
+
+    failure = ses_simulator.send_failure(params)
+
+    assert failure is not None
+    status, code, message = failure
+    error = ClientError(
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}, "SendEmail"
+    )
+    assert classify(error).outcome is outcome
 
 
 def test_a_plain_send_makes_a_send_and_a_delivery_event_shaped_like_the_samples() -> None:

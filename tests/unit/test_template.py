@@ -175,7 +175,13 @@ def test_the_functions_run_python_3_13_on_arm64_with_tracing_and_the_shared_laye
 
 
 REQUIRED_ENVIRONMENT = {
-    "ApiFunction": {"IDEMPOTENCY_TABLE_NAME"},
+    "ApiFunction": {
+        "IDEMPOTENCY_TABLE_NAME",
+        "SEND_RATE",
+        "SEND_DEAD_LETTER_QUEUE_URL",
+        "HIGH_PRIORITY_DEAD_LETTER_QUEUE_URL",
+        "EVENTS_DEAD_LETTER_QUEUE_URL",
+    },
     "SenderFunction": {"SES_CONFIGURATION_SET", "SEND_RATE", "SENDER_CONCURRENCY"},
     "RequeueFunction": set(),
     "EventsFunction": set(),
@@ -211,6 +217,13 @@ def test_each_function_environment_resolves_to_valid_settings(stack: Stack, func
     if function_id == "SenderFunction":
         # with no ConfigurationSetName, the stack's own set
         assert settings.configuration_set == stack.names["ConfigurationSet"]
+    if function_id == "ApiFunction":
+        # GET /stats counts each dead-letter queue
+        assert settings.dead_letter_queue_urls() == {
+            "send": stack.names["SendDeadLetterQueue"],
+            "high_priority": stack.names["HighPriorityDeadLetterQueue"],
+            "events": stack.names["EventsDeadLetterQueue"],
+        }
 
 
 def test_a_named_configuration_set_is_used_instead_of_one_of_the_stack() -> None:
@@ -420,6 +433,7 @@ ALLOWED_ACTIONS = {
         "dynamodb:ConditionCheckItem",
         "dynamodb:Query",
         "sqs:SendMessage",
+        "sqs:GetQueueAttributes",
         "s3:PutObject",
         "s3:GetObject",
         "s3:ListBucket",
@@ -507,6 +521,12 @@ def test_data_access_is_scoped_to_the_stack_resources() -> None:
     assert {ref(r) for r in resources("SenderFunction", "dynamodb:UpdateItem")} == {"EmailsTable"}
     assert {ref(r) for r in resources("SenderFunction", "sqs:ReceiveMessage")} == {"SendQueue", "HighPrioritySendQueue"}
     assert {ref(r) for r in resources("ApiFunction", "sqs:SendMessage")} == {"SendQueue", "HighPrioritySendQueue"}
+    # GET /stats counts the dead letters, and reads no queue of the send path
+    assert {ref(r) for r in resources("ApiFunction", "sqs:GetQueueAttributes")} == {
+        "SendDeadLetterQueue",
+        "HighPriorityDeadLetterQueue",
+        "EventsDeadLetterQueue",
+    }
     assert {ref(r) for r in resources("ApiFunction", "dynamodb:PutItem")} == {"EmailsTable", "IdempotencyTable"}
     assert resources("SenderFunction", "s3:GetObject") == [
         {"Fn::Sub": "${AttachmentsBucket.Arn}/content/*"},

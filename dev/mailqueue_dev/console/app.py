@@ -28,9 +28,10 @@ from urllib.parse import parse_qs, quote, urlencode
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from mailqueue.ids import is_email_id
 from mailqueue.ses_errors import CODES, Outcome
+from mailqueue.stats import is_held
 
 from mailqueue_dev.console.client import STATUSES, ApiError, ConsoleClient
-from mailqueue_dev.console.overview import DEFAULT_CAP, LIVE_STATUSES, CachedOverview, Overview
+from mailqueue_dev.console.overview import DEFAULT_CAP, LIVE_STATUSES, CachedOverview, Overview, read_stats
 
 HERE = Path(__file__).parent
 STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"}
@@ -344,9 +345,12 @@ class Console:
             raise Refused(HTTPStatus.BAD_REQUEST, f"limit must be one of {', '.join(map(str, PAGE_SIZES))}")
         cursor = query.get("cursor") or None
         page, error = None, None
+        held: set[str] = set()
         if status:
             try:
                 page = self.client.emails(status, limit, cursor)
+                if status == "retrying" and page.items:
+                    held = read_stats(self.client).held_ids
             except ApiError as failure:
                 error = failure
         return self._page(
@@ -358,6 +362,7 @@ class Console:
             limit=limit,
             cursor=cursor,
             page=page,
+            held=held,
             error=error,
             page_sizes=PAGE_SIZES,
         )
@@ -367,6 +372,7 @@ class Console:
             email = self.client.email(email_id)
         except ApiError as error:
             return self._api_failed(error, f"Email {email_id}")
+        held = is_held(email)
         return self._page(
             HTTPStatus.OK,
             "email.html",
@@ -376,7 +382,11 @@ class Console:
             timeline=timeline(email),
             outbox=read_outbox(self.outbox, email_id),
             outbox_configured=self.outbox is not None,
-            last_error_class=error_class(str((email.get("last_error") or {}).get("code") or "")),
+            # SES words some account errors as a rejection (MessageRejected: not verified): the sender held it.
+            last_error_class=Outcome.ACCOUNT.value
+            if held
+            else error_class(str((email.get("last_error") or {}).get("code") or "")),
+            held=held,
             cancellable=email.get("status") in CANCELLABLE,
             retryable=email.get("status") == "failed",
         )

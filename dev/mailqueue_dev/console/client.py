@@ -97,6 +97,18 @@ class ConsoleClient:
     def retry(self, email_id: str) -> Outcome:
         return self._call("POST", f"/emails/{quote(email_id, safe='')}/retry")
 
+    # --- figures --------------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any] | None:
+        """GET /stats: SendRate, dead letters, held emails; None from an API without the route (an older stack)."""
+        try:
+            body: dict[str, Any] = self._call("GET", "/stats").body
+        except ApiError as error:
+            if error.code in {"not_found", "method_not_allowed"}:
+                return None
+            raise
+        return body
+
     # --- suppression list -----------------------------------------------------------------------------
 
     def suppressions(self, limit: int = 50, cursor: str | None = None) -> Page:

@@ -1,28 +1,24 @@
-"""The queue at a glance, from what the API lists: counts by status, recent emails, the send rate, held emails.
+"""The queue at a glance: counts by status and recent emails from the API's lists, the rest from GET /stats.
 
 The API lists emails by status, newest first, 100 a page, each with its status, times, first recipient
-and subject (not its history nor its last error); there is no count route. The overview pages through
-each status up to a cap and counts what it read, so a status past the cap is shown as "at least" and so
-are the figures drawn from it. Two figures need an email's history or last error, so the overview reads
-those emails one by one, up to a cap of their own:
-- the send rate: emails SES accepted in the last minute, among those updated in the last minute (an
-  email's update time is never before its send);
-- held emails: retrying emails whose last SES error is of the account or the configuration (sending
-  paused, MAIL FROM domain not verified, …), as mailqueue.ses_errors classifies it.
-What the API does not show at all (the stack's SendRate parameter, the dead-letter queues) is reported
-as unavailable, never guessed.
+and subject (not its history nor its last error). The overview pages through each status up to a cap
+and counts what it read, so a status past the cap is shown as "at least" and so are the figures drawn
+from it. The send rate needs the time of each email's ``sent`` step, in its history: the emails SES
+accepted in the last minute are among those updated in the last minute (an email's update time is never
+before its send), and those are read one by one, up to a cap of their own.
+
+GET /stats gives what the lists cannot: the stack's SendRate, the dead letters, and the emails an error
+of the SES account or configuration holds. Against an API without that route (a stack deployed before
+it), those figures are reported as unavailable, never guessed.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-from mailqueue.ses_errors import Outcome, classify_code
 
 from mailqueue_dev.console.client import STATUSES, ApiError, ConsoleClient
 
@@ -47,12 +43,51 @@ class Count:
 
 @dataclass
 class Held:
-    """Emails held back by an account or configuration error, by SES's error code."""
+    """Emails held back by an error of the SES account or configuration, as GET /stats found them."""
 
     total: int
     by_code: dict[str, int]
     emails: list[dict[str, Any]]
     capped: bool = False
+    read: int = 0
+
+    @property
+    def ids(self) -> set[str]:
+        return {str(email.get("id")) for email in self.emails}
+
+
+@dataclass
+class Stats:
+    """What GET /stats answered; ``missing`` says why there is nothing (an API without the route)."""
+
+    send_rate_limit: float | None = None
+    dead_letters: int | None = None
+    dead_letter_queues: dict[str, int] = field(default_factory=dict)
+    held: Held | None = None
+    missing: str | None = None
+
+    @property
+    def held_ids(self) -> set[str]:
+        return self.held.ids if self.held else set()
+
+
+def read_stats(client: ConsoleClient) -> Stats:
+    body = client.stats()
+    if body is None:
+        return Stats(missing="the API has no GET /stats (a stack deployed before it)")
+    held = body.get("held") or {}
+    return Stats(
+        send_rate_limit=float(body["send_rate"]),
+        dead_letters=int(body["dead_letters"]),
+        dead_letter_queues={str(q["queue"]): int(q["messages"]) for q in body.get("dead_letter_queues") or []},
+        held=Held(
+            total=int(held.get("count", 0)),
+            by_code=dict(held.get("by_code") or {}),
+            emails=list(held.get("emails") or []),
+            capped=bool(held.get("capped")),
+            read=int(held.get("read", 0)),
+        ),
+    )
 
 
 @dataclass
@@ -64,10 +99,7 @@ class Overview:
     accepted_last_day: int
     sent_last_minute: int
     sent_capped: bool
-    held: Held
-    # Not offered by the API: shown as unavailable.
-    send_rate_limit: float | None = None
-    dead_letters: int | None = None
+    stats: Stats
     cap: int = DEFAULT_CAP
     notes: list[str] = field(default_factory=list)
 
@@ -83,6 +115,12 @@ class Overview:
     def send_rate(self) -> float:
         """Emails SES accepted per second, over the last minute."""
         return self.sent_last_minute / 60
+
+    @property
+    def send_rate_share(self) -> float | None:
+        """The send rate as a share of the stack's SendRate (1.0: at the limit)."""
+        limit = self.stats.send_rate_limit
+        return self.send_rate / limit if limit else None
 
 
 def _moment(value: Any) -> datetime | None:
@@ -105,11 +143,6 @@ def _details(client: ConsoleClient, emails: list[dict[str, Any]]) -> tuple[list[
             if error.code != "not_found":
                 raise
     return found, len(emails) > DETAIL_CAP
-
-
-def _is_held(email: dict[str, Any]) -> bool:
-    code = (email.get("last_error") or {}).get("code")
-    return email.get("status") == "retrying" and bool(code) and classify_code(str(code)) is Outcome.ACCOUNT
 
 
 def compute(client: ConsoleClient, cap: int = DEFAULT_CAP, now: datetime | None = None) -> Overview:
@@ -139,10 +172,6 @@ def compute(client: ConsoleClient, cap: int = DEFAULT_CAP, now: datetime | None 
             for entry in email.get("history") or []
         )
     )
-
-    retrying, held_capped = _details(client, listed["retrying"])
-    held = [email for email in retrying if _is_held(email)]
-    by_code = Counter(str((email.get("last_error") or {}).get("code")) for email in held)
     return Overview(
         at=now,
         counts=counts,
@@ -151,7 +180,7 @@ def compute(client: ConsoleClient, cap: int = DEFAULT_CAP, now: datetime | None 
         accepted_last_day=sum(1 for moment in created if moment and moment >= day),
         sent_last_minute=sent_last_minute,
         sent_capped=sent_capped,
-        held=Held(len(held), dict(by_code.most_common()), held[:20], held_capped),
+        stats=read_stats(client),
         cap=cap,
     )
 

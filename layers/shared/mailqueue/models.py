@@ -607,6 +607,36 @@ class SuppressionPage(BaseModel):
     cursor: str | None = None
 
 
+class DeadLetterCount(BaseModel):
+    queue: str = Field(description="send, high_priority (the two send queues' dead-letter queues) or events.")
+    messages: int = Field(description="Messages in it (SQS's approximate count), those being read included.")
+
+
+class HeldEmail(BaseModel):
+    id: str
+    to: str | None = Field(default=None, description="The first recipient.")
+    code: str | None = Field(default=None, description="SES's error that holds it (its last_error's code).")
+
+
+class HeldEmails(BaseModel):
+    count: int = Field(description="Held emails among those read.")
+    read: int = Field(description="The retrying emails read to find them, newest first.")
+    capped: bool = Field(description="True when more retrying emails exist than were read: count is a lower bound.")
+    by_code: dict[str, int] = Field(description="The held emails by SES's error code, most first.")
+    emails: list[HeldEmail] = Field(description="Each held email found, newest first.")
+
+
+class QueueStats(BaseModel):
+    at: str = Field(description="When these figures were read (ISO 8601, UTC).")
+    send_rate: float = Field(description="The stack's SendRate: the most emails a second the sender sends.")
+    dead_letters: int = Field(description="Messages in all the dead-letter queues.")
+    dead_letter_queues: list[DeadLetterCount]
+    held: HeldEmails = Field(
+        description="Emails held by an error of the SES account or configuration (sending paused, an identity not "
+        "verified): retrying without spending attempts until the account is fixed."
+    )
+
+
 ERROR_CODES = (
     "bad_request, invalid_parameter, not_found, method_not_allowed, status_conflict, idempotency_conflict, "
     "payload_too_large, unsupported_media_type, invalid_field, unknown_field, missing_field, suppressed_recipient, "

@@ -85,3 +85,26 @@ def email_id_of(body: str) -> str:
     if not isinstance(email_id, str):
         raise ValueError("not a mailqueue message")
     return email_id
+
+
+class DeadLetterQueues:
+    """How many messages each dead-letter queue holds: one GetQueueAttributes call per queue.
+
+    SQS's counts are approximate (eventually consistent, as the queue's own metrics). A message someone
+    is reading (in flight) is counted too: it stays a dead letter until it is deleted.
+    """
+
+    _ATTRIBUTES = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
+
+    def __init__(self, settings: Settings, client: Any) -> None:
+        self.settings = settings
+        self._client = client
+
+    def counts(self) -> dict[str, int]:
+        """Messages in each dead-letter queue, by the queue's name (send, high_priority, events)."""
+        found: dict[str, int] = {}
+        for name, url in self.settings.dead_letter_queue_urls().items():
+            answer = self._client.get_queue_attributes(QueueUrl=url, AttributeNames=list(self._ATTRIBUTES))
+            attributes = answer.get("Attributes", {})
+            found[name] = sum(int(attributes.get(attribute, 0)) for attribute in self._ATTRIBUTES)
+        return found

@@ -58,7 +58,7 @@ from mailqueue.queue import email_id_of
 from mailqueue.render import Rendered, RenderError, load_content, render
 from mailqueue.ses_errors import Classified, Outcome
 from mailqueue.settings import Settings
-from mailqueue.statemachine import Change, Guard, Status, transition
+from mailqueue.statemachine import HELD_PREFIX, Change, Guard, Status, transition
 from mailqueue.store import CONTENT, WITHDRAWN, ConditionFailed, EmailStore
 
 # Time kept back, past the pacing wait, for one claim, render, send and record: a message that
@@ -372,7 +372,7 @@ class Sender:
         elif outcome is Outcome.ACCOUNT:
             report_as = Result.HELD
             change = wait(
-                f"held: {code} is an account or configuration error; attempt not counted",
+                f"{HELD_PREFIX} {code} is an account or configuration error; attempt not counted",
                 self.settings.account_error_seconds,
                 counted=False,
             )

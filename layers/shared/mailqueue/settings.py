@@ -53,6 +53,10 @@ class Settings:
     idempotency_table_name: str = "mailqueue-idempotency"
     send_queue_url: str = ""
     high_priority_queue_url: str = ""
+    # The dead-letter queues, counted by GET /stats (the API function alone is given them).
+    send_dead_letter_queue_url: str = ""
+    high_priority_dead_letter_queue_url: str = ""
+    events_dead_letter_queue_url: str = ""
     attachments_bucket: str = ""
     # Addresses (app@example.com) or domains (example.com) that `from` may use.
     sending_identities: tuple[str, ...] = ("example.com",)
@@ -113,6 +117,15 @@ class Settings:
 
     def queue_url(self, priority: str) -> str:
         return self.high_priority_queue_url if priority == "high" else self.send_queue_url
+
+    def dead_letter_queue_urls(self) -> dict[str, str]:
+        """The dead-letter queues this function is given, by name (send, high_priority, events)."""
+        urls = {
+            "send": self.send_dead_letter_queue_url,
+            "high_priority": self.high_priority_dead_letter_queue_url,
+            "events": self.events_dead_letter_queue_url,
+        }
+        return {name: url for name, url in urls.items() if url}
 
 
 Settings.model_fields = {field.name: field for field in dataclasses.fields(Settings)}

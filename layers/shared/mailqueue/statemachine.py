@@ -49,6 +49,9 @@ class Status(StrEnum):
 
 LIVE = frozenset({Status.SCHEDULED, Status.QUEUED, Status.SENDING, Status.RETRYING})
 TERMINAL = frozenset(Status) - LIVE
+# How the history tells an email held by an error of the SES account or configuration (sending paused, an
+# identity not verified): retrying, its attempt not counted, until an operator fixes the account.
+HELD_PREFIX = "held:"
 
 ALLOWED: Mapping[Status, frozenset[Status]] = {
     Status.SCHEDULED: frozenset({Status.QUEUED, Status.CANCELLED}),

@@ -1,0 +1,80 @@
+"""What GET /stats answers: the figures of the queue that its lists cannot give cheaply.
+
+- the stack's SendRate (the setting the sender paces itself by);
+- the dead letters: one GetQueueAttributes call per dead-letter queue;
+- the held emails: emails an error of the SES account or configuration holds (sending paused, an
+  identity not verified). The sender records them as ``retrying``, the last step of their history
+  saying ``held:`` (see ``mailqueue.sending``). The by-status index does not project the history, so
+  the newest retrying emails are listed from it (one query a shard) and read one by one, up to
+  ``held_read_limit`` of them: a bounded cost (about 80 read units at most), and a lower bound, said
+  so, when more emails are retrying.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from mailqueue import clock
+from mailqueue.models import DeadLetterCount, HeldEmail, HeldEmails, QueueStats
+from mailqueue.queue import DeadLetterQueues
+from mailqueue.settings import Settings
+from mailqueue.statemachine import HELD_PREFIX, Status
+from mailqueue.store import EmailStore
+
+HELD_READ_LIMIT = 100
+
+
+def is_held(record: dict[str, Any]) -> bool:
+    """True for a status record the sender holds for an error of the account or configuration."""
+    history = record.get("history") or []
+    return (
+        record.get("status") == Status.RETRYING.value
+        and bool(history)
+        and str(history[-1].get("reason") or "").startswith(HELD_PREFIX)
+    )
+
+
+def _code(record: dict[str, Any]) -> str | None:
+    error = record.get("last_error")
+    return str(error["code"]) if isinstance(error, dict) and error.get("code") else None
+
+
+@dataclass
+class Stats:
+    settings: Settings
+    store: EmailStore
+    dead_letters: DeadLetterQueues
+    held_read_limit: int = HELD_READ_LIMIT
+
+    def read(self, now: datetime | None = None) -> QueueStats:
+        now = now or clock.now()
+        counts = self.dead_letters.counts()
+        return QueueStats(
+            at=clock.iso(now),
+            send_rate=self.settings.send_rate,
+            dead_letters=sum(counts.values()),
+            dead_letter_queues=[DeadLetterCount(queue=name, messages=count) for name, count in counts.items()],
+            held=self.held(),
+        )
+
+    def held(self) -> HeldEmails:
+        """The held emails among the newest ``held_read_limit`` retrying ones."""
+        listed = self.store.list_by_status(Status.RETRYING.value, self.held_read_limit + 1, None)
+        read = listed[: self.held_read_limit]
+        held = []
+        for item in read:
+            # Eventually consistent: half the cost, and a step a second old tells the same.
+            record = self.store.get(str(item["pk"]), consistent=False)
+            if record is not None and is_held(record):
+                held.append(record)
+        by_code = Counter(_code(record) or "unknown" for record in held)
+        return HeldEmails(
+            count=len(held),
+            read=len(read),
+            capped=len(listed) > len(read),
+            by_code=dict(by_code.most_common()),
+            emails=[HeldEmail(id=r["pk"], to=r.get("to"), code=_code(r)) for r in held],
+        )
