@@ -383,6 +383,12 @@ def _pytest(python: str, tree: Path, tests: tuple[str, ...] | list[str]) -> subp
     )
 
 
+def failed_tests(output: str) -> list[str]:
+    """The node ids of pytest's ``-rf`` summary lines: ``FAILED <id> - <message>``, where a parametrized id
+    may hold spaces of its own."""
+    return re.findall(r"^(?:FAILED|ERROR) (.+?\.py(?:::[^\[\s]+(?:\[.*?\])?)?)(?: - .*)?$", output, re.MULTILINE)
+
+
 def run_mutant(mutant: Mutant, python: str, root: Path = REPOSITORY) -> Outcome:
     """Run the mutant's tests against a mutated copy; killed when one fails that passes without the mutant.
 
@@ -395,7 +401,7 @@ def run_mutant(mutant: Mutant, python: str, root: Path = REPOSITORY) -> Outcome:
         mutate(tree, mutant)
         answer = _pytest(python, tree, mutant.tests)
         output = answer.stdout + answer.stderr
-        failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", output, re.MULTILINE)
+        failed = failed_tests(output)
         # pytest exits 1 when a test failed; anything else (no tests, an error of its own) kills nothing.
         killed = answer.returncode == 1 and bool(failed)
         no_verdict = False
