@@ -35,9 +35,7 @@ def _in_a_fresh_interpreter(function_folder: str, module: str, environment: dict
     return result
 
 
-@pytest.mark.parametrize(
-    ("folder", "module"), [("sender", "sender"), ("requeue", "requeue"), ("events", "ses_events")]
-)
+@pytest.mark.parametrize(("folder", "module"), [("sender", "sender"), ("requeue", "requeue"), ("events", "ses_events")])
 def test_a_function_whose_tracing_is_disabled_never_imports_the_x_ray_sdk(folder: str, module: str) -> None:
     result = _in_a_fresh_interpreter(folder, module, {"POWERTOOLS_TRACE_DISABLED": "true"})
 
