@@ -18,11 +18,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class HandlerTracer(Protocol):
-    """What the handlers use of a tracer: its two decorators."""
+    """What the handlers use of a tracer: its two decorators (Powertools' take options as well)."""
 
-    def capture_lambda_handler(self, lambda_handler: F) -> F: ...
+    def capture_lambda_handler(self, lambda_handler: Any) -> Callable[..., Any]: ...
 
-    def capture_method(self, method: F) -> F: ...
+    def capture_method(self, method: Any) -> Any: ...
 
 
 class Untraced:
