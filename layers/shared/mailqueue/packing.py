@@ -56,7 +56,7 @@ def pack(body: dict[str, Any]) -> dict[str, Any]:
     text = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     if len(text) <= _SAVING:
         return body
-    compressor = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS, 9, zlib.Z_DEFAULT_STRATEGY, DICTIONARY)
+    compressor = zlib.compressobj(6, zdict=DICTIONARY)
     packed = compressor.compress(text) + compressor.flush()
     return {PACKED_BODY: packed} if len(packed) + _SAVING <= len(text) else body
 
