@@ -60,8 +60,8 @@ GOALS = {
     "sender_cpu_ms_per_email": 1.0,
 }
 
-# What Lambda writes to a function's log group per invocation besides the function's own lines
-# (text format; with active tracing the REPORT line carries the X-Ray trace id).
+# What Lambda writes to a function's log group per invocation besides the function's own lines, in the
+# text format (with active tracing the REPORT line carries the X-Ray trace id) ...
 PLATFORM_LINES = (
     "START RequestId: 8f5e0c8e-2f0e-4c1e-9c57-0a9b1f0d3e11 Version: $LATEST\n"
     "END RequestId: 8f5e0c8e-2f0e-4c1e-9c57-0a9b1f0d3e11\n"
@@ -70,6 +70,48 @@ PLATFORM_LINES = (
     "XRAY TraceId: 1-6745a2b1-3f2c1d0e9b8a7f6e5d4c3b2a\tSegmentId: 5e4d3c2b1a0f9e8d\tSampled: true\t\n"
 )
 PLATFORM_BYTES = len(PLATFORM_LINES.encode())
+# ... and in the JSON format, where they are records of level INFO (platform.start, platform.runtimeDone,
+# platform.report) that a system log level of WARN or above drops.
+PLATFORM_RECORDS = (
+    '{"time":"2026-11-26T10:00:00.000Z","type":"platform.start","record":{"requestId":'
+    '"8f5e0c8e-2f0e-4c1e-9c57-0a9b1f0d3e11","version":"$LATEST"}}\n'
+    '{"time":"2026-11-26T10:00:00.048Z","type":"platform.runtimeDone","record":{"requestId":'
+    '"8f5e0c8e-2f0e-4c1e-9c57-0a9b1f0d3e11","status":"success","metrics":{"durationMs":48.21,"producedBytes":0}}}\n'
+    '{"time":"2026-11-26T10:00:00.049Z","type":"platform.report","record":{"requestId":'
+    '"8f5e0c8e-2f0e-4c1e-9c57-0a9b1f0d3e11","metrics":{"durationMs":48.21,"billedDurationMs":49,'
+    '"memorySizeMB":512,"maxMemoryUsedMB":112},"tracing":{"type":"X-Amzn-Trace-Id","value":'
+    '"Root=1-6745a2b1-3f2c1d0e9b8a7f6e5d4c3b2a;Parent=5e4d3c2b1a0f9e8d;Sampled=1"},"status":"success"}}\n'
+)
+_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+
+
+def _function_property(template: dict[str, Any], logical_id: str, name: str, default: Any = None) -> Any:
+    """A function's property, or the Globals' when the function leaves it out."""
+    properties = template["Resources"].get(logical_id, {}).get("Properties", {})
+    return properties.get(name, template.get("Globals", {}).get("Function", {}).get(name, default))
+
+
+def platform_log_bytes(template: dict[str, Any], logical_id: str) -> int:
+    """Bytes of Lambda's own START/END/REPORT lines per invocation under the function's LoggingConfig."""
+    config = _function_property(template, logical_id, "LoggingConfig", {}) or {}
+    if config.get("LogFormat", "Text") != "JSON":
+        return PLATFORM_BYTES
+    level = config.get("SystemLogLevel", "INFO")
+    return len(PLATFORM_RECORDS.encode()) if _LOG_LEVELS.index(level) <= _LOG_LEVELS.index("INFO") else 0
+
+
+def trace_rate(template: dict[str, Any], logical_id: str, rate: float) -> float:
+    """Traces a function records per invocation: the sampling rate where it is Active; where it is
+    PassThrough, the rate of what reaches it sampled, which only an SQS event source brings (the traced
+    API's header rides on its messages); an EventBridge rule or a schedule brings none."""
+    mode = _function_property(template, logical_id, "Tracing", "PassThrough")
+    if mode == "Active":
+        return rate
+    if mode == "PassThrough":
+        events = template["Resources"].get(logical_id, {}).get("Properties", {}).get("Events", {}) or {}
+        return rate if any(event.get("Type") == "SQS" for event in events.values()) else 0.0
+    return 0.0
+
 
 # Representative values for the API's access log format (template.yaml, HttpApi AccessLogSettings).
 ACCESS_LOG_VALUES = {
@@ -135,7 +177,12 @@ def select(
 
 
 def usage_of(
-    selection: Selection, emails: int, memory: dict[str, int], xray_rate: float, access_log: int
+    selection: Selection,
+    emails: int,
+    memory: dict[str, int],
+    traces: dict[str, float],
+    platform_bytes: dict[str, int],
+    access_log: int,
 ) -> units.Usage:
     """What the selected calls and invocations use, per email."""
     usage = units.Usage()
@@ -148,8 +195,10 @@ def usage_of(
     for invocation in selection.invocations:
         usage.lambda_requests += 1
         usage.lambda_gb_seconds += units.gb_seconds(memory[invocation.function], invocation.duration_ms)
-        usage.log_bytes += invocation.log_bytes + invocation.emf_bytes + PLATFORM_BYTES
-        usage.xray_traces += xray_rate
+        usage.log_bytes += invocation.log_bytes + invocation.emf_bytes + platform_bytes.get(invocation.function, 0)
+        usage.xray_traces += traces.get(invocation.function, 0.0)
+        if invocation.function == EVENTS:
+            usage.eventbridge_events += 1  # each invocation is one SES event on the default bus
         if invocation.function == "ApiFunction":
             usage.api_requests += 1
             usage.log_bytes += access_log
@@ -412,11 +461,13 @@ def layer_size() -> dict[str, Any]:
 def analyse(life: LifecycleResult, template: dict[str, Any], prices: dict[str, Any]) -> dict[str, Any]:
     memory = life.memory_mb
     rate = float(prices["xray_default_sampling"]["rate"])
+    traces = {logical_id: trace_rate(template, logical_id, rate) for logical_id, _, _ in FUNCTIONS}
+    platform_bytes = {logical_id: platform_log_bytes(template, logical_id) for logical_id, _, _ in FUNCTIONS}
     access_log = access_log_bytes(template)
     n = {phase: len(ids) for phase, ids in life.emails.items()}
 
     def per_email(selection: Selection, emails: int) -> units.Usage:
-        return usage_of(selection, emails, memory, rate, access_log)
+        return usage_of(selection, emails, memory, traces, platform_bytes, access_log)
 
     def worked(invocation: Invocation) -> bool:
         result = invocation.result or {}
@@ -514,7 +565,8 @@ def analyse(life: LifecycleResult, template: dict[str, Any], prices: dict[str, A
         "log_line_samples": {
             f"{function}: {kind}": line for (function, kind), line in sorted(life.recorder.logs.samples.items())
         },
-        "platform_log_bytes_per_invocation": PLATFORM_BYTES,
+        "platform_log_bytes_per_invocation": platform_bytes,
+        "xray_traces_per_invocation": traces,
         "api_access_log_bytes_per_request": access_log,
         "local_throughput": {key: round(value, 2) for key, value in life.throughput.items()},
         "lifecycle_environment": life.environment,

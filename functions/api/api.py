@@ -4,7 +4,7 @@ from http import HTTPStatus
 from typing import Annotated, Any
 from urllib.parse import unquote
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -24,7 +24,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
-from mailqueue import aws, budget
+from mailqueue import aws, budget, tracing
 from mailqueue.blobs import BlobStore
 from mailqueue.errors import FieldError, IdempotencyConflict, MailqueueError
 from mailqueue.models import (
@@ -52,8 +52,8 @@ from pydantic import BaseModel
 from template_routes import template_router
 
 logger = Logger()
-# Only AWS calls leave this function: trace botocore alone, not every library the X-Ray SDK can patch.
-tracer = Tracer(patch_modules=("botocore",))
+# Powertools' Tracer where the function is traced (botocore alone), a stand-in that imports nothing elsewhere.
+tracer = tracing.tracer()
 metrics = Metrics()
 app = APIGatewayHttpResolver(enable_validation=True)
 settings = get_settings()

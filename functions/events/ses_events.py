@@ -2,17 +2,17 @@
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from mailqueue import aws
+from mailqueue import aws, tracing
 from mailqueue.delivery import DeliveryEvents
 from mailqueue.settings import get_settings
 from mailqueue.store import EmailStore, SuppressionList
 
 logger = Logger()
-# Only AWS calls leave this function: trace botocore alone, not every library the X-Ray SDK can patch.
-tracer = Tracer(patch_modules=("botocore",))
+# Powertools' Tracer where the function is traced (botocore alone), a stand-in that imports nothing elsewhere.
+tracer = tracing.tracer()
 metrics = Metrics()
 settings = get_settings()
 events = DeliveryEvents(
@@ -40,7 +40,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     elif outcome.result == "unknown-email":
         logger.warning("SES event for no known email; acknowledged", extra={"event_type": outcome.event_type})
     else:
-        logger.info(
+        # DEBUG: two events an email; the metrics count them, the email's history keeps them.
+        logger.debug(
             "SES event",
             extra={"event_type": outcome.event_type, "result": outcome.result, "status": outcome.status},
         )

@@ -5,18 +5,18 @@ The work is in mailqueue.requeueing; this module reports it as metrics and one s
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from mailqueue import aws
+from mailqueue import aws, tracing
 from mailqueue.queue import SendQueue
 from mailqueue.requeueing import Requeuer, RequeueSummary
 from mailqueue.settings import get_settings
 from mailqueue.store import EmailStore
 
 logger = Logger()
-# Only AWS calls leave this function: trace botocore alone, not every library the X-Ray SDK can patch.
-tracer = Tracer(patch_modules=("botocore",))
+# Powertools' Tracer where the function is traced (botocore alone), a stand-in that imports nothing elsewhere.
+tracer = tracing.tracer()
 metrics = Metrics()
 settings = get_settings()
 requeuer = Requeuer(

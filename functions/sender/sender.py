@@ -2,12 +2,12 @@
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from mailqueue import aws
+from mailqueue import aws, tracing
 from mailqueue.blobs import BlobStore
 from mailqueue.mailer import Mailer
 from mailqueue.sending import NoTimeLeft, Pacer, Sender, email_id_in, invocation_rate
@@ -15,8 +15,8 @@ from mailqueue.settings import get_settings
 from mailqueue.store import EmailStore
 
 logger = Logger()
-# Only AWS calls leave this function: trace botocore alone, not every library the X-Ray SDK can patch.
-tracer = Tracer(patch_modules=("botocore",))
+# Powertools' Tracer where the function is traced (botocore alone), a stand-in that imports nothing elsewhere.
+tracer = tracing.tracer()
 metrics = Metrics()
 # A batch whose every record failed is reported record by record too, not raised: the same retry, less noise.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

@@ -180,6 +180,7 @@ def test_cost_per_million_multiplies_each_use_by_its_price():
         dynamodb_rru=2,
         log_bytes=1024**3 / 1_000_000,  # a GB per million emails
         xray_traces=0.1,
+        eventbridge_events=2,
     )
 
     cost = units.cost_per_million(usage, PRICES)
@@ -192,6 +193,7 @@ def test_cost_per_million_multiplies_each_use_by_its_price():
     assert cost["DynamoDB reads"] == pytest.approx(0.25)
     assert cost["CloudWatch Logs"] == pytest.approx(0.50)
     assert cost["X-Ray"] == pytest.approx(0.50)
+    assert cost["EventBridge"] == pytest.approx(2.00)
     assert cost["S3"] == 0
     assert units.ses_cost_per_million(PRICES) == pytest.approx(100.0)
 
@@ -219,3 +221,49 @@ def test_index_writes_are_counted_by_the_partition_key_value_they_go_to():
     cost = units.write_cost(EMAILS, before, after)
 
     assert cost.partitions == {"by-deadline": {"1": 2}, "by-status": {"queued#1": 1, "sending#1": 1}}
+
+
+# --- what the template's logging and tracing settings cost -----------------------------------------------------
+
+
+def _function(**properties: object) -> dict[str, object]:
+    return {"Type": "AWS::Serverless::Function", "Properties": properties}
+
+
+def test_lambda_writes_its_start_end_and_report_lines_only_below_a_warn_system_level():
+    from bench.run import PLATFORM_BYTES, platform_log_bytes
+
+    text = {"Globals": {"Function": {}}, "Resources": {"F": _function()}}
+    json_warn = {
+        "Globals": {"Function": {"LoggingConfig": {"LogFormat": "JSON", "SystemLogLevel": "WARN"}}},
+        "Resources": {"F": _function()},
+    }
+    json_info = {
+        "Globals": {"Function": {"LoggingConfig": {"LogFormat": "JSON", "SystemLogLevel": "INFO"}}},
+        "Resources": {"F": _function()},
+    }
+
+    assert platform_log_bytes(text, "F") == PLATFORM_BYTES
+    assert platform_log_bytes(json_warn, "F") == 0
+    assert platform_log_bytes(json_info, "F") > PLATFORM_BYTES  # JSON records of the same three lines
+
+
+def test_a_function_records_traces_at_the_sampling_rate_only_when_active_or_behind_a_traced_queue():
+    from bench.run import trace_rate
+
+    template = {
+        "Globals": {"Function": {"Tracing": "PassThrough"}},
+        "Resources": {
+            "Api": _function(Tracing="Active"),
+            "Sender": _function(Events={"Normal": {"Type": "SQS", "Properties": {}}}),
+            "Events": _function(Events={"Ses": {"Type": "EventBridgeRule", "Properties": {}}}),
+            "Untraced": _function(Tracing="Disabled"),
+        },
+    }
+
+    assert trace_rate(template, "Api", 0.05) == 0.05
+    # PassThrough traces what arrives sampled: SQS carries the traced API's header to the sender
+    assert trace_rate(template, "Sender", 0.05) == 0.05
+    # SES's events through EventBridge carry none
+    assert trace_rate(template, "Events", 0.05) == 0
+    assert trace_rate(template, "Untraced", 0.05) == 0

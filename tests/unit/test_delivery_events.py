@@ -79,6 +79,23 @@ def test_each_event_type_on_a_sent_email(api, handler, name, expected):
         assert after_first["history"][-1]["status"] == expected
 
 
+def test_an_applied_event_logs_no_line_at_info_only_its_metric(api, context, capsys, caplog):
+    # Given the function's default level (LogLevel INFO): two events an email, each counted in the metrics
+    module = load_handler("ses_events")
+    email_id = email_in(api, Status.SENT)
+    capsys.readouterr()
+    module.logger.setLevel("INFO")
+    try:
+        module.handler(sample("delivery", email_id), context)
+    finally:
+        module.logger.setLevel("WARNING")
+
+    assert read(api, email_id)["status"] == "delivered"
+    assert [record.getMessage() for record in caplog.records if record.name == module.logger.name] == []
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert [metric["EmailsDelivered"] for metric in metrics] == [[1.0]]
+
+
 def test_a_bounce_records_type_and_diagnostic_and_suppresses_the_address(api, handler):
     email_id = email_in(api, Status.SENT)
 

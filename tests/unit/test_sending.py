@@ -323,6 +323,24 @@ def test_high_priority_messages_are_sent_too(api, stack, sender):
 # --- at most one SES call per claim ------------------------------------------------------------------------
 
 
+def test_a_sent_email_logs_no_line_at_info_only_its_metric(api, stack, sender, capsys):
+    # Given the function's default level (LogLevel INFO): an email's progress is in its record and the metrics
+    sender.module.logger.setLevel("INFO")
+    try:
+        email_id = enqueue(api)
+        capsys.readouterr()
+
+        assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
+    finally:
+        sender.module.logger.setLevel("WARNING")
+
+    assert record(stack, email_id)["status"] == "sent"
+    assert sender.log_lines() == []
+    output = capsys.readouterr().out
+    assert emitted_metrics(output)["EmailsSent"] == 1
+    assert [line for line in output.splitlines() if line.strip() and '"_aws"' not in line] == []
+
+
 def test_a_duplicate_delivery_sends_once(api, stack, sender, capsys):
     email_id = enqueue(api)
     messages = receive(stack)

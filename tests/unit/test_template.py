@@ -160,11 +160,10 @@ def test_each_handler_is_a_module_of_its_code_folder(function_id: str, handler: 
     assert f"def {attribute}(" in source
 
 
-def test_the_functions_run_python_3_13_on_arm64_with_tracing_and_the_shared_layer() -> None:
+def test_the_functions_run_python_3_13_on_arm64_with_the_shared_layer() -> None:
     defaults = DOC["Globals"]["Function"]
     assert defaults["Runtime"] == "python3.13"
     assert defaults["Architectures"] == ["arm64"]
-    assert defaults["Tracing"] == "Active"
     assert defaults["Layers"] == [{"Ref": "SharedLayer"}]
     assert {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"} <= set(
         defaults["Environment"]["Variables"]
@@ -172,6 +171,35 @@ def test_the_functions_run_python_3_13_on_arm64_with_tracing_and_the_shared_laye
     layer = RESOURCES["SharedLayer"]
     assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
     assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+
+
+def tracing_of(function_id: str) -> tuple[str, str]:
+    """The function's X-Ray mode and its POWERTOOLS_TRACE_DISABLED, each from the function or the Globals."""
+    defaults = DOC["Globals"]["Function"]
+    properties = FUNCTIONS[function_id]["Properties"]
+    variables = {
+        **defaults["Environment"]["Variables"],
+        **properties.get("Environment", {}).get("Variables", {}),
+    }
+    return properties.get("Tracing", defaults.get("Tracing", "PassThrough")), variables.get("POWERTOOLS_TRACE_DISABLED")
+
+
+def test_only_the_api_samples_traces_and_only_it_loads_the_x_ray_sdk() -> None:
+    # Active where requests enter; the functions behind it record a trace only when it reaches them sampled
+    assert tracing_of("ApiFunction") == ("Active", "false")
+    for function_id in ("SenderFunction", "RequeueFunction", "EventsFunction"):
+        assert tracing_of(function_id) == ("PassThrough", "true"), function_id
+
+
+def test_lambda_logs_json_without_its_start_end_and_report_lines_and_keeps_the_metric_lines() -> None:
+    logging_config = DOC["Globals"]["Function"]["LoggingConfig"]
+    assert logging_config["LogFormat"] == "JSON"
+    # START, END and REPORT are INFO: dropped; Lambda's warnings and errors (timeouts, crashes) kept
+    assert logging_config["SystemLogLevel"] == "WARN"
+    # Lambda files EMF lines (no "level" key) as INFO: the application level must never rise above INFO
+    assert logging_config["ApplicationLogLevel"] == {"Fn::If": ["DebugLogs", "DEBUG", "INFO"]}
+    assert DOC["Conditions"]["DebugLogs"] == {"Fn::Equals": [{"Ref": "LogLevel"}, "DEBUG"]}
+    assert not any("LoggingConfig" in function["Properties"] for function in FUNCTIONS.values())
 
 
 REQUIRED_ENVIRONMENT = {

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import zlib
 from typing import Any
 
 import boto3
 import pytest
+from mailqueue.packing import PACKED_BODY, unpack
 
 from tests.conftest import an_email
 from tests.unit.test_api import assert_error_shape, receive_all
@@ -34,8 +33,8 @@ def content_of(stack, email_id: str) -> dict[str, Any]:
     item = boto3.client("dynamodb").get_item(
         TableName=stack.names["EmailsTable"], Key={"pk": {"S": email_id}, "sk": {"S": "content"}}
     )["Item"]
-    if "body_zlib" in item:
-        return json.loads(zlib.decompress(item["body_zlib"]["B"]))
+    if PACKED_BODY in item:
+        return unpack({PACKED_BODY: item[PACKED_BODY]["B"]})
     return {key: value.get("S") for key, value in item.items()}
 
 

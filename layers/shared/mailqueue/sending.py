@@ -442,7 +442,8 @@ class Sender:
     def _observe(self, result: Result, sent: SendResult, attempt: int) -> None:
         details = {"attempt": attempt, "code": sent.classified.code}
         if result is Result.SENT:
-            self.logger.info("sent", extra={"attempt": attempt, "ses_message_id": sent.message_id})
+            # DEBUG: one line per email at INFO would cost more than the rest of its logs (the metric counts it).
+            self.logger.debug("sent", extra={"attempt": attempt, "ses_message_id": sent.message_id})
             self._count("EmailsSent")
         elif result is Result.RETRYING:
             self.logger.warning(
