@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import random
+import string
 from datetime import timedelta
 from typing import Any
 
@@ -554,3 +556,22 @@ def test_get_shows_every_recipient_of_an_email_whose_content_is_compressed(api, 
     assert status == 200
     assert shown["recipients"] == {"to": ["Alice <alice@example.org>"], "cc": ["bob@example.org"], "bcc": []}
     assert (shown["subject"], shown["summary"]) == (email["subject"], False)
+
+
+@pytest.mark.parametrize("in_s3", [False, True], ids=["inline content", "content in S3"])
+def test_get_shows_the_email_s_tags_and_a_list_page_leaves_them_out(api, stack, in_s3):
+    tags = [{"name": "campaign", "value": "welcome"}, {"name": "tenant", "value": "t-42"}]
+    # Text that does not compress, too large for the table: the content goes to S3 and its envelope stays.
+    text = "".join(random.Random(1).choices(string.ascii_letters, k=500_000)) if in_s3 else "Thanks."
+    _, body = api.post("/emails", an_email(text=text, tags=tags))
+    content = boto3.client("dynamodb").get_item(
+        TableName=stack.names["EmailsTable"], Key={"pk": {"S": body["id"]}, "sk": {"S": "content"}}
+    )["Item"]
+    assert ("s3_key" in content) == in_s3
+
+    status, shown = api.get(f"/emails/{body['id']}")
+    _, page = api.get("/emails", query="status=queued")
+
+    assert status == 200
+    assert shown["tags"] == tags
+    assert [email["tags"] for email in page["emails"] if email["id"] == body["id"]] == [None]

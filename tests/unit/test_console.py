@@ -417,6 +417,17 @@ def test_the_email_page_lists_every_recipient_the_api_gives(console: Console, ap
     assert "Bcc:" not in page.text
 
 
+def test_the_email_page_shows_the_tags_the_api_gives(console: Console, api: FakeApi) -> None:
+    api.emails = [an_email(tags=[{"name": "campaign", "value": "welcome"}], summary=False)]
+
+    page = request(console, "GET", f"/emails/{EMAIL_ID}")
+    api.emails = [an_email(tags=None, summary=False)]
+    untagged = request(console, "GET", f"/emails/{EMAIL_ID}")
+
+    assert "<code>campaign=welcome</code>" in page.text
+    assert "<dt>Tags</dt><dd>none</dd>" in untagged.text
+
+
 def test_a_held_email_is_marked_in_the_list_and_on_its_page(console: Console, api: FakeApi) -> None:
     other = an_email("01J9Z8Y7X6W5V4T3S2R1Q0R004", "retrying", last_error={"code": "ServiceUnavailable"})
     api.emails = [an_email(HELD_ID, "retrying", history=[HELD], last_error={"code": "MessageRejected"}), other]

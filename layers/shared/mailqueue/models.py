@@ -572,6 +572,9 @@ class EmailView(BaseModel):
         default=None, description="For a bounced email: SES's bounce type and, per recipient, status and diagnostic."
     )
     metadata: dict[str, Any] | None = None
+    tags: list[Tag] | None = Field(
+        default=None, description="The email's tags, as given (GET /emails/{id}; not in list pages)."
+    )
     template: str | None = Field(default=None, description="The template the email was rendered from, if any.")
     template_version: int | None = Field(default=None, description="That template's version.")
     history: list[HistoryEntry] = Field(default_factory=list)

@@ -45,6 +45,7 @@ from mailqueue.models import (
     SkippedRecipient,
     Suppression,
     SuppressionPage,
+    Tag,
     UploadRequest,
     UploadTicket,
     summary_subject,
@@ -69,7 +70,7 @@ NOT_STORED_MESSAGE = "the email could not be stored; nothing was accepted and no
 # The longest sort key DynamoDB stores: what a cursor or a suppressed address can be.
 MAX_KEY_BYTES = 1024
 # What GET /emails/{id} shows of an email's content: its recipients and whole subject.
-ENVELOPE = ("to", "cc", "bcc", "subject")
+ENVELOPE = ("to", "cc", "bcc", "subject", "tags")
 UNPUBLISHED_MESSAGE = (
     "stored, but the send queue could not be reached: the email stays queued and is published "
     "again when its deadline passes"
@@ -568,6 +569,7 @@ def envelope_of(content: dict[str, Any] | None) -> dict[str, Any] | None:
     return {
         "recipients": Recipients(to=mailboxes("to"), cc=mailboxes("cc"), bcc=mailboxes("bcc")),
         "subject": envelope["subject"],
+        "tags": [Tag(**tag) for tag in envelope.get("tags") or []],
     }
 
 
@@ -590,6 +592,7 @@ def view(record: dict[str, Any], envelope: dict[str, Any] | None = None) -> Emai
         last_error=record.get("last_error"),
         bounce=record.get("bounce"),
         metadata=record.get("metadata"),
+        tags=envelope["tags"] if envelope else None,
         template=record.get("template"),
         template_version=record.get("template_version"),
         history=[HistoryEntry(**entry) for entry in record.get("history", [])],
