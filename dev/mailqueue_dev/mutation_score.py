@@ -1,0 +1,163 @@
+"""A mutation tool's score for the guarantee modules, one module at a time.
+
+``python -m mailqueue_dev.mutation_score`` (what ``make mutation-score`` runs) runs mutmut over
+each module of ``MODULES`` in turn, with the fast unit tests that exercise that module, and prints
+the module's score: killed / total, survived, timeouts and the mutants no selected test reaches.
+
+mutmut derives a mutant's module name from its file's path (``src/`` stripped) and the tests must
+import the mutated copy under that same name. The package lives in ``layers/shared/mailqueue`` and
+is imported as ``mailqueue``, so each module runs in a staging folder,
+``.mailqueue/mutation/<module>``, where ``src`` links to ``layers/shared`` and ``tests``, ``dev``,
+``functions`` and ``template.yaml`` link to the repository's, with a ``pyproject.toml`` built from the repository's
+``[tool.mutmut]`` and ``[tool.pytest.ini_options]`` tables plus the module and its tests. mutmut
+copies all of it to ``mutants/`` inside that folder; the working tree is never touched. Its
+survivors stay there: ``cd .mailqueue/mutation/<module> && mutmut results`` lists them and
+``mutmut show <name>`` shows one.
+
+``--until HH:MM`` (UTC) starts no module after that time; ``--max-children N`` is mutmut's number of
+workers (default 1: the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+STAGING = REPOSITORY / ".mailqueue" / "mutation"
+LINKED = ("tests", "dev", "functions", "template.yaml")
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str  # file name in layers/shared/mailqueue, without .py
+    tests: tuple[str, ...]  # the fast, deterministic unit tests that exercise it
+
+
+# Smallest and fastest first. The property test and the integration tests are left out: too slow
+# to run once per mutant on a shared machine (``make mutants`` runs them on chosen mutants).
+MODULES: tuple[Module, ...] = (
+    Module("statemachine", ("tests/unit/test_statemachine.py",)),
+    Module("delivery", ("tests/unit/test_delivery_events.py",)),
+    Module("requeueing", ("tests/unit/test_requeue.py",)),
+    Module("sending", ("tests/unit/test_sending.py",)),
+    Module(
+        "store",
+        (
+            "tests/unit/test_statemachine.py",
+            "tests/unit/test_sending.py",
+            "tests/unit/test_requeue.py",
+            "tests/unit/test_delivery_events.py",
+        ),
+    ),
+    Module("service", ("tests/unit/test_api.py", "tests/unit/test_enqueue_faults.py")),
+)
+
+
+@dataclass(frozen=True)
+class Score:
+    module: str
+    killed: int
+    total: int
+    survived: int
+    timeout: int
+    no_tests: int
+    seconds: float
+
+    def line(self) -> str:
+        return (
+            f"{self.module}: {self.killed}/{self.total} killed, {self.survived} survived, "
+            f"{self.timeout} timeouts, {self.no_tests} not reached by the tests ({self.seconds:.0f} s)"
+        )
+
+
+def _toml_value(value: object) -> str:
+    # Strings, numbers, booleans and lists of them: their JSON spelling is valid TOML.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+def _table(name: str, values: dict[str, object]) -> str:
+    return "\n".join([f"[{name}]", *(f"{key} = {_toml_value(value)}" for key, value in values.items())]) + "\n"
+
+
+def stage(module: Module) -> Path:
+    """The staging folder of ``module``, built afresh: earlier results are dropped."""
+    tool = tomllib.loads((REPOSITORY / "pyproject.toml").read_text(encoding="utf-8"))["tool"]
+    folder = STAGING / module.name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    (folder / "src").symlink_to(REPOSITORY / "layers" / "shared", target_is_directory=True)
+    for name in LINKED:
+        (folder / name).symlink_to(REPOSITORY / name, target_is_directory=(REPOSITORY / name).is_dir())
+    mutmut = {
+        **tool["mutmut"],
+        "only_mutate": [f"src/mailqueue/{module.name}.py"],
+        "pytest_add_cli_args_test_selection": list(module.tests),
+    }
+    pytest_options = dict(tool["pytest"]["ini_options"])
+    # mutmut puts its mutated copy of src/ on sys.path; the original must not shadow it.
+    pytest_options["pythonpath"] = [path for path in pytest_options["pythonpath"] if path != "layers/shared"]
+    (folder / "pyproject.toml").write_text(
+        _table("tool.mutmut", mutmut) + "\n" + _table("tool.pytest.ini_options", pytest_options), encoding="utf-8"
+    )
+    return folder
+
+
+def run(module: Module, max_children: int) -> Score:
+    folder = stage(module)
+    mutmut = str(Path(sys.executable).with_name("mutmut"))
+    started = time.monotonic()
+    # The project's own mutmut, in its own staging folder.
+    subprocess.run([mutmut, "run", "--max-children", str(max_children)], cwd=folder, check=False)  # noqa: S603
+    subprocess.run([mutmut, "export-cicd-stats"], cwd=folder, check=True, capture_output=True)  # noqa: S603
+    seconds = time.monotonic() - started
+    stats = json.loads((folder / "mutants" / "mutmut-cicd-stats.json").read_text(encoding="utf-8"))
+    return Score(
+        module.name,
+        killed=stats["killed"],
+        total=stats["total"],
+        survived=stats["survived"],
+        timeout=stats["timeout"],
+        no_tests=stats["no_tests"],
+        seconds=seconds,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mailqueue_dev.mutation_score", description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help="modules to run (default: all, in order)")
+    parser.add_argument("--until", help="HH:MM, UTC: start no module after this time")
+    parser.add_argument("--max-children", type=int, default=1)
+    args = parser.parse_args(argv)
+    known = {module.name: module for module in MODULES}
+    unknown = [name for name in args.modules if name not in known]
+    if unknown:
+        parser.error(f"unknown modules: {', '.join(unknown)} (known: {', '.join(known)})")
+    chosen = [module for module in MODULES if not args.modules or module.name in args.modules]
+    scores: list[Score] = []
+    for module in chosen:
+        now = datetime.now(UTC)
+        if args.until and now.strftime("%H:%M") >= args.until:
+            print(f"{now:%H:%M} UTC is past --until {args.until}: {module.name} and later modules not started")
+            break
+        score = run(module, args.max_children)
+        scores.append(score)
+        print(score.line(), flush=True)
+    print(f"\nmutmut scores, {datetime.now(UTC):%Y-%m-%d}:")
+    for score in scores:
+        print("  " + score.line())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
