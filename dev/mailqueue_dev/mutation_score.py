@@ -14,8 +14,9 @@ copies all of it to ``mutants/`` inside that folder; the working tree is never t
 survivors stay there: ``cd .mailqueue/mutation/<module> && mutmut results`` lists them and
 ``mutmut show <name>`` shows one.
 
-``--until HH:MM`` (UTC) starts no module after that time; ``--max-children N`` is mutmut's number of
-workers (default 1: the machine is shared).
+``--until HH:MM`` (UTC) starts no module after that time; ``--stop-at HH:MM`` stops the running one
+then, keeping the verdicts it has (the rest are counted as not run); ``--max-children N`` is
+mutmut's number of workers (default 1: the machine is shared).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -70,12 +72,15 @@ class Score:
     survived: int
     timeout: int
     no_tests: int
+    not_checked: int  # no verdict: the run was stopped first
     seconds: float
+    survivors: tuple[str, ...] = ()
 
     def line(self) -> str:
         return (
             f"{self.module}: {self.killed}/{self.total} killed, {self.survived} survived, "
-            f"{self.timeout} timeouts, {self.no_tests} not reached by the tests ({self.seconds:.0f} s)"
+            f"{self.timeout} timeouts, {self.no_tests} not reached by the tests, {self.not_checked} not run "
+            f"({self.seconds:.0f} s)"
         )
 
 
@@ -113,15 +118,31 @@ def stage(module: Module) -> Path:
     return folder
 
 
-def run(module: Module, max_children: int) -> Score:
+def _past(moment: str | None) -> bool:
+    return moment is not None and datetime.now(UTC).strftime("%H:%M") >= moment
+
+
+def run(module: Module, max_children: int, stop_at: str | None = None) -> Score:
     folder = stage(module)
     mutmut = str(Path(sys.executable).with_name("mutmut"))
     started = time.monotonic()
     # The project's own mutmut, in its own staging folder.
-    subprocess.run([mutmut, "run", "--max-children", str(max_children)], cwd=folder, check=False)  # noqa: S603
-    subprocess.run([mutmut, "export-cicd-stats"], cwd=folder, check=True, capture_output=True)  # noqa: S603
+    process = subprocess.Popen([mutmut, "run", "--max-children", str(max_children)], cwd=folder)  # noqa: S603
+    while process.poll() is None:
+        if _past(stop_at):
+            # mutmut stops its workers and keeps the verdicts it has; the rest stay "not checked".
+            process.send_signal(signal.SIGINT)
+            process.wait()
+            break
+        time.sleep(5)
     seconds = time.monotonic() - started
+    subprocess.run([mutmut, "export-cicd-stats"], cwd=folder, check=True, capture_output=True)  # noqa: S603
     stats = json.loads((folder / "mutants" / "mutmut-cicd-stats.json").read_text(encoding="utf-8"))
+    results = subprocess.run(  # noqa: S603
+        [mutmut, "results"], cwd=folder, check=True, capture_output=True, text=True
+    ).stdout
+    survivors = tuple(line.strip().split(":")[0] for line in results.splitlines() if line.endswith(": survived"))
+    verdicts = ("killed", "survived", "timeout", "no_tests", "suspicious", "segfault", "skipped")
     return Score(
         module.name,
         killed=stats["killed"],
@@ -129,7 +150,9 @@ def run(module: Module, max_children: int) -> Score:
         survived=stats["survived"],
         timeout=stats["timeout"],
         no_tests=stats["no_tests"],
+        not_checked=stats["total"] - sum(stats[verdict] for verdict in verdicts),
         seconds=seconds,
+        survivors=survivors,
     )
 
 
@@ -137,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mailqueue_dev.mutation_score", description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help="modules to run (default: all, in order)")
     parser.add_argument("--until", help="HH:MM, UTC: start no module after this time")
+    parser.add_argument("--stop-at", help="HH:MM, UTC: stop the running module then, keeping its verdicts so far")
     parser.add_argument("--max-children", type=int, default=1)
     args = parser.parse_args(argv)
     known = {module.name: module for module in MODULES}
@@ -147,12 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     scores: list[Score] = []
     for module in chosen:
         now = datetime.now(UTC)
-        if args.until and now.strftime("%H:%M") >= args.until:
-            print(f"{now:%H:%M} UTC is past --until {args.until}: {module.name} and later modules not started")
+        if _past(args.until) or _past(args.stop_at):
+            print(f"{now:%H:%M} UTC is past --until or --stop-at: {module.name} and later modules not started")
             break
-        score = run(module, args.max_children)
+        score = run(module, args.max_children, args.stop_at)
         scores.append(score)
         print(score.line(), flush=True)
+        for survivor in score.survivors:
+            print(f"  survived: {survivor}")
     print(f"\nmutmut scores, {datetime.now(UTC):%Y-%m-%d}:")
     for score in scores:
         print("  " + score.line())
