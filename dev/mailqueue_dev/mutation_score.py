@@ -75,6 +75,7 @@ class Score:
     not_checked: int  # no verdict: the run was stopped first
     seconds: float
     survivors: tuple[str, ...] = ()
+    timeouts: tuple[str, ...] = ()
 
     def line(self) -> str:
         return (
@@ -135,13 +136,19 @@ def run(module: Module, max_children: int, stop_at: str | None = None) -> Score:
             process.wait()
             break
         time.sleep(5)
-    seconds = time.monotonic() - started
+    return score(module, folder, time.monotonic() - started)
+
+
+def score(module: Module, folder: Path, seconds: float) -> Score:
+    """The score of the mutmut run in ``folder``, finished or stopped."""
+    mutmut = str(Path(sys.executable).with_name("mutmut"))
     subprocess.run([mutmut, "export-cicd-stats"], cwd=folder, check=True, capture_output=True)  # noqa: S603
     stats = json.loads((folder / "mutants" / "mutmut-cicd-stats.json").read_text(encoding="utf-8"))
     results = subprocess.run(  # noqa: S603
         [mutmut, "results"], cwd=folder, check=True, capture_output=True, text=True
     ).stdout
     survivors = tuple(line.strip().split(":")[0] for line in results.splitlines() if line.endswith(": survived"))
+    timeouts = tuple(line.strip().split(":")[0] for line in results.splitlines() if line.endswith(": timeout"))
     verdicts = ("killed", "survived", "timeout", "no_tests", "suspicious", "segfault", "skipped")
     return Score(
         module.name,
@@ -153,6 +160,7 @@ def run(module: Module, max_children: int, stop_at: str | None = None) -> Score:
         not_checked=stats["total"] - sum(stats[verdict] for verdict in verdicts),
         seconds=seconds,
         survivors=survivors,
+        timeouts=timeouts,
     )
 
 
@@ -179,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         print(score.line(), flush=True)
         for survivor in score.survivors:
             print(f"  survived: {survivor}")
+        for timeout in score.timeouts:
+            print(f"  timeout: {timeout}")
     print(f"\nmutmut scores, {datetime.now(UTC):%Y-%m-%d}:")
     for score in scores:
         print("  " + score.line())
