@@ -182,16 +182,16 @@ def main(argv: list[str] | None = None) -> int:
         if _past(args.until) or _past(args.stop_at):
             print(f"{now:%H:%M} UTC is past --until or --stop-at: {module.name} and later modules not started")
             break
-        score = run(module, args.max_children, args.stop_at)
-        scores.append(score)
-        print(score.line(), flush=True)
-        for survivor in score.survivors:
+        result = run(module, args.max_children, args.stop_at)
+        scores.append(result)
+        print(result.line(), flush=True)
+        for survivor in result.survivors:
             print(f"  survived: {survivor}")
-        for timeout in score.timeouts:
+        for timeout in result.timeouts:
             print(f"  timeout: {timeout}")
     print(f"\nmutmut scores, {datetime.now(UTC):%Y-%m-%d}:")
-    for score in scores:
-        print("  " + score.line())
+    for result in scores:
+        print("  " + result.line())
     return 0
 
 
