@@ -18,7 +18,7 @@ TESTS313 := tests/unit/test_render.py tests/unit/test_render_property.py tests/u
 CHECKOV_STAMP := $(TOOLS)/checkov/.installed-$(CHECKOV_VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help install tools chromium dev test test313 lint format typecheck unit integration e2e chaos mutants validate build deploy clean
+.PHONY: help install tools chromium dev test test313 lint format typecheck unit integration e2e chaos mutants mutation-score validate build deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ chaos: $(STAMP) ## 2,000 emails through the local stack under injected faults: n
 
 mutants: $(STAMP) ## Deliberate defects in the guarantee code, one at a time: the proofs must fail on each (docs/reliability.md)
 	$(BIN)/python -m mailqueue_dev.mutants --doc docs/reliability.md
+
+mutation-score: $(STAMP) ## mutmut's score per guarantee module with its unit tests (slow; UNTIL=HH:MM, STOP_AT=HH:MM UTC)
+	nice -n 10 $(BIN)/python -m mailqueue_dev.mutation_score $(if $(UNTIL),--until $(UNTIL)) $(if $(STOP_AT),--stop-at $(STOP_AT))
 
 $(SAM_STAMP):
 	@rm -rf $(TOOLS)/sam && $(PYTHON) -m venv $(TOOLS)/sam

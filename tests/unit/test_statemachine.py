@@ -8,7 +8,17 @@ import pytest
 from mailqueue import aws, clock
 from mailqueue.errors import IllegalTransition
 from mailqueue.settings import get_settings
-from mailqueue.statemachine import ALLOWED, LIVE, Change, Guard, Status, transition, trimmed
+from mailqueue.statemachine import (
+    ALLOWED,
+    LIVE,
+    REASON_LIMIT,
+    Change,
+    Guard,
+    Status,
+    history_entry,
+    transition,
+    trimmed,
+)
 from mailqueue.store import ConditionFailed, EmailStore
 
 ALL_PAIRS = [(source, target) for source in Status for target in Status]
@@ -142,3 +152,142 @@ def test_terminal_statuses_reach_nothing_but_their_documented_paths():
     assert ALLOWED[Status.CANCELLED] == {Status.SENT}
     assert ALLOWED[Status.FAILED] == {Status.QUEUED, Status.SENT}
     assert all(target in ALLOWED[Status.SENT] for target in (Status.DELIVERED, Status.BOUNCED, Status.COMPLAINED))
+
+
+def test_the_attempts_guards_hold_the_write_to_the_attempts_counted(store):
+    # The claim is guarded by attempts below the maximum; failing an email with none left, by at least it.
+    email_id = "01JTESTATTEMPTS0000000000E"
+    put_record(store, email_id, Status.QUEUED)  # attempts: 1
+
+    with pytest.raises(ConditionFailed):
+        transition(store, email_id, Guard({Status.QUEUED}, attempts_below=1), change_to(Status.SENDING), clock.now())
+    with pytest.raises(ConditionFailed):
+        transition(
+            store, email_id, Guard({Status.QUEUED}, attempts_at_least=2), change_to(Status.CANCELLED), clock.now()
+        )
+    assert store.get(email_id)["status"] == "queued"
+
+    claimed = transition(
+        store, email_id, Guard({Status.QUEUED}, attempts_below=2), change_to(Status.SENDING), clock.now()
+    )
+    assert claimed["status"] == "sending"
+    put_record(store, "01JTESTATTEMPTS0000000000F", Status.QUEUED)
+    failed = transition(
+        store,
+        "01JTESTATTEMPTS0000000000F",
+        Guard({Status.QUEUED}, attempts_at_least=1),
+        change_to(Status.CANCELLED),
+        clock.now(),
+    )
+    assert failed["status"] == "cancelled"
+
+
+def test_a_change_counts_the_attempt_and_writes_and_removes_its_attributes(store):
+    email_id = "01JTESTCHANGE000000000000G"
+    put_record(store, email_id, Status.QUEUED, claim_token="old", last_error="stale")
+
+    change = Change(
+        Status.SENDING,
+        deadline=clock.after(clock.now(), 60),
+        attempts_delta=1,
+        set={"claim_token": "new", "message_id": "m-1"},
+        remove=("last_error",),
+    )
+    record = transition(store, email_id, Guard({Status.QUEUED}), change, clock.now())
+
+    assert record["attempts"] == 2
+    assert record["claim_token"] == "new"
+    assert record["message_id"] == "m-1"
+    assert "last_error" not in record
+    given_back = Change(Status.QUEUED, deadline=clock.after(clock.now(), 60), attempts_delta=-1)
+    assert transition(store, email_id, Guard({Status.SENDING}), given_back, clock.now())["attempts"] == 1
+
+
+def test_the_updated_at_seen_guards_a_rewrite_of_the_history(store):
+    # An SES event rewrites the history it read: a write made since must make it fail, not be lost.
+    email_id = "01JTESTUPDATED00000000000H"
+    put_record(store, email_id, Status.SENT)
+    seen = store.get(email_id)
+
+    with pytest.raises(ConditionFailed):
+        stale = Guard({Status.SENT}, updated_at="2000-01-01T00:00:00.000Z")
+        transition(store, email_id, stale, Change(Status.DELIVERED, history=seen["history"]), clock.now())
+
+    later = clock.after(clock.now(), 1)
+    record = transition(
+        store,
+        email_id,
+        Guard({Status.SENT}, updated_at=seen["updated_at"]),
+        Change(Status.DELIVERED, reason="delivered", history=seen["history"]),
+        later,
+    )
+    assert [entry["status"] for entry in record["history"]] == ["sent", "delivered"]
+    assert record["updated_at"] == clock.iso(later)
+
+
+def test_a_rewritten_history_is_trimmed_and_an_appended_one_keeps_what_was_there(store):
+    email_id = "01JTESTHISTORY00000000000J"
+    put_record(store, email_id, Status.SENT)
+    long_history = [{"status": "queued", "at": f"t{index}"} for index in range(12)]
+
+    record = transition(
+        store, email_id, Guard({Status.SENT}), Change(Status.DELIVERED, history=long_history), clock.now()
+    )
+    assert len(record["history"]) == 8
+    assert record["history"][0] == long_history[0]
+    assert record["history"][-1]["status"] == "delivered"
+
+    record = transition(store, email_id, Guard({Status.DELIVERED}), Change(Status.COMPLAINED), clock.now())
+    assert len(record["history"]) == 9
+    assert [entry["status"] for entry in record["history"][-2:]] == ["delivered", "complained"]
+
+
+def test_a_guard_on_several_statuses_accepts_each_of_them_and_only_them(store):
+    for index, status in enumerate((Status.QUEUED, Status.RETRYING)):
+        email_id = f"01JTESTSEVERAL0000000000{index}K"
+        put_record(store, email_id, status)
+        record = transition(
+            store, email_id, Guard({Status.QUEUED, Status.RETRYING}), change_to(Status.CANCELLED), clock.now()
+        )
+        assert record["status"] == "cancelled"
+    put_record(store, "01JTESTSEVERAL00000000009K", Status.SENDING)
+    with pytest.raises(ConditionFailed):
+        transition(
+            store,
+            "01JTESTSEVERAL00000000009K",
+            Guard({Status.QUEUED, Status.RETRYING}),
+            change_to(Status.CANCELLED),
+            clock.now(),
+        )
+
+
+def test_a_terminal_email_expires_after_the_retention_and_a_live_one_keeps_its_deadline(store):
+    email_id = "01JTESTEXPIRY000000000000L"
+    put_record(store, email_id, Status.QUEUED)
+    now = clock.now()
+    deadline = clock.after(now, 90)
+
+    record = transition(store, email_id, Guard({Status.QUEUED}), Change(Status.SENDING, deadline=deadline), now)
+    assert record["deadline"] == clock.iso(deadline)
+    record = transition(store, email_id, Guard({Status.SENDING}), Change(Status.SENT), now)
+    assert record["expires_at"] == clock.epoch(clock.after(now, store.settings.retention_days * 86400))
+    assert "deadline" not in record
+
+
+def test_a_history_at_the_limit_is_trimmed_and_one_below_it_is_kept_whole():
+    # The record's history never outgrows HISTORY_LIMIT entries once the new one is added.
+    at_limit = [{"status": f"s{index}", "at": "t"} for index in range(8)]
+    below = at_limit[:7]
+
+    assert [entry["status"] for entry in trimmed(at_limit, limit=8)] == ["s0", "s2", "s3", "s4", "s5", "s6", "s7"]
+    assert trimmed(below, limit=8) == below
+
+
+def test_a_history_entry_says_when_and_cuts_a_long_reason_to_its_limit():
+    at = clock.now()
+
+    assert history_entry(Status.SENT, at, None) == {"status": "sent", "at": clock.iso(at)}
+    exact = "r" * REASON_LIMIT
+    assert history_entry(Status.SENT, at, exact)["reason"] == exact
+    cut = history_entry(Status.SENT, at, exact + "s")["reason"]
+    assert cut == "r" * (REASON_LIMIT - 1) + "…"
