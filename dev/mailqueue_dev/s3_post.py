@@ -83,7 +83,9 @@ def check(
     return _check_conditions(bucket, fields, file_size, conditions)
 
 
-def _check_signature(policy_text: str, fields: dict[str, str], secret_of: Callable[[str], str | None]) -> Refusal | None:
+def _check_signature(
+    policy_text: str, fields: dict[str, str], secret_of: Callable[[str], str | None]
+) -> Refusal | None:
     parts = fields["x-amz-credential"].split("/")
     if len(parts) != 5 or parts[3] != "s3" or parts[4] != "aws4_request":
         return Refusal(400, "AuthorizationQueryParametersError", "Invalid x-amz-credential.")
@@ -97,7 +99,9 @@ def _check_signature(policy_text: str, fields: dict[str, str], secret_of: Callab
     expected = hmac.new(key, policy_text.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, fields["x-amz-signature"]):
         return Refusal(
-            403, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided."
+            403,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.",
         )
     return None
 
@@ -105,12 +109,13 @@ def _check_signature(policy_text: str, fields: dict[str, str], secret_of: Callab
 def _check_conditions(bucket: str, fields: dict[str, str], file_size: int, conditions: list[Any]) -> Refusal | None:
     values = {**fields, "bucket": bucket}
     named: set[str] = set()
-    for condition in conditions:
-        if isinstance(condition, dict) and len(condition) == 1:
-            ((name, wanted),) = condition.items()
+    for written in conditions:
+        condition = written
+        if isinstance(written, dict) and len(written) == 1:
+            ((name, wanted),) = written.items()
             condition = ["eq", f"${name}", wanted]
         if not isinstance(condition, list) or len(condition) != 3:
-            return Refusal(400, "InvalidPolicyDocument", f"Invalid Policy: Invalid condition {condition!r}.")
+            return Refusal(400, "InvalidPolicyDocument", f"Invalid Policy: Invalid condition {written!r}.")
         operator = str(condition[0]).lower()
         if operator == "content-length-range":
             low, high = int(condition[1]), int(condition[2])
@@ -119,13 +124,15 @@ def _check_conditions(bucket: str, fields: dict[str, str], file_size: int, condi
             if file_size < low:
                 return Refusal(400, "EntityTooSmall", "Your proposed upload is smaller than the minimum allowed size")
             continue
+        if operator not in {"eq", "starts-with"}:
+            return Refusal(400, "InvalidPolicyDocument", f"Invalid Policy: Invalid condition {written!r}.")
         name = str(condition[1]).lower().removeprefix("$")
         named.add(name)
         value, wanted = values.get(name, ""), str(condition[2])
-        if (operator == "eq" and value != wanted) or (operator == "starts-with" and not value.startswith(wanted)):
-            return _denied(f'Invalid according to Policy: Policy Condition failed: ["{operator}", "${name}", "{wanted}"]')
-        if operator not in {"eq", "starts-with"}:
-            return Refusal(400, "InvalidPolicyDocument", f"Invalid Policy: Invalid condition {condition!r}.")
+        if not (value == wanted if operator == "eq" else value.startswith(wanted)):
+            return _denied(
+                f'Invalid according to Policy: Policy Condition failed: ["{operator}", "${name}", "{wanted}"]'
+            )
     extra = sorted(
         name for name in fields if name not in named and name not in UNCONDITIONED and not name.startswith("x-ignore-")
     )

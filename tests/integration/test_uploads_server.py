@@ -29,7 +29,9 @@ def test_the_upload_takes_only_a_file_of_the_declared_size_and_it_cannot_be_repl
     server_api, server_stack, emulator
 ):
     # Given a ticket for an 11-byte file
-    status, ticket = server_api.post("/attachments", {"filename": "terms.txt", "content_type": "text/plain", "size": 11})
+    status, ticket = server_api.post(
+        "/attachments", {"filename": "terms.txt", "content_type": "text/plain", "size": 11}
+    )
     assert status == 201, ticket
     s3 = emulator.client("s3")
     bucket = server_stack.names["AttachmentsBucket"]

@@ -234,7 +234,10 @@ def test_a_large_attachment_is_uploaded_first(fake: FakeApi, tmp_path: Path, mon
     form = message_from_bytes(
         f"Content-Type: {upload.headers['content-type']}\r\n\r\n".encode() + upload.body, policy=email_policy.HTTP
     )
-    parts = [(part.get_param("name", header="content-disposition"), part.get_payload(decode=True)) for part in form.iter_parts()]
+    parts = [
+        (part.get_param("name", header="content-disposition"), part.get_payload(decode=True))
+        for part in form.iter_parts()
+    ]
     assert parts == [(name, value.encode()) for name, value in fields.items()] + [("file", big.read_bytes())]
     assert send.json()["attachments"] == [
         {"filename": "report.csv", "content_type": "text/csv", "s3_key": "uploads/X/report.csv"}
