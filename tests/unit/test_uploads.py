@@ -91,7 +91,22 @@ def test_the_same_file_gets_the_same_key_for_one_caller_and_another_for_the_next
     keys = [call(api, context, who, "/attachments", request)[1]["s3_key"] for who in (ALICE_JWT, ALICE_JWT, BOB_JWT)]
 
     assert keys[0] == keys[1] != keys[2]
-    assert all(key.startswith("uploads/") and key.endswith(f"/sha256-{digest}/q.txt") for key in keys)
+    assert all(key.startswith("uploads/") and key.endswith(f"/sha256-{digest}/3/q.txt") for key in keys)
+
+
+def test_a_key_takes_one_size_only_whatever_size_a_later_ticket_declares(api, context, stack):
+    # Given a ticket for a 3-byte file, whose key an email may already name
+    first = call(api, context, ALICE_JWT, "/attachments", {"filename": "q.txt", "size": 3, "sha256": "ab" * 32})[1]
+
+    # When the same caller asks again for the same file, declaring ten megabytes
+    again = call(
+        api, context, ALICE_JWT, "/attachments", {"filename": "q.txt", "size": 10_000_000, "sha256": "ab" * 32}
+    )[1]
+
+    # Then the second form cannot write the first key: every form for a key binds the same size
+    assert again["s3_key"] != first["s3_key"]
+    conditions = json.loads(base64.b64decode(again["fields"]["policy"]))["conditions"]
+    assert {"key": first["s3_key"]} not in conditions
 
 
 # --- the upload form binds the declared size -------------------------------------------------------------------

@@ -483,11 +483,13 @@ class Mailqueue:
         now = now or clock.now()
         from mailqueue.blobs import UPLOAD_URL_SECONDS  # noqa: PLC0415
 
+        # The key names the size: every form ever handed out for a key binds the same size, so no later
+        # ticket can put a larger file under a key that an email already names.
         if request.sha256 is None:
-            key = f"{upload_prefix(caller)}{new_email_id()}/{request.filename}"
+            key = f"{upload_prefix(caller)}{new_email_id()}/{request.size}/{request.filename}"
         else:
             # Content-addressed: the same file gets the same key (for the same caller).
-            key = f"{upload_prefix(caller)}sha256-{request.sha256}/{request.filename}"
+            key = f"{upload_prefix(caller)}sha256-{request.sha256}/{request.size}/{request.filename}"
         url, fields = self.blobs.upload_form(key, request.content_type, request.size)
         return UploadTicket(
             s3_key=key,
