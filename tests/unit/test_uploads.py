@@ -73,6 +73,25 @@ def test_a_caller_cannot_attach_another_caller_s_upload(api, stack, context, ali
     assert status == 202, body
 
 
+def assumed(role: str, session: str) -> dict[str, Any]:
+    arn = f"arn:aws:sts::123456789012:assumed-role/{role}/{session}"
+    return {"iam": {"userArn": arn, "callerId": f"AROAEXAMPLE:{session}"}}
+
+
+def test_the_sessions_of_one_role_are_one_caller_and_another_role_is_not(api, stack, context):
+    # Given a file uploaded by one session of a role (one instance or container of an application)
+    key = upload(stack, api, context, assumed("billing", "i-0aaa"), b"terms apply")
+
+    # When another session of the same role, and a session of another role, name it
+    same_role = call(api, context, assumed("billing", "i-0bbb"), "/emails", with_upload(key))
+    other_role = call(api, context, assumed("marketing", "i-0aaa"), "/emails", with_upload(key))
+
+    # Then the role is the caller: its sessions share its uploads, other roles do not
+    assert same_role[0] == 202, same_role
+    assert other_role[0] == 422, other_role
+    assert other_role[1]["error"]["details"][0]["field"] == "attachments[0].s3_key"
+
+
 def test_an_upload_key_made_up_under_uploads_is_refused(api, stack, context):
     # Given an object under uploads/ that no ticket of this caller named (another caller's, or made up)
     key = "uploads/sha256-0000000000000000000000000000000000000000000000000000000000000000/terms.txt"

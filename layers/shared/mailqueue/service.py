@@ -10,6 +10,7 @@ import binascii
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -502,9 +503,19 @@ class Mailqueue:
 
 def upload_prefix(caller: str) -> str:
     """The key prefix of ``caller``'s uploads: ``uploads/`` and a digest of who the caller is (its IAM ARN or
-    JWT subject, as the API's authorizer established it; LOCAL_CALLER where no authorizer runs)."""
-    digest = hashlib.sha256((caller or LOCAL_CALLER).encode()).hexdigest()[:32]
+    JWT subject, as the API's authorizer established it; LOCAL_CALLER where no authorizer runs).
+
+    The sessions of an assumed role (the instances or containers of one application) are one caller: the
+    role, the principal that IAM grants to.
+    """
+    session = _ASSUMED_ROLE_SESSION.fullmatch(caller)
+    owner = session.group("role") if session else caller or LOCAL_CALLER
+    digest = hashlib.sha256(owner.encode()).hexdigest()[:32]
     return f"{UPLOAD_PREFIX}{digest}/"
+
+
+# arn:aws:sts::123456789012:assumed-role/RoleName/SessionName
+_ASSUMED_ROLE_SESSION = re.compile(r"(?P<role>arn:aws[a-z-]*:sts::\d+:assumed-role/[^/]+)/.+")
 
 
 def content_body(request: EmailRequest) -> dict[str, Any]:
