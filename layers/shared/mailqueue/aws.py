@@ -53,3 +53,10 @@ def _session() -> Any:
     import boto3  # noqa: PLC0415
 
     return boto3.session.Session()
+
+
+def forget() -> None:
+    """Drop the cached clients and their session, credentials included: the next client is built from the
+    environment as it is then (the tests and the local stack change it; Lambda never does)."""
+    client.cache_clear()
+    _session.cache_clear()
