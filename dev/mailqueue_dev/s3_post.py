@@ -149,10 +149,13 @@ class PostPolicy:
         self.secret_of = secret_of
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        # Of the services moto serves, only S3 takes a multipart form: every such POST is an upload.
         is_form = str(environ.get("CONTENT_TYPE", "")).lower().startswith("multipart/form-data")
-        bucket = str(environ.get("PATH_INFO", "")).strip("/")
-        if environ.get("REQUEST_METHOD") != "POST" or not is_form or not bucket or "/" in bucket:
+        if environ.get("REQUEST_METHOD") != "POST" or not is_form:
             return self.app(environ, start_response)
+        # Path style (http://127.0.0.1:port/bucket), or virtual-hosted style (http://bucket.localhost:port/).
+        bucket = str(environ.get("PATH_INFO", "")).strip("/").split("/", 1)[0]
+        bucket = bucket or str(environ.get("HTTP_HOST", "")).split(".", 1)[0]
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         _, form, files = parse_form_data({**environ, "wsgi.input": io.BytesIO(body)})

@@ -110,3 +110,19 @@ def test_an_expired_form_and_a_form_without_a_policy_are_refused(form, server_st
     assert "expired" in late.text
     assert (unsigned.status_code, error_code(unsigned)) == (403, "AccessDenied")
     assert form["client"].list_objects_v2(Bucket=server_stack.names["AttachmentsBucket"]).get("Contents", []) == []
+
+
+def test_a_form_sent_to_the_bucket_s_virtual_host_is_checked_too(form, server_stack, emulator):
+    bucket = server_stack.names["AttachmentsBucket"]
+    host = f"{bucket}.localhost:{emulator.port}"
+
+    answer = requests.post(
+        f"{emulator.endpoint_url}/",
+        data=form["fields"],
+        files={"file": ("terms.txt", b"terms apply, and more")},
+        headers={"Host": host},
+        timeout=30,
+    )
+
+    assert (answer.status_code, error_code(answer)) == (400, "EntityTooLarge"), answer.text
+    assert form["client"].list_objects_v2(Bucket=bucket).get("Contents", []) == []
