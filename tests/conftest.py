@@ -44,7 +44,7 @@ def configure(stack: Stack) -> None:
     for logical_id in FUNCTIONS:
         os.environ.update(stack.function_environment(logical_id))
     get_settings.cache_clear()
-    aws.client.cache_clear()
+    aws.forget()
 
 
 @pytest.fixture

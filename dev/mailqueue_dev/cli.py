@@ -174,9 +174,14 @@ class Api:
             raise Failure(EXIT_REFUSED, f"refused ({status}): {_error_message(decoded)}", decoded)
         return Answer(status, decoded)
 
-    def upload(self, method: str, url: str, headers: dict[str, str], data: bytes) -> int:
-        """Send a file to a presigned URL: it carries its own signature, so the request is not signed again."""
-        status, _ = self._transport(method, url, headers, data)
+    def upload(self, url: str, fields: dict[str, str], filename: str, content_type: str, data: bytes) -> int:
+        """Send a file through a presigned POST: a multipart/form-data form of the ticket's fields, as they
+        are, and the file last, named ``file``. The form carries its own signature: it is not signed again."""
+        import requests  # noqa: PLC0415 - only when a file is uploaded
+
+        form = requests.Request("POST", url, data=fields, files={"file": (filename, data, content_type)}).prepare()
+        body = form.body if isinstance(form.body, bytes) else str(form.body or "").encode()
+        status, _ = self._transport("POST", url, {"content-type": form.headers["Content-Type"]}, body)
         return status
 
 
@@ -285,8 +290,7 @@ def _attachment(api: Api, path: Path) -> dict[str, Any]:
     }
     ticket = api.call("POST", "/attachments", upload).body
     if not ticket.get("uploaded"):
-        headers = dict(ticket.get("headers") or {})
-        status = api.upload(ticket.get("method", "PUT"), ticket["upload_url"], headers, data)
+        status = api.upload(ticket["upload_url"], dict(ticket.get("fields") or {}), path.name, content_type, data)
         if status >= 300:
             raise Failure(EXIT_UNAVAILABLE, f"uploading {path.name} failed ({status})")
     return {"filename": path.name, "content_type": content_type, "s3_key": ticket["s3_key"]}

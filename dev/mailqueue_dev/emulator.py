@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,12 +54,36 @@ class Emulator:
         requests.post(f"{self.endpoint_url}/moto-api/reset", timeout=10)
 
 
+def secret_of(access_key: str) -> str | None:
+    """The secret key of an access key id that this process signs with: the emulator's own, or the one in
+    the environment (the tests'). S3 checks a presigned POST's signature with it (see ``s3_post``)."""
+    known = {FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"]: FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]}
+    if "AWS_ACCESS_KEY_ID" in os.environ and "AWS_SECRET_ACCESS_KEY" in os.environ:
+        known[os.environ["AWS_ACCESS_KEY_ID"]] = os.environ["AWS_SECRET_ACCESS_KEY"]
+    return known.get(access_key)
+
+
 @contextmanager
 def running(host: str = "127.0.0.1", port: int | None = None) -> Iterator[Emulator]:
-    """Start moto's threaded server; stop it on exit."""
+    """Start moto's threaded server, with S3's checks of POST uploads in front (see ``s3_post``); stop it on exit."""
+    from moto.moto_server.werkzeug_app import (  # noqa: PLC0415
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
     from moto.server import ThreadedMotoServer  # noqa: PLC0415
+    from werkzeug.serving import make_server  # noqa: PLC0415
 
-    server = ThreadedMotoServer(ip_address=host, port=port or free_port(host), verbose=False)
+    from mailqueue_dev.s3_post import PostPolicy  # noqa: PLC0415
+
+    class Server(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = PostPolicy(DomainDispatcherApplication(create_backend_app), secret_of)
+            self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    server = Server(ip_address=host, port=port or free_port(host), verbose=False)
     server.start()
     try:
         yield Emulator(host=host, port=server._port, server=server)

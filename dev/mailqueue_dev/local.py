@@ -972,7 +972,7 @@ def _forget_cached_configuration() -> None:
     from mailqueue.settings import get_settings  # noqa: PLC0415
 
     get_settings.cache_clear()
-    aws.client.cache_clear()
+    aws.forget()
 
 
 def _check_free(host: str, port: int, variable: str) -> None:

@@ -125,7 +125,7 @@ def enqueue(email: Annotated[EmailRequest, Body()], idempotency_key: Idempotency
     if idempotency_key:
         answer = _enqueue_once(request=_keyed(idempotency_key))
     else:
-        answer = mailqueue.enqueue(email).model_dump()
+        answer = mailqueue.enqueue(email, caller=_caller()).model_dump()
     metrics.add_metric(name="EmailsAccepted", unit=MetricUnit.Count, value=1)
     return _json(HTTPStatus.ACCEPTED, answer)
 
@@ -139,7 +139,7 @@ def enqueue_batch(
     if idempotency_key:
         answer = _enqueue_batch_once(request=_keyed(idempotency_key))
     else:
-        answer = mailqueue.enqueue_batch(batch.emails).model_dump()
+        answer = mailqueue.enqueue_batch(batch.emails, caller=_caller()).model_dump()
     metrics.add_metric(name="EmailsAccepted", unit=MetricUnit.Count, value=answer["accepted"])
     return _json(HTTPStatus.ACCEPTED, answer)
 
@@ -177,10 +177,10 @@ def retry_email(email_id: str) -> Response[EmailView]:
 @app.post(
     "/attachments",
     responses=answers(201, "Upload there", UploadTicket),
-    summary="A presigned URL to upload a large attachment",
+    summary="A presigned POST to upload a large attachment, for the caller's emails only",
 )
 def upload_attachment(upload: Annotated[UploadRequest, Body()]) -> Response[UploadTicket]:
-    return _json(HTTPStatus.CREATED, mailqueue.upload_ticket(upload).model_dump())
+    return _json(HTTPStatus.CREATED, mailqueue.upload_ticket(upload, caller=_caller()).model_dump())
 
 
 @app.get(
@@ -240,13 +240,15 @@ def _caller() -> str:
 @idempotent_function(data_keyword_argument="request", persistence_store=idempotency_store, config=idempotency)
 def _enqueue_once(request: dict[str, Any]) -> dict[str, Any]:
     key = f"{request['caller']}\n{request['key']}"
-    return mailqueue.enqueue(EmailRequest.model_validate(request["body"]), key=key).model_dump()
+    email = EmailRequest.model_validate(request["body"])
+    return mailqueue.enqueue(email, key=key, caller=request["caller"]).model_dump()
 
 
 @idempotent_function(data_keyword_argument="request", persistence_store=idempotency_store, config=idempotency)
 def _enqueue_batch_once(request: dict[str, Any]) -> dict[str, Any]:
     key = f"{request['caller']}\nbatch\n{request['key']}"
-    return mailqueue.enqueue_batch(BatchRequest.model_validate(request["body"]).emails, key=key).model_dump()
+    emails = BatchRequest.model_validate(request["body"]).emails
+    return mailqueue.enqueue_batch(emails, key=key, caller=request["caller"]).model_dump()
 
 
 # --- one error shape for everything -------------------------------------------------------------------------

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email import message_from_bytes
+from email import policy as email_policy
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -204,15 +206,16 @@ def test_a_large_attachment_is_uploaded_first(fake: FakeApi, tmp_path: Path, mon
     monkeypatch.setattr(cli, "INLINE_ATTACHMENT_LIMIT", 10)
     big = tmp_path / "report.csv"
     big.write_bytes(b"a,b\n" * 100)
+    fields = {"Content-Type": "text/csv", "key": "uploads/X/report.csv", "policy": "eyJ9", "x-amz-signature": "abc"}
     ticket = {
         "s3_key": "uploads/X/report.csv",
-        "upload_url": "http://127.0.0.1:4566/bucket/uploads/X/report.csv?X-Amz-Signature=abc",
-        "method": "PUT",
-        "headers": {"Content-Type": "text/csv"},
+        "upload_url": "http://127.0.0.1:4566/bucket",
+        "method": "POST",
+        "fields": fields,
         "expires_at": "2030-01-01T00:15:00.000Z",
     }
     fake.on("POST", "/attachments", 201, ticket)
-    fake.on("PUT", "/bucket/uploads/X/report.csv", 200, None)
+    fake.on("POST", "/bucket", 204, None)
     fake.on("POST", "/emails", 202, {"id": EMAIL_ID, "status": "queued"})
 
     result = run(fake, "send", *MINIMAL, "--attach", str(big))
@@ -225,7 +228,17 @@ def test_a_large_attachment_is_uploaded_first(fake: FakeApi, tmp_path: Path, mon
         "size": 400,
         "sha256": hashlib.sha256(big.read_bytes()).hexdigest(),  # the key is made from the content
     }
-    assert (upload.method, upload.url, upload.body) == ("PUT", ticket["upload_url"], big.read_bytes())
+    # A multipart/form-data POST: the ticket's fields as they are, then the file, last, named file
+    assert (upload.method, upload.url) == ("POST", ticket["upload_url"])
+    assert upload.body is not None
+    form = message_from_bytes(
+        f"Content-Type: {upload.headers['content-type']}\r\n\r\n".encode() + upload.body, policy=email_policy.HTTP
+    )
+    parts = [
+        (part.get_param("name", header="content-disposition"), part.get_payload(decode=True))
+        for part in form.iter_parts()
+    ]
+    assert parts == [(name, value.encode()) for name, value in fields.items()] + [("file", big.read_bytes())]
     assert send.json()["attachments"] == [
         {"filename": "report.csv", "content_type": "text/csv", "s3_key": "uploads/X/report.csv"}
     ]

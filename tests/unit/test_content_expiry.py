@@ -44,7 +44,9 @@ def test_a_send_at_in_the_past_keeps_the_content_from_now(api, stack):
 def test_an_upload_named_days_after_it_was_made_outlives_the_email(api, stack):
     # Given an upload made five days ago
     bucket = stack.names["AttachmentsBucket"]
-    key = "uploads/01JAAAAAAAAAAAAAAAAAAAAAAA/invoice.pdf"
+    key = api.post("/attachments", {"filename": "invoice.pdf", "content_type": "application/pdf", "size": 5})[1][
+        "s3_key"
+    ]
     boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"%PDF-")
     moto_key = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets[bucket].keys[key]
     moto_key.last_modified = (clock.now() - timedelta(days=5)).replace(tzinfo=None)

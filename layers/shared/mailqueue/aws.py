@@ -34,6 +34,14 @@ def client(service: str) -> Any:
             parameter_validation=False,
             **_FAST,
         )
+    elif service == "s3":
+        # Presigned uploads signed with Signature Version 4, the only one S3 takes for buckets made since 2020
+        # (botocore would otherwise presign with version 2).
+        config = Config(
+            retries={"total_max_attempts": _ATTEMPTS[service], "mode": "standard"},
+            signature_version="s3v4",
+            **_TIMEOUTS,
+        )
     else:
         config = Config(retries={"total_max_attempts": _ATTEMPTS.get(service, 3), "mode": "standard"}, **_TIMEOUTS)
     return _session().client(service, config=config)
@@ -45,3 +53,10 @@ def _session() -> Any:
     import boto3  # noqa: PLC0415
 
     return boto3.session.Session()
+
+
+def forget() -> None:
+    """Drop the cached clients and their session, credentials included: the next client is built from the
+    environment as it is then (the tests and the local stack change it; Lambda never does)."""
+    client.cache_clear()
+    _session.cache_clear()

@@ -16,6 +16,16 @@ UPLOAD_URL_SECONDS = 900
 UPLOAD_DAYS = 10
 
 
+class ObjectTooLarge(Exception):
+    """An object holds more bytes than may be read: its bytes were not read."""
+
+    def __init__(self, key: str, size: int, limit: int) -> None:
+        super().__init__(f"{key} holds {size} bytes or more; at most {limit} may be read")
+        self.key = key
+        self.size = size
+        self.limit = limit
+
+
 class BlobStore:
     def __init__(self, settings: Settings, client: Any) -> None:
         self.bucket = settings.attachments_bucket
@@ -71,14 +81,33 @@ class BlobStore:
             MetadataDirective="REPLACE",
         )
 
-    def get_bytes(self, key: str) -> bytes:
-        data: bytes = self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        return data
+    def get_bytes(self, key: str, limit: int) -> bytes:
+        """The object's bytes, never more than ``limit`` of them in memory: ObjectTooLarge (and nothing
+        read) when it says it holds more, and at most ``limit + 1`` bytes read if it holds more than it says."""
+        answer = self._client.get_object(Bucket=self.bucket, Key=key)
+        body = answer["Body"]
+        try:
+            size = int(answer.get("ContentLength", 0))
+            if size > limit:
+                raise ObjectTooLarge(key, size, limit)
+            data: bytes = body.read(limit + 1)
+            if len(data) > limit:
+                raise ObjectTooLarge(key, len(data), limit)
+            return data
+        finally:
+            body.close()
 
-    def upload_url(self, key: str, content_type: str, checksum_sha256: str | None = None) -> str:
-        """A presigned PUT; with ``checksum_sha256`` (base64), S3 refuses a body whose SHA-256 differs."""
-        params = {"Bucket": self.bucket, "Key": key, "ContentType": content_type}
-        if checksum_sha256 is not None:
-            params["ChecksumSHA256"] = checksum_sha256
-        url: str = self._client.generate_presigned_url("put_object", Params=params, ExpiresIn=UPLOAD_URL_SECONDS)
-        return url
+    def upload_form(self, key: str, content_type: str, size: int) -> tuple[str, dict[str, str]]:
+        """A presigned POST for exactly one file: its key, its content type and its size (S3 refuses a file
+        of any other size, with EntityTooLarge or EntityTooSmall), until UPLOAD_URL_SECONDS from now.
+
+        The URL and the form fields to send with the file (as the last field, named ``file``).
+        """
+        post = self._client.generate_presigned_post(
+            Bucket=self.bucket,
+            Key=key,
+            Fields={"Content-Type": content_type},
+            Conditions=[{"Content-Type": content_type}, ["content-length-range", size, size]],
+            ExpiresIn=UPLOAD_URL_SECONDS,
+        )
+        return str(post["url"]), {str(name): str(value) for name, value in post["fields"].items()}

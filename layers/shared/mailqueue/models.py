@@ -469,8 +469,8 @@ class UploadRequest(BaseModel):
         default=None,
         pattern="^[0-9a-f]{64}$",
         description="The file's SHA-256, in hex. The key is then made from it: the same file gets the same key, so "
-        "an email sent again with the same Idempotency-Key is the same email; S3 refuses an upload that does "
-        "not match it.",
+        "an email sent again with the same Idempotency-Key is the same email, and a file already uploaded "
+        "(uploaded: true) need not be uploaded again.",
     )
 
     @field_validator("filename")
@@ -586,10 +586,14 @@ class EmailList(BaseModel):
 
 
 class UploadTicket(BaseModel):
-    s3_key: str
+    s3_key: str = Field(description="Name it in an email's attachments; only the caller that asked for it can.")
     upload_url: str
-    method: str = "PUT"
-    headers: dict[str, str] = Field(description="Send these headers with the upload, as they are.")
+    method: str = "POST"
+    fields: dict[str, str] = Field(
+        description="Send a multipart/form-data POST to upload_url with these form fields, as they are, and the "
+        "file last, in a field named file. S3 refuses a file of another size than declared (EntityTooLarge, "
+        "EntityTooSmall), and any upload after expires_at."
+    )
     expires_at: str
     uploaded: bool = Field(
         default=False,

@@ -51,9 +51,10 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from mailqueue import clock
-from mailqueue.blobs import BlobStore
+from mailqueue.blobs import BlobStore, ObjectTooLarge
 from mailqueue.ids import is_email_id
 from mailqueue.mailer import Mailer, SendResult
+from mailqueue.models import MAX_ATTACHMENT_BYTES
 from mailqueue.queue import email_id_of
 from mailqueue.render import Rendered, RenderError, load_content, render
 from mailqueue.ses_errors import Classified, Outcome
@@ -99,6 +100,12 @@ class NotAccepted(RenderError):
     """The API refused the email (503) while its status write was in doubt; the write landed after all."""
 
     code = "NotAccepted"
+
+
+class AttachmentTooLarge(RenderError):
+    """The files uploaded for the email hold more than an email may carry (replaced after it was accepted)."""
+
+    code = "AttachmentTooLarge"
 
 
 class NoTimeLeft(Exception):
@@ -308,11 +315,25 @@ class Sender:
             raise RenderError("the email's content is gone (expired or never written)")
         if WITHDRAWN in item:
             raise NotAccepted("the API answered 503 for this email: it was withdrawn, never to be sent")
-        return render(email_id, load_content(item, self.blobs), self.now(), self._attachment)
+        # The uploads of one email are read within what an email may carry, all together: never more in memory.
+        left = MAX_ATTACHMENT_BYTES
 
-    def _attachment(self, key: str) -> bytes:
+        def attachment(key: str) -> bytes:
+            nonlocal left
+            data = self._attachment(key, left)
+            left -= len(data)
+            return data
+
+        return render(email_id, load_content(item, self.blobs), self.now(), attachment)
+
+    def _attachment(self, key: str, limit: int) -> bytes:
         try:
-            return self.blobs.get_bytes(key)
+            return self.blobs.get_bytes(key, limit)
+        except ObjectTooLarge as error:
+            raise AttachmentTooLarge(
+                f"the attachment uploaded as {key} holds {error.size} bytes or more: with the email's other "
+                f"uploads, more than the {MAX_ATTACHMENT_BYTES} bytes of attachments an email may carry"
+            ) from None
         except Exception as error:
             if _aws_code(error) in {"NoSuchKey", "404", "NotFound"}:
                 raise RenderError(f"the attachment uploaded as {key} is gone") from None

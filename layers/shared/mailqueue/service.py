@@ -10,6 +10,7 @@ import binascii
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,8 @@ if TYPE_CHECKING:
     from mailqueue.templates import TemplateLibrary, TemplateRef
 
 MAX_SCHEDULE_DAYS = 7
+# Who a request comes from when no authorizer ran (the local stack): every such request is the same caller.
+LOCAL_CALLER = "local"
 # How long past its due time an email's content is kept at least, for its retries; the sender keeps it
 # longer for an email that waits longer.
 KEEP_AFTER_DUE_SECONDS = 86400
@@ -91,9 +94,12 @@ class Mailqueue:
 
     # --- enqueue --------------------------------------------------------------------------------------
 
-    def enqueue(self, request: EmailRequest, now: datetime | None = None, key: str | None = None) -> EnqueueResult:
+    def enqueue(
+        self, request: EmailRequest, now: datetime | None = None, key: str | None = None, caller: str = ""
+    ) -> EnqueueResult:
         """Store and publish one email. ``key`` (an idempotency key, with its caller) binds its id: every
-        request with that key names the same email, so a repeat never stores a second one."""
+        request with that key names the same email, so a repeat never stores a second one. ``caller`` (who
+        sent the request, see ``upload_prefix``) may attach only its own uploads."""
         now = now or clock.now()
         ids, found = self._ids(key, 1, now)
         email_id = ids[0]
@@ -103,7 +109,7 @@ class Mailqueue:
         if isinstance(expanded, InvalidEmail):
             raise expanded
         request, origin = expanded
-        prepared = self._prepare(request, now, self._suppressed([request]), email_id, origin)
+        prepared = self._prepare(request, now, self._suppressed([request]), email_id, origin, caller)
         outcome = self._store([prepared], now)
         if email_id in outcome.withdrawn:
             raise Unavailable(NOT_STORED_MESSAGE)
@@ -112,7 +118,7 @@ class Mailqueue:
         return self._publish([prepared])[0]
 
     def enqueue_batch(
-        self, items: list[dict[str, Any]], now: datetime | None = None, key: str | None = None
+        self, items: list[dict[str, Any]], now: datetime | None = None, key: str | None = None, caller: str = ""
     ) -> BatchResult:
         now = now or clock.now()
         ids, found = self._ids(key, len(items), now)
@@ -137,7 +143,7 @@ class Mailqueue:
         suppressed = self._suppressed([request for _, request, _ in valid])
         for index, request, origin in valid:
             try:
-                prepared.append((index, self._prepare(request, now, suppressed, ids[index], origin)))
+                prepared.append((index, self._prepare(request, now, suppressed, ids[index], origin, caller)))
             except InvalidEmail as error:
                 results.append(BatchItemResult(index=index, error=error_body(error)))
         outcome = self._store([item for _, item in prepared], now)
@@ -215,11 +221,12 @@ class Mailqueue:
         suppressed: dict[str, dict[str, Any]],
         email_id: str,
         origin: TemplateRef | None = None,
+        caller: str = "",
     ) -> _Prepared:
         sender = request.sender
         self._check_identity(sender)
         request, skipped = self._without_suppressed(request, suppressed)
-        self._check_uploads(request)
+        self._check_uploads(request, caller)
 
         send_at = request.send_at
         delay = 0.0 if send_at is None else max(0.0, (send_at - now).total_seconds())
@@ -345,11 +352,21 @@ class Mailqueue:
         ]
         return request.model_copy(update=kept), skipped
 
-    def _check_uploads(self, request: EmailRequest) -> None:
+    def _check_uploads(self, request: EmailRequest, caller: str) -> None:
+        """Each upload the email names is the caller's own and is there; all its attachments within the limit.
+
+        The size read here cannot change afterwards: an upload's form binds its size (``upload_ticket``).
+        """
         total = sum(attachment.decoded_size() for attachment in request.attachments)
+        own = upload_prefix(caller)
         for index, attachment in enumerate(request.attachments):
             if attachment.s3_key is None:
                 continue
+            if not attachment.s3_key.startswith(own):
+                raise InvalidEmail.on(
+                    f"attachments[{index}].s3_key",
+                    "is not an upload of this caller: name the s3_key that POST /attachments gave you",
+                )
             size = self.blobs.size_of(attachment.s3_key)
             if size is None:
                 raise InvalidEmail.on(f"attachments[{index}].s3_key", "no file was uploaded under this key")
@@ -461,26 +478,44 @@ class Mailqueue:
 
     # --- uploads --------------------------------------------------------------------------------------
 
-    def upload_ticket(self, request: UploadRequest, now: datetime | None = None) -> UploadTicket:
+    def upload_ticket(self, request: UploadRequest, now: datetime | None = None, caller: str = "") -> UploadTicket:
+        """Where and how to upload one file: under the caller's own prefix (only it can attach the file),
+        through a presigned POST that S3 takes only for a file of the declared size."""
         now = now or clock.now()
         from mailqueue.blobs import UPLOAD_URL_SECONDS  # noqa: PLC0415
 
-        headers = {"Content-Type": request.content_type}
+        # The key names the size: every form ever handed out for a key binds the same size, so no later
+        # ticket can put a larger file under a key that an email already names.
         if request.sha256 is None:
-            key = f"{UPLOAD_PREFIX}{new_email_id()}/{request.filename}"
-            checksum = None
+            key = f"{upload_prefix(caller)}{new_email_id()}/{request.size}/{request.filename}"
         else:
-            # Content-addressed: the same file gets the same key, and S3 checks the upload against the hash.
-            key = f"{UPLOAD_PREFIX}sha256-{request.sha256}/{request.filename}"
-            checksum = base64.b64encode(bytes.fromhex(request.sha256)).decode()
-            headers["x-amz-checksum-sha256"] = checksum
+            # Content-addressed: the same file gets the same key (for the same caller).
+            key = f"{upload_prefix(caller)}sha256-{request.sha256}/{request.size}/{request.filename}"
+        url, fields = self.blobs.upload_form(key, request.content_type, request.size)
         return UploadTicket(
             s3_key=key,
-            upload_url=self.blobs.upload_url(key, request.content_type, checksum),
-            headers=headers,
+            upload_url=url,
+            fields=fields,
             expires_at=clock.iso(clock.after(now, UPLOAD_URL_SECONDS)),
             uploaded=request.sha256 is not None and self.blobs.size_of(key) == request.size,
         )
+
+
+def upload_prefix(caller: str) -> str:
+    """The key prefix of ``caller``'s uploads: ``uploads/`` and a digest of who the caller is (its IAM ARN or
+    JWT subject, as the API's authorizer established it; LOCAL_CALLER where no authorizer runs).
+
+    The sessions of an assumed role (the instances or containers of one application) are one caller: the
+    role, the principal that IAM grants to.
+    """
+    session = _ASSUMED_ROLE_SESSION.fullmatch(caller)
+    owner = session.group("role") if session else caller or LOCAL_CALLER
+    digest = hashlib.sha256(owner.encode()).hexdigest()[:32]
+    return f"{UPLOAD_PREFIX}{digest}/"
+
+
+# arn:aws:sts::123456789012:assumed-role/RoleName/SessionName
+_ASSUMED_ROLE_SESSION = re.compile(r"(?P<role>arn:aws[a-z-]*:sts::\d+:assumed-role/[^/]+)/.+")
 
 
 def content_body(request: EmailRequest) -> dict[str, Any]:
