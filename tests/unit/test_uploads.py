@@ -302,3 +302,23 @@ def test_an_upload_named_by_an_email_held_past_its_lifecycle_is_kept(api, stack,
     assert written > enqueued + timedelta(days=9)
     assert written + timedelta(days=10) > clock.parse_iso(email["deadline"]) + timedelta(days=1)
     assert clock.parse_iso(email["content_until"]) > clock.parse_iso(email["deadline"])
+
+
+def test_an_upload_is_found_by_a_listing_of_its_own_key_only(stack):
+    # The API role may list only under uploads/, and reads an upload's size and age from a listing:
+    # HeadObject of a missing key would answer 403 without ListBucket on the whole bucket.
+    from mailqueue import aws
+    from mailqueue.settings import get_settings
+
+    blobs = BlobStore(get_settings(), aws.client("s3"))
+    s3 = boto3.client("s3")
+    bucket = stack.names["AttachmentsBucket"]
+    s3.put_object(Bucket=bucket, Key="uploads/o/h/3/a.pdf.bak", Body=b"abcdef")
+    calls: list[str] = []
+    aws.client("s3").meta.events.register("before-call.s3.*", lambda model, **_: calls.append(model.name))
+
+    assert blobs.size_of("uploads/o/h/3/a.pdf") is None  # a longer key with it as prefix is another object
+    s3.put_object(Bucket=bucket, Key="uploads/o/h/3/a.pdf", Body=b"abc")
+    assert blobs.size_of("uploads/o/h/3/a.pdf") == 3
+    assert blobs.written_at("uploads/o/h/3/a.pdf") is not None
+    assert set(calls) == {"ListObjectsV2"}

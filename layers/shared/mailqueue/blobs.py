@@ -48,24 +48,27 @@ class BlobStore:
 
     def size_of(self, key: str) -> int | None:
         """The size of an uploaded object, or None when there is no such object."""
-        try:
-            answer = self._client.head_object(Bucket=self.bucket, Key=key)
-        except self._client.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                return None
-            raise
-        return int(answer["ContentLength"])
+        found = self._stat(key)
+        return None if found is None else int(found["Size"])
 
     def written_at(self, key: str) -> datetime | None:
         """When the object was last written (its lifecycle counts from then), or None if there is none."""
-        try:
-            answer = self._client.head_object(Bucket=self.bucket, Key=key)
-        except self._client.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                return None
-            raise
-        written: datetime = answer["LastModified"]
+        found = self._stat(key)
+        if found is None:
+            return None
+        written: datetime = found["LastModified"]
         return written
+
+    def _stat(self, key: str) -> dict[str, Any] | None:
+        """The object's listing entry, or None. A listing, not HeadObject: without s3:ListBucket on the
+        whole bucket, S3 answers HeadObject on a missing key 403 rather than 404, and the API role may
+        list only under uploads/ (an s3:prefix condition, which a listing's own prefix satisfies)."""
+        answer = self._client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        entries = answer.get("Contents") or []
+        # Keys sort by their bytes: the key itself comes before every longer key it is a prefix of.
+        if entries and entries[0]["Key"] == key:
+            return dict(entries[0])
+        return None
 
     def expires_after(self, key: str, written: datetime, retention_days: int) -> datetime:
         """The earliest the lifecycle can delete ``key`` written at ``written`` (it deletes at a later midnight)."""
