@@ -29,7 +29,8 @@ class Ledger:
     accepted: dict[str, int] = field(default_factory=dict)  # email id -> plan index
     accepted_at: dict[str, float] = field(default_factory=dict)
     api_errors: list[str] = field(default_factory=list)
-    # Plan indexes of enqueue requests whose answer never reached the client (it timed out): not sent
+    # Plan indexes of enqueue requests whose answer never reached the client (it timed out), or said
+    # `unconfirmed` (storage could not tell whether they were stored): not sent
     # again, so that the count still sees any email stored despite an error answer; those stored are
     # adopted at the count, by their recipient.
     unanswered: set[int] = field(default_factory=set)

@@ -21,7 +21,7 @@ class ChaosReport:
     accepted: int = 0
     accepted_single: int = 0
     accepted_in_batches: int = 0
-    # Enqueue requests whose answer never reached the client: their emails found stored, and not.
+    # Enqueued emails whose answer never reached the client or was `unconfirmed`: found stored, and not.
     unanswered_stored: int = 0
     unanswered_not_stored: int = 0
     sent: int = 0
@@ -69,7 +69,7 @@ class ChaosReport:
             ("emails enqueued", f"{self.emails} (seed {self.seed})"),
             ("accepted", f"{self.accepted} ({self.accepted_single} single, {self.accepted_in_batches} in batches)"),
             (
-                "answers lost at the client",
+                "answers lost, or unconfirmed",
                 f"{self.unanswered_stored + self.unanswered_not_stored} emails: {self.unanswered_stored} found "
                 f"stored (counted as accepted), {self.unanswered_not_stored} not",
             ),

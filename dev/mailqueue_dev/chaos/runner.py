@@ -207,7 +207,8 @@ class ChaosRun:
     def _post(self, http: Any, path: str, body: Any, plans: list[EmailPlan]) -> tuple[int, Any]:
         """POST, trying again while the API answers 503 (it stored nothing), as a client should.
 
-        An answer that never comes (the client's timeout: a very busy machine) is not sent again: the
+        An answer that never comes (the client's timeout: a very busy machine), or a `503`
+        ``unconfirmed`` (storage could not tell whether the email was stored), is not sent again: the
         emails may be stored, and the count adopts those it finds (status 0 here).
         """
         import requests  # noqa: PLC0415
@@ -216,15 +217,21 @@ class ChaosRun:
             try:
                 answer = http.post(f"{self.local.api_url}{path}", json=body, timeout=60)
             except requests.RequestException:
-                self.ledger.event("API answer lost at the client (not sent again)")
-                with self.ledger.lock:
-                    self.ledger.unanswered.update(plan.index for plan in plans)
+                self._unanswered("API answer lost at the client (not sent again)", plans)
                 return 0, None
             if answer.status_code != 503:
                 return answer.status_code, answer.json() if answer.content else None
+            if (answer.json() if answer.content else {}).get("error", {}).get("code") == "unconfirmed":
+                self._unanswered("API answered 503 unconfirmed (may be stored; not sent again)", plans)
+                return 0, None
             self.ledger.event("API answered 503 (nothing stored; sent again)")
             time.sleep(0.05 * (attempt + 1))
         return answer.status_code, answer.json() if answer.content else None
+
+    def _unanswered(self, why: str, plans: list[EmailPlan]) -> None:
+        self.ledger.event(why)
+        with self.ledger.lock:
+            self.ledger.unanswered.update(plan.index for plan in plans)
 
     def _enqueue_one(self, http: Any, plan: EmailPlan) -> str | None:
         status, body = self._post(http, "/emails", plan.request(datetime.now(UTC)), [plan])
@@ -252,6 +259,8 @@ class ChaosRun:
                 plan = pending[result["index"]]
                 if result.get("id"):
                     self._accepted(result["id"], plan)
+                elif (result.get("error") or {}).get("code") == "unconfirmed":
+                    self._unanswered("batch item unconfirmed (may be stored; not sent again)", [plan])
                 elif (result.get("error") or {}).get("code") == "not_stored":
                     again.append(plan)
                 else:
