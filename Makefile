@@ -75,8 +75,8 @@ chaos: $(STAMP) ## 2,000 emails through the local stack under injected faults: n
 mutants: $(STAMP) ## Deliberate defects in the guarantee code, one at a time: the proofs must fail on each (docs/reliability.md)
 	$(BIN)/python -m mailqueue_dev.mutants --doc docs/reliability.md
 
-mutation-score: $(STAMP) ## mutmut's score per guarantee module with its unit tests (slow; UNTIL=HH:MM, STOP_AT=HH:MM UTC)
-	nice -n 10 $(BIN)/python -m mailqueue_dev.mutation_score $(if $(UNTIL),--until $(UNTIL)) $(if $(STOP_AT),--stop-at $(STOP_AT))
+mutation-score: $(STAMP) ## mutmut's score per guarantee module with its unit tests (slow; UNTIL=, STOP_AT=HH:MM UTC, SAMPLE=N, RESUME=1, MODULES=)
+	nice -n 10 $(BIN)/python -m mailqueue_dev.mutation_score $(if $(UNTIL),--until $(UNTIL)) $(if $(STOP_AT),--stop-at $(STOP_AT)) $(if $(SAMPLE),--sample $(SAMPLE)) $(if $(RESUME),--resume) $(MODULES)
 
 $(SAM_STAMP):
 	@rm -rf $(TOOLS)/sam && $(PYTHON) -m venv $(TOOLS)/sam

@@ -17,12 +17,19 @@ survivors stay there: ``cd .mailqueue/mutation/<module> && mutmut results`` list
 ``--until HH:MM`` (UTC) starts no module after that time; ``--stop-at HH:MM`` stops the running one
 then, keeping the verdicts it has (the rest are counted as not run); ``--max-children N`` is
 mutmut's number of workers (default 1: the machine is shared).
+
+``--sample N`` judges a random sample of N of a module's mutants (drawn with ``--seed``, so a run
+can be repeated) instead of all of them: the score is then the sample's, with its 95% interval for
+the whole module. ``--resume`` keeps a module's staging folder and verdicts and judges only the
+mutants that have none yet (an earlier run was stopped).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import random
 import shutil
 import signal
 import subprocess
@@ -76,13 +83,31 @@ class Score:
     seconds: float
     survivors: tuple[str, ...] = ()
     timeouts: tuple[str, ...] = ()
+    population: int | None = None  # the module's mutants, when ``total`` is a sample of them
 
     def line(self) -> str:
+        judged = f"{self.killed}/{self.total} killed"
+        if self.population is not None:
+            low, high = wilson_interval(self.killed, self.total - self.not_checked)
+            judged = (
+                f"a sample of {self.total} of its {self.population} mutants: {judged} "
+                f"(the module's score within {low:.0%}–{high:.0%}, 95%)"
+            )
         return (
-            f"{self.module}: {self.killed}/{self.total} killed, {self.survived} survived, "
+            f"{self.module}: {judged}, {self.survived} survived, "
             f"{self.timeout} timeouts, {self.no_tests} not reached by the tests, {self.not_checked} not run "
             f"({self.seconds:.0f} s)"
         )
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion: where the module's kill rate lies, from a sample's."""
+    if trials == 0:
+        return 0.0, 1.0
+    rate = successes / trials
+    centre = (rate + z * z / (2 * trials)) / (1 + z * z / trials)
+    spread = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - spread), min(1.0, centre + spread)
 
 
 def _toml_value(value: object) -> str:
@@ -123,25 +148,65 @@ def _past(moment: str | None) -> bool:
     return moment is not None and datetime.now(UTC).strftime("%H:%M") >= moment
 
 
-def run(module: Module, max_children: int, stop_at: str | None = None) -> Score:
-    folder = stage(module)
-    mutmut = str(Path(sys.executable).with_name("mutmut"))
+def _mutmut() -> str:
+    return str(Path(sys.executable).with_name("mutmut"))
+
+
+# Matches no mutant: ``mutmut run`` with it generates the mutants and records which tests reach each
+# function, then stops, so that a sample can be drawn from the mutants' names.
+_NO_MUTANT = "mailqueue.no_such_module.*"
+
+
+def _verdicts(module: Module, folder: Path) -> dict[str, int | None]:
+    """Each mutant of ``module`` with mutmut's exit code for it (None: not judged yet)."""
+    meta = folder / "mutants" / "src" / "mailqueue" / f"{module.name}.py.meta"
+    codes: dict[str, int | None] = json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"]
+    return codes
+
+
+def draw_sample(names: list[str], size: int, seed: int) -> list[str]:
+    """``size`` of ``names``, the same ones for the same seed and mutants."""
+    return sorted(random.Random(seed).sample(sorted(names), min(size, len(names))))
+
+
+def run(
+    module: Module,
+    max_children: int,
+    stop_at: str | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    resume: bool = False,
+) -> Score:
+    folder = STAGING / module.name
+    if not (resume and (folder / "mutants").is_dir()):
+        folder = stage(module)
     started = time.monotonic()
-    # The project's own mutmut, in its own staging folder.
-    process = subprocess.Popen([mutmut, "run", "--max-children", str(max_children)], cwd=folder)  # noqa: S603
-    while process.poll() is None:
-        if _past(stop_at):
-            # mutmut stops its workers and keeps the verdicts it has; the rest stay "not checked".
-            process.send_signal(signal.SIGINT)
-            process.wait()
-            break
-        time.sleep(5)
-    return score(module, folder, time.monotonic() - started)
+    names: list[str] = []
+    if sample is not None:
+        # The project's own mutmut, in its own staging folder; it exits non-zero: nothing matched.
+        subprocess.run([_mutmut(), "run", _NO_MUTANT], check=False, cwd=folder, capture_output=True)  # noqa: S603
+        names = draw_sample(list(_verdicts(module, folder)), sample, seed)
+        if resume:
+            names = [name for name in names if _verdicts(module, folder)[name] is None]
+    if sample is None or names:
+        command = [_mutmut(), "run", "--max-children", str(max_children), *names]
+        process = subprocess.Popen(command, cwd=folder)  # noqa: S603
+        while process.poll() is None:
+            if _past(stop_at):
+                # mutmut stops its workers and keeps the verdicts it has; the rest stay "not checked".
+                process.send_signal(signal.SIGINT)
+                process.wait()
+                break
+            time.sleep(5)
+    chosen = draw_sample(list(_verdicts(module, folder)), sample, seed) if sample is not None else None
+    return score(module, folder, time.monotonic() - started, chosen)
 
 
-def score(module: Module, folder: Path, seconds: float) -> Score:
-    """The score of the mutmut run in ``folder``, finished or stopped."""
-    mutmut = str(Path(sys.executable).with_name("mutmut"))
+def score(module: Module, folder: Path, seconds: float, sample: list[str] | None = None) -> Score:
+    """The score of the mutmut run in ``folder``, finished or stopped; of ``sample`` only, if given."""
+    if sample is not None:
+        return _sample_score(module, folder, seconds, sample)
+    mutmut = _mutmut()
     subprocess.run([mutmut, "export-cicd-stats"], cwd=folder, check=True, capture_output=True)  # noqa: S603
     stats = json.loads((folder / "mutants" / "mutmut-cicd-stats.json").read_text(encoding="utf-8"))
     results = subprocess.run(  # noqa: S603
@@ -164,12 +229,39 @@ def score(module: Module, folder: Path, seconds: float) -> Score:
     )
 
 
+def _sample_score(module: Module, folder: Path, seconds: float, sample: list[str]) -> Score:
+    from mutmut.stats import status_by_exit_code  # noqa: PLC0415  (mutmut's own reading of its exit codes)
+
+    verdicts = _verdicts(module, folder)
+    status = {name: status_by_exit_code[verdicts[name]] for name in sample}
+
+    def named(verdict: str) -> tuple[str, ...]:
+        return tuple(name for name, seen in status.items() if seen == verdict)
+
+    return Score(
+        module.name,
+        killed=len(named("killed")),
+        total=len(sample),
+        survived=len(named("survived")),
+        timeout=len(named("timeout")),
+        no_tests=len(named("no tests")),
+        not_checked=len(named("not checked")),
+        seconds=seconds,
+        survivors=named("survived"),
+        timeouts=named("timeout"),
+        population=len(verdicts),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mailqueue_dev.mutation_score", description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help="modules to run (default: all, in order)")
     parser.add_argument("--until", help="HH:MM, UTC: start no module after this time")
     parser.add_argument("--stop-at", help="HH:MM, UTC: stop the running module then, keeping its verdicts so far")
     parser.add_argument("--max-children", type=int, default=1)
+    parser.add_argument("--sample", type=int, help="judge a random sample of this many mutants per module")
+    parser.add_argument("--seed", type=int, default=2026, help="the sample's seed (default 2026)")
+    parser.add_argument("--resume", action="store_true", help="keep earlier verdicts; judge the rest")
     args = parser.parse_args(argv)
     known = {module.name: module for module in MODULES}
     unknown = [name for name in args.modules if name not in known]
@@ -182,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         if _past(args.until) or _past(args.stop_at):
             print(f"{now:%H:%M} UTC is past --until or --stop-at: {module.name} and later modules not started")
             break
-        result = run(module, args.max_children, args.stop_at)
+        result = run(module, args.max_children, args.stop_at, args.sample, args.seed, args.resume)
         scores.append(result)
         print(result.line(), flush=True)
         for survivor in result.survivors:
