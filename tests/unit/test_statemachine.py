@@ -119,7 +119,9 @@ def test_claim_token_and_seen_deadline_guard_the_write(store):
         stale = Guard({Status.SENDING}, deadline="2000-01-01T00:00:00.000Z")
         transition(store, email_id, stale, change_to(Status.QUEUED), clock.now())
 
-    record = transition(store, email_id, Guard({Status.SENDING}, deadline=seen), change_to(Status.QUEUED), clock.now())
+    # The claim's holder, with the deadline it read, writes.
+    holder = Guard({Status.SENDING}, claim_token="mine", deadline=seen)
+    record = transition(store, email_id, holder, change_to(Status.QUEUED), clock.now())
     assert record["status"] == "queued"
 
 
