@@ -93,10 +93,6 @@ class IllegalTransition(Exception):
     """A programming error: code asked for a transition the state machine does not allow."""
 
 
-class ClaimLost(Exception):
-    """The sender's claim on an email was taken over (it expired and the email was requeued)."""
-
-
 class Unavailable(MailqueueError):
     """AWS could not be reached or refused the write: nothing was accepted, the caller may try again."""
 

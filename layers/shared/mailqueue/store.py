@@ -17,7 +17,6 @@ Indexes, both projecting only what their query returns:
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from decimal import Decimal
 from typing import Any
@@ -251,9 +250,6 @@ class EmailStore:
             withdrawn.update(chunk)
         return stored, withdrawn
 
-    def put_suppression(self, item: dict[str, Any]) -> None:
-        self._client.put_item(TableName=self.table, Item=self._encode(item))
-
     # --- reading --------------------------------------------------------------------------------------
 
     def get(self, email_id: str, kind: str = STATUS, consistent: bool = True) -> dict[str, Any] | None:
@@ -321,10 +317,6 @@ class EmailStore:
 def _out_of_time(error: BaseException) -> bool:
     """True for the API's time budget refusing a call (see ``mailqueue.budget``): retrying cannot help."""
     return type(error).__name__ == "OutOfTime"
-
-
-def dumps_compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 SUPPRESSION_PARTITION = "suppression"
