@@ -8,10 +8,10 @@ mutmut derives a mutant's module name from its file's path (``src/`` stripped) a
 import the mutated copy under that same name. The package lives in ``layers/shared/mailqueue`` and
 is imported as ``mailqueue``, so each module runs in a staging folder,
 ``.mailqueue/mutation/<module>``, where ``src`` links to ``layers/shared`` and ``tests``, ``dev``,
-``functions`` and ``template.yaml`` link to the repository's, with a ``pyproject.toml`` built from the repository's
-``[tool.mutmut]`` and ``[tool.pytest.ini_options]`` tables plus the module and its tests. mutmut
-copies all of it to ``mutants/`` inside that folder; the working tree is never touched. Its
-survivors stay there: ``cd .mailqueue/mutation/<module> && mutmut results`` lists them and
+``events``, ``functions`` and ``template.yaml`` link to the repository's, with a ``pyproject.toml``
+built from the repository's ``[tool.mutmut]`` and ``[tool.pytest.ini_options]`` tables plus the
+module and its tests. mutmut copies all of it to ``mutants/`` inside that folder; the working tree
+is never touched. Its survivors stay there: ``cd .mailqueue/mutation/<module> && mutmut results`` lists them and
 ``mutmut show <name>`` shows one.
 
 ``--until HH:MM`` (UTC) starts no module after that time; ``--stop-at HH:MM`` stops the running one
@@ -42,7 +42,7 @@ from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 STAGING = REPOSITORY / ".mailqueue" / "mutation"
-LINKED = ("tests", "dev", "functions", "template.yaml")
+LINKED = ("tests", "dev", "events", "functions", "template.yaml")
 
 
 @dataclass(frozen=True)
@@ -198,6 +198,10 @@ def run(
                 process.wait()
                 break
             time.sleep(5)
+        else:
+            if process.returncode != 0:
+                # Its clean run or its recording of the tests failed: no verdict would mean anything.
+                raise RuntimeError(f"mutmut failed on {module.name} (exit {process.returncode}): see its output above")
     chosen = draw_sample(list(_verdicts(module, folder)), sample, seed) if sample is not None else None
     return score(module, folder, time.monotonic() - started, chosen)
 
