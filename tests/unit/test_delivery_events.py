@@ -115,6 +115,33 @@ def test_a_bounce_records_type_and_diagnostic_and_suppresses_the_address(api, ha
     assert "permanent bounce" in page["suppressions"][0]["reason"]
 
 
+def test_events_missing_their_optional_fields_still_leave_a_readable_record(api, handler):
+    # SES's documents mark these fields optional; the record says what is known, and a bounce to
+    # many recipients lists the first five (the status record stays small).
+    bounced = email_in(api, Status.SENT)
+    event = sample("bounce-transient", bounced)
+    del event["detail"]["bounce"]["bounceSubType"]
+    many = [{"emailAddress": f"r{n}@example.org", "status": "4.4.7"} for n in range(6)]
+    event["detail"]["bounce"]["bouncedRecipients"] = [{"status": "4.4.7"}, *many]
+    handler(event)
+    bounce = read(api, bounced)["bounce"]
+    assert bounce["type"] == "Transient/General"
+    assert bounce["recipients"][0] == {"address": "", "status": "4.4.7", "diagnostic": ""}
+    assert [r["address"] for r in bounce["recipients"][1:]] == [f"r{n}@example.org" for n in range(4)]
+
+    rejected = email_in(api, Status.SENT)
+    event = sample("reject", rejected)
+    del event["detail"]["reject"]["reason"]
+    handler(event)
+    assert read(api, rejected)["last_error"] == {"code": "Reject", "message": "rejected by SES"}
+
+    complained = email_in(api, Status.SENT)
+    event = sample("complaint", complained)
+    del event["detail"]["complaint"]["complaintFeedbackType"]
+    handler(event)
+    assert read(api, complained)["history"][-1]["reason"] == "complaint: complaint"
+
+
 def test_an_account_suppression_list_bounce_is_bounced_with_that_reason(api, handler):
     email_id = email_in(api, Status.SENT)
 
