@@ -142,6 +142,33 @@ def test_events_missing_their_optional_fields_still_leave_a_readable_record(api,
     assert read(api, complained)["history"][-1]["reason"] == "complaint: complaint"
 
 
+def test_an_event_keeps_the_message_id_the_sender_recorded_and_fills_in_a_missing_one(api, handler, capsys):
+    recorded = email_in(api, Status.SENT)  # the sender recorded SES's answer: "0100-first"
+    handler(sample("delivery", recorded))
+    assert read(api, recorded)["ses_message_id"] == "0100-first"
+
+    # An email recorded sent without SES's message id (its answer was lost, the Send event settled it
+    # but carried none): the next event that names one fills it in.
+    missing = email_in(api, Status.SENDING)
+    now = clock.now()
+    transition(api.module.mailqueue.store, missing, Guard({Status.SENDING}), Change(Status.SENT, reason="x"), now)
+    event = sample("bounce-permanent", missing)
+    event["detail"]["bounce"]["bounceSubType"] = "NoEmail"
+    capsys.readouterr()
+    result = handler(event)
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    by_type = [metric for metric in metrics if "EmailsBouncedByType" in metric]
+    assert [metric["bounce_type"] for metric in by_type] == ["Permanent"]
+    assert [metric.get("AddressesSuppressed") for metric in metrics if "EmailsBounced" in metric] == [[1.0]]
+    assert read(api, missing)["ses_message_id"] == event["detail"]["mail"]["messageId"]
+    assert result == {"event_type": "Bounce", "email_id": missing, "result": "applied"}
+    [suppression] = api.get("/suppressions")[1]["suppressions"]
+    assert suppression["reason"] == "permanent bounce (NoEmail)"
+
+    ignored = handler(sample("delivery", missing))  # a delivery never overwrites a bounce
+    assert ignored == {"event_type": "Delivery", "email_id": missing, "result": "ignored"}
+
+
 def test_an_account_suppression_list_bounce_is_bounced_with_that_reason(api, handler):
     email_id = email_in(api, Status.SENT)
 
