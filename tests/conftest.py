@@ -36,7 +36,7 @@ from mailqueue_dev.lambda_events import LambdaContext, http_api_event
 from mailqueue_dev.template import Stack, build
 from moto import mock_aws
 
-FUNCTIONS = ("ApiFunction", "SenderFunction", "RequeueFunction", "EventsFunction")
+FUNCTIONS = ("ApiFunction", "SenderFunction", "RequeueFunction", "EventsFunction", "NotifyFunction")
 
 
 def configure(stack: Stack) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -155,3 +156,32 @@ def scheduled_event(
         "resources": [rule_arn],
         "detail": {},
     }
+
+
+def dynamodb_stream_event(records: list[dict[str, Any]], stream_arn: str) -> dict[str, Any]:
+    """Records read from a DynamoDB stream (GetRecords) as Lambda hands them to a function."""
+    converted = []
+    for record in records:
+        change = dict(record["dynamodb"])
+        created = change.get("ApproximateCreationDateTime")
+        if isinstance(created, datetime):
+            change["ApproximateCreationDateTime"] = created.timestamp()
+        converted.append({**record, "dynamodb": change, "eventSourceARN": stream_arn})
+    return {"Records": converted}
+
+
+def stream_filter(criteria: dict[str, Any] | None) -> Callable[[dict[str, Any]], bool]:
+    """Lambda's event filtering for a stream event source (``FilterCriteria``): a test of one record, which passes
+    when any of the filters' patterns matches it (all pass without filters). Patterns use EventBridge's syntax;
+    moto's EventBridge evaluates them."""
+    from moto.events.models import EventPattern, EventPatternParser  # noqa: PLC0415 - dev tooling only
+
+    patterns = [
+        EventPattern(str(item["Pattern"]), EventPatternParser(str(item["Pattern"])).parse())
+        for item in (criteria or {}).get("Filters") or []
+    ]
+
+    def passes(record: dict[str, Any]) -> bool:
+        return not patterns or any(pattern.matches_event(record) for pattern in patterns)
+
+    return passes

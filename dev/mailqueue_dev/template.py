@@ -1,15 +1,16 @@
 """Read ``template.yaml`` and build its resources in the emulator, so the local stack cannot drift.
 
-Only what the code uses is built: DynamoDB tables (keys, indexes, TTL), SQS queues (visibility,
-redrive to their dead-letter queues), S3 buckets and SES configuration sets; every other resource type
-is left out. Functions' environments are resolved from the template's Globals and function definitions,
-with ``Ref``/``GetAtt``/``Join`` pointing at what was built and ``Fn::If`` decided by the template's
-conditions under the stack's parameters.
+Only what the code uses is built: DynamoDB tables (keys, indexes, TTL, streams), SQS queues (visibility,
+redrive to their dead-letter queues), S3 buckets, SES configuration sets and EventBridge buses; every other
+resource type is left out. Functions' environments are resolved from the template's Globals and function
+definitions, with ``Ref``/``GetAtt``/``Join``/``Sub``/``Split`` pointing at what was built and ``Fn::If``
+decided by the template's conditions under the stack's parameters.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,16 +107,37 @@ class Stack:
                     return self.arns[logical_id]
                 if attribute == "QueueName":
                     return self.names[logical_id].rsplit("/", 1)[-1]
+                if attribute == "StreamArn":
+                    return self.arns[f"{logical_id}.StreamArn"]
                 return self.names.get(logical_id, logical_id)
             if "Fn::Join" in value:
                 separator, parts = value["Fn::Join"]
                 resolved = self._resolve(parts)
                 return separator.join(resolved if isinstance(resolved, list) else [resolved])
+            if "Fn::Split" in value:
+                separator, text = value["Fn::Split"]
+                return str(self._resolve(text)).split(separator)
+            if "Fn::Sub" in value:
+                return self._substitute(value["Fn::Sub"])
             items = ((key, self._resolve(item)) for key, item in value.items())
             return {key: item for key, item in items if item is not _NO_VALUE}
         if isinstance(value, list):
             return [item for item in (self._resolve(item) for item in value) if item is not _NO_VALUE]
         return value
+
+    def _substitute(self, sub: Any) -> str:
+        """``Fn::Sub``: ``${Name}`` from its variables, the parameters or what was built; ``${Id.Attribute}`` a GetAtt."""
+        text, variables = (sub, {}) if isinstance(sub, str) else (sub[0], sub[1])
+
+        def value(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in variables:
+                return str(self._resolve(variables[name]))
+            if "." in name and not name.startswith("AWS::"):
+                return str(self._resolve({"Fn::GetAtt": name.split(".", 1)}))
+            return str(self._resolve({"Ref": name}))
+
+        return re.sub(r"\$\{([^}!]+)\}", value, text)
 
     def exists(self, resource: dict[str, Any]) -> bool:
         """Whether a resource is part of the stack: it has no Condition, or its condition holds."""
@@ -147,7 +169,7 @@ def build(session: Any, prefix: str = "mailqueue", overrides: dict[str, str] | N
     template = load_template()
     parameters = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
     parameters.update(overrides or {})
-    parameters.update({"AWS::Region": session.region_name, "AWS::AccountId": "123456789012"})
+    parameters.update({"AWS::Region": session.region_name, "AWS::AccountId": "123456789012", "AWS::StackName": prefix})
     stack = Stack(template=template, prefix=prefix, parameters=parameters)
 
     dynamodb = session.client("dynamodb")
@@ -162,7 +184,12 @@ def build(session: Any, prefix: str = "mailqueue", overrides: dict[str, str] | N
         }
         if properties.get("GlobalSecondaryIndexes"):
             params["GlobalSecondaryIndexes"] = properties["GlobalSecondaryIndexes"]
-        dynamodb.create_table(**params)
+        stream = stack.resolve(properties.get("StreamSpecification"))
+        if stream:
+            params["StreamSpecification"] = {"StreamEnabled": True, **stream}
+        created = dynamodb.create_table(**params)["TableDescription"]
+        if stream:
+            stack.arns[f"{logical_id}.StreamArn"] = created["LatestStreamArn"]
         ttl = properties.get("TimeToLiveSpecification")
         if ttl:
             dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
@@ -203,4 +230,11 @@ def build(session: Any, prefix: str = "mailqueue", overrides: dict[str, str] | N
         sesv2.create_configuration_set(ConfigurationSetName=name)
         stack.names[logical_id] = name
         stack.arns[logical_id] = f"arn:aws:ses:{session.region_name}:123456789012:configuration-set/{name}"
+
+    # Buses of the stack's own (the status events'): Ref is the name.
+    events = session.client("events")
+    for logical_id, resource in stack.resources("AWS::Events::EventBus").items():
+        name = str(stack.resolve(resource["Properties"]["Name"]))
+        stack.names[logical_id] = name
+        stack.arns[logical_id] = events.create_event_bus(Name=name)["EventBusArn"]
     return stack

@@ -241,14 +241,16 @@ def _caller() -> str:
 def _enqueue_once(request: dict[str, Any]) -> dict[str, Any]:
     key = f"{request['caller']}\n{request['key']}"
     email = EmailRequest.model_validate(request["body"])
-    return mailqueue.enqueue(email, key=key, caller=request["caller"]).model_dump()
+    return mailqueue.enqueue(email, key=key, caller=request["caller"], idempotency_key=request["key"]).model_dump()
 
 
 @idempotent_function(data_keyword_argument="request", persistence_store=idempotency_store, config=idempotency)
 def _enqueue_batch_once(request: dict[str, Any]) -> dict[str, Any]:
     key = f"{request['caller']}\nbatch\n{request['key']}"
     emails = BatchRequest.model_validate(request["body"]).emails
-    return mailqueue.enqueue_batch(emails, key=key, caller=request["caller"]).model_dump()
+    return mailqueue.enqueue_batch(
+        emails, key=key, caller=request["caller"], idempotency_key=request["key"]
+    ).model_dump()
 
 
 # --- one error shape for everything -------------------------------------------------------------------------

@@ -55,7 +55,7 @@ from mailqueue.packing import pack, unpack
 from mailqueue.problems import failure_of, field_problems
 from mailqueue.queue import MAX_DELAY_SECONDS, Publication, SendQueue
 from mailqueue.settings import Settings
-from mailqueue.statemachine import Change, Guard, Status, history_entry, transition
+from mailqueue.statemachine import SEQUENCE, Change, Guard, Status, history_entry, transition
 from mailqueue.store import CONTENT, ConditionFailed, EmailStore, SuppressionList
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ IDEMPOTENCY_BINDING_DAYS = 2
 NOT_STORED_MESSAGE = "the email could not be stored; nothing was accepted and nothing will be sent: send it again"
 # The longest sort key DynamoDB stores: what a cursor or a suppressed address can be.
 MAX_KEY_BYTES = 1024
+# The status record's attribute holding the Idempotency-Key an email was enqueued with, when it was.
+IDEMPOTENCY_KEY = "idempotency_key"
 # What GET /emails/{id} shows of an email's content: its recipients and whole subject.
 ENVELOPE = ("to", "cc", "bcc", "subject", "tags")
 UNPUBLISHED_MESSAGE = (
@@ -95,11 +97,17 @@ class Mailqueue:
     # --- enqueue --------------------------------------------------------------------------------------
 
     def enqueue(
-        self, request: EmailRequest, now: datetime | None = None, key: str | None = None, caller: str = ""
+        self,
+        request: EmailRequest,
+        now: datetime | None = None,
+        key: str | None = None,
+        caller: str = "",
+        idempotency_key: str | None = None,
     ) -> EnqueueResult:
         """Store and publish one email. ``key`` (an idempotency key, with its caller) binds its id: every
         request with that key names the same email, so a repeat never stores a second one. ``caller`` (who
-        sent the request, see ``upload_prefix``) may attach only its own uploads."""
+        sent the request, see ``upload_prefix``) may attach only its own uploads. ``idempotency_key``, the key
+        as the caller gave it, is kept on the email for its status events (see ``mailqueue.notifications``)."""
         now = now or clock.now()
         ids, found = self._ids(key, 1, now)
         email_id = ids[0]
@@ -109,7 +117,7 @@ class Mailqueue:
         if isinstance(expanded, InvalidEmail):
             raise expanded
         request, origin = expanded
-        prepared = self._prepare(request, now, self._suppressed([request]), email_id, origin, caller)
+        prepared = self._prepare(request, now, self._suppressed([request]), email_id, origin, caller, idempotency_key)
         outcome = self._store([prepared], now)
         if email_id in outcome.withdrawn:
             raise Unavailable(NOT_STORED_MESSAGE)
@@ -118,7 +126,12 @@ class Mailqueue:
         return self._publish([prepared])[0]
 
     def enqueue_batch(
-        self, items: list[dict[str, Any]], now: datetime | None = None, key: str | None = None, caller: str = ""
+        self,
+        items: list[dict[str, Any]],
+        now: datetime | None = None,
+        key: str | None = None,
+        caller: str = "",
+        idempotency_key: str | None = None,
     ) -> BatchResult:
         now = now or clock.now()
         ids, found = self._ids(key, len(items), now)
@@ -143,7 +156,9 @@ class Mailqueue:
         suppressed = self._suppressed([request for _, request, _ in valid])
         for index, request, origin in valid:
             try:
-                prepared.append((index, self._prepare(request, now, suppressed, ids[index], origin, caller)))
+                prepared.append(
+                    (index, self._prepare(request, now, suppressed, ids[index], origin, caller, idempotency_key))
+                )
             except InvalidEmail as error:
                 results.append(BatchItemResult(index=index, error=error_body(error)))
         outcome = self._store([item for _, item in prepared], now)
@@ -222,6 +237,7 @@ class Mailqueue:
         email_id: str,
         origin: TemplateRef | None = None,
         caller: str = "",
+        idempotency_key: str | None = None,
     ) -> _Prepared:
         sender = request.sender
         self._check_identity(sender)
@@ -252,6 +268,7 @@ class Mailqueue:
             "deadline": clock.iso(deadline),
             "priority": request.priority,
             "attempts": 0,
+            SEQUENCE: 1,
             "created_at": clock.iso(now),
             "updated_at": clock.iso(now),
             "to": recipients[0].address,
@@ -261,6 +278,8 @@ class Mailqueue:
             "metadata": request.metadata,
             "template": origin.name if origin else None,
             "template_version": origin.version if origin else None,
+            # Only when given (None is not written): the status events carry it.
+            IDEMPOTENCY_KEY: idempotency_key,
         }
         # What the sender needs must outlive the email's sending: counted from when it is due (not from a
         # send_at in the past), and an upload it names renewed if the lifecycle would delete it sooner.

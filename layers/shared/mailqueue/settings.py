@@ -89,6 +89,11 @@ class Settings:
     # Content larger than this (bytes of the content record) goes to S3 instead of DynamoDB.
     inline_content_limit: int = 300_000
 
+    # The statuses whose changes are published as events on the status event bus (see mailqueue.notifications):
+    # status names, or "all", or "none".
+    publish_statuses: tuple[str, ...] = ("delivered", "bounced", "complained", "failed")
+    status_event_bus: str = ""
+
     def __post_init__(self) -> None:
         for name, kind in _KINDS.items():
             object.__setattr__(self, name, _converted(name, kind, getattr(self, name)))

@@ -75,6 +75,8 @@ ALLOWED: Mapping[Status, frozenset[Status]] = {
 # The status record keeps its first entry (how the email was accepted) and the latest ones.
 HISTORY_LIMIT = 8
 REASON_LIMIT = 120
+# The status record's attribute numbering its changes: 1 when enqueued, one more with every transition.
+SEQUENCE = "seq"
 
 
 def is_allowed(source: Status, target: Status) -> bool:
@@ -203,6 +205,11 @@ def transition(store: EmailStore, email_id: str, guard: Guard, change: Change, n
     expression = "SET " + ", ".join(sets)
     if removes:
         expression += " REMOVE " + ", ".join(dict.fromkeys(removes))
+    # The email's sequence counts every change, in the same write (see mailqueue.notifications); ADD starts
+    # a record that has none (enqueued before sequences existed) from zero.
+    names["#seq"] = SEQUENCE
+    values[":one"] = 1
+    expression += " ADD #seq :one"
     condition = " AND ".join(conditions)
     # DynamoDB refuses placeholders that the expressions do not use.
     used = f"{expression} {condition}"

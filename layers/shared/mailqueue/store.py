@@ -34,6 +34,8 @@ _BATCH_WRITE_LIMIT = 25
 _UNPROCESSED_RETRIES = 5
 # A TransactWriteItems call takes 100 actions: two per email settled.
 _SETTLE_LIMIT = 50
+# A BatchGetItem call reads 100 items.
+_GET_LIMIT = 100
 # Set on a content record whose email the API refused (503) while its status write was in doubt:
 # if that write lands after all, the sender fails the email unsent.
 WITHDRAWN = "withdrawn_at"
@@ -292,6 +294,33 @@ class EmailStore:
         found.sort(key=lambda item: item["pk"], reverse=True)
         return found[:limit]
 
+    def contents(self, email_ids: list[str], attributes: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        """``attributes`` of the content records of ``email_ids`` that exist, by id (eventually consistent reads:
+        a content record is written once, before its status record)."""
+        found: dict[str, dict[str, Any]] = {}
+        pending = list(dict.fromkeys(email_ids))
+        names = {f"#a{index}": name for index, name in enumerate(("pk", *attributes))}
+        for start in range(0, len(pending), _GET_LIMIT):
+            request: dict[str, Any] = {
+                self.table: {
+                    "Keys": [self.key(email_id, CONTENT) for email_id in pending[start : start + _GET_LIMIT]],
+                    "ProjectionExpression": ", ".join(names),
+                    "ExpressionAttributeNames": names,
+                }
+            }
+            for attempt in range(_UNPROCESSED_RETRIES):
+                answer = self._client.batch_get_item(RequestItems=request)
+                for item in answer.get("Responses", {}).get(self.table, []):
+                    record = self._decode(item)
+                    found[str(record["pk"])] = record
+                request = answer.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(0.05 * 2**attempt)
+            else:
+                raise RuntimeError(f"DynamoDB left {len(request[self.table]['Keys'])} content records unread")
+        return found
+
     # --- conditional updates --------------------------------------------------------------------------
 
     def update_status(
@@ -312,6 +341,13 @@ class EmailStore:
             old = getattr(error, "response", {}).get("Item")
             raise ConditionFailed(self._decode(old) if old else None) from None
         return self._decode(answer["Attributes"])
+
+
+def decoded(item: dict[str, Any]) -> dict[str, Any]:
+    """An item in DynamoDB's JSON (as a stream record holds it) as plain values, as the store reads items."""
+    deserializer = _deserializer()
+    result: dict[str, Any] = _from_dynamo_safe({key: deserializer.deserialize(value) for key, value in item.items()})
+    return result
 
 
 def _out_of_time(error: BaseException) -> bool:
