@@ -19,6 +19,7 @@ import pytest
 from mailqueue import settings as settings_module
 from mailqueue.delivery import OUTCOMES
 from mailqueue.settings import Settings
+from mailqueue.statemachine import Status
 from mailqueue.store import DEADLINE_INDEX, STATUS_INDEX, SUPPRESSION_PARTITION
 from mailqueue.templates import HEADS
 from mailqueue_dev.template import TEMPLATE, Stack, build, load_template
@@ -137,6 +138,8 @@ def evaluate(value: Any, parameters: dict[str, Any], keep: bool = False) -> Any:
         ("EventsDeadLetterQueue", "AWS::SQS::Queue"),
         ("ConfigurationSet", "AWS::SES::ConfigurationSet"),
         ("SesEventsDestination", "AWS::SES::ConfigurationSetEventDestination"),
+        ("NotifyFunction", "AWS::Serverless::Function"),
+        ("StatusEventBus", "AWS::Events::EventBus"),
     ],
 )
 def test_the_resources_the_code_names_are_defined(logical_id: str, kind: str) -> None:
@@ -150,6 +153,7 @@ def test_the_resources_the_code_names_are_defined(logical_id: str, kind: str) ->
         ("SenderFunction", "sender.handler"),
         ("RequeueFunction", "requeue.handler"),
         ("EventsFunction", "ses_events.handler"),
+        ("NotifyFunction", "notify.handler"),
     ],
 )
 def test_each_handler_is_a_module_of_its_code_folder(function_id: str, handler: str) -> None:
@@ -187,7 +191,7 @@ def tracing_of(function_id: str) -> tuple[str, str]:
 def test_only_the_api_samples_traces_and_only_it_loads_the_x_ray_sdk() -> None:
     # Active where requests enter; the functions behind it record a trace only when it reaches them sampled
     assert tracing_of("ApiFunction") == ("Active", "false")
-    for function_id in ("SenderFunction", "RequeueFunction", "EventsFunction"):
+    for function_id in ("SenderFunction", "RequeueFunction", "EventsFunction", "NotifyFunction"):
         assert tracing_of(function_id) == ("PassThrough", "true"), function_id
 
 
@@ -213,6 +217,7 @@ REQUIRED_ENVIRONMENT = {
     "SenderFunction": {"SES_CONFIGURATION_SET", "SEND_RATE", "SENDER_CONCURRENCY"},
     "RequeueFunction": set(),
     "EventsFunction": set(),
+    "NotifyFunction": {"STATUS_EVENT_BUS", "PUBLISH_STATUSES"},
 }
 EVERY_FUNCTION_ENVIRONMENT = {
     "TABLE_NAME",
@@ -330,7 +335,7 @@ def test_the_sender_reports_partial_batch_failures_within_its_concurrency() -> N
 def with_parameters(**parameters: str) -> Stack:
     """The template's values under these parameters (the others at their defaults), without building it."""
     values = {name: str(spec.get("Default", "")) for name, spec in DOC["Parameters"].items()}
-    values.update(parameters)
+    values.update({"AWS::Region": "us-east-1", "AWS::URLSuffix": "amazonaws.com", **parameters})
     return Stack(template=DOC, prefix="mailqueue", parameters=values)
 
 
@@ -358,7 +363,7 @@ def at_rest(stack: Stack) -> dict[str, Any]:
 
 def test_without_a_key_aws_owned_and_managed_keys_encrypt_everything() -> None:
     encryption = at_rest(with_parameters())
-    assert len(encryption) == 2 + 5 + 1 + 5  # tables, queues, bucket, log groups
+    assert len(encryption) == 2 + 6 + 1 + 6  # tables, queues, bucket, log groups
     for logical_id, how in encryption.items():
         kind = RESOURCES[logical_id]["Type"]
         expected = {
@@ -389,6 +394,7 @@ KMS_SERVICES = {
     "SenderFunction": {"dynamodb", "sqs", "s3"},
     "RequeueFunction": {"dynamodb", "sqs"},
     "EventsFunction": {"dynamodb", "sqs"},
+    "NotifyFunction": {"dynamodb", "sqs"},
 }
 
 
@@ -414,7 +420,7 @@ def test_each_role_may_use_the_key_only_when_given_and_only_through_its_services
     assert statement["Resource"] == KEY_ARN
     services = statement["Condition"]["StringEquals"]["kms:ViaService"]
     assert services == [
-        {"Fn::Sub": f"{service}.${{AWS::Region}}.${{AWS::URLSuffix}}"}
+        f"{service}.us-east-1.amazonaws.com"
         for service in ("dynamodb", "sqs", "s3")
         if service in KMS_SERVICES[function_id]
     ]
@@ -494,6 +500,19 @@ ALLOWED_ACTIONS = {
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",
         "dynamodb:PutItem",
+        "sqs:SendMessage",
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+    },
+    # The stream (what its event source reads with), the content records' tags, the bus; SendMessage: the
+    # stream's on-failure destination, with the function's role
+    "NotifyFunction": {
+        "dynamodb:DescribeStream",
+        "dynamodb:GetRecords",
+        "dynamodb:GetShardIterator",
+        "dynamodb:ListStreams",
+        "dynamodb:BatchGetItem",
+        "events:PutEvents",
         "sqs:SendMessage",
         "kms:Decrypt",
         "kms:GenerateDataKey",
@@ -1023,3 +1042,72 @@ def test_the_deploy_guide_covers_every_parameter_alarm_and_output() -> None:
     guide = (ROOT / "docs" / "deploy.md").read_text()
     named = [*DOC["Parameters"], *of_type("AWS::CloudWatch::Alarm"), *DOC["Outputs"]]
     assert not [name for name in named if f"`{name}`" not in guide]
+
+
+# --- status events ----------------------------------------------------------------------------------------------
+
+
+def test_status_events_are_published_by_the_notify_function_from_the_table_stream_onto_a_bus_of_the_stack() -> None:
+    function = FUNCTIONS["NotifyFunction"]
+    assert function["Condition"] == "PublishesStatuses"
+    for logical_id in ("StatusEventBus", "NotifyRole", "NotifyLogGroup", "NotifyDeadLetterQueue"):
+        assert RESOURCES[logical_id]["Condition"] == "PublishesStatuses", logical_id
+    assert RESOURCES["StatusEventBus"]["Properties"]["Name"] == {"Fn::Sub": "${AWS::StackName}-status"}
+    assert DOC["Parameters"]["PublishStatuses"]["Default"] == "delivered,bounced,complained,failed"
+    assert DOC["Conditions"]["PublishesStatuses"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "PublishStatuses"}, "none"]}]}
+
+    # the stream exists only when something is published, with both images
+    table = RESOURCES["EmailsTable"]["Properties"]
+    assert with_parameters().resolve(table["StreamSpecification"]) == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    assert with_parameters(PublishStatuses="none").resolve({"S": table["StreamSpecification"]}) == {}
+
+    [(_, event)] = function["Properties"]["Events"].items()
+    assert event["Type"] == "DynamoDB"
+    source = event["Properties"]
+    assert source["Stream"] == {"Fn::GetAtt": ["EmailsTable", "StreamArn"]}
+    assert source["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert source["ParallelizationFactor"] == 1  # one email's changes in order
+    assert source["BisectBatchOnFunctionError"] is True
+    assert source["MaximumRetryAttempts"] >= 1
+    assert source["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["NotifyDeadLetterQueue", "Arn"]}
+    alarm = RESOURCES["NotifyDeadLetterQueueAlarm"]["Properties"]
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["NotifyDeadLetterQueue", "QueueName"]}}]
+
+    environment = function["Properties"]["Environment"]["Variables"]
+    assert environment == {"STATUS_EVENT_BUS": {"Fn::GetAtt": ["StatusEventBus", "Name"]}, "PUBLISH_STATUSES": {"Ref": "PublishStatuses"}}
+
+
+@pytest.mark.parametrize(
+    ("setting", "statuses"),
+    [
+        ("delivered,bounced,complained,failed", ["delivered", "bounced", "complained", "failed"]),
+        ("bounced", ["bounced"]),
+        ("all", None),
+    ],
+)
+def test_the_stream_filter_passes_status_records_of_the_published_statuses_only(
+    setting: str, statuses: list[str] | None
+) -> None:
+    [source] = [
+        event["Properties"] for event in FUNCTIONS["NotifyFunction"]["Properties"]["Events"].values()
+    ]
+    [criterion] = with_parameters(PublishStatuses=setting).resolve(source["FilterCriteria"])["Filters"]
+    pattern = json.loads(criterion["Pattern"])
+
+    assert pattern["eventName"] == ["INSERT", "MODIFY"]
+    assert pattern["dynamodb"]["Keys"] == {"sk": {"S": ["status"]}}
+    if statuses is None:
+        assert "NewImage" not in pattern["dynamodb"]
+    else:
+        assert pattern["dynamodb"]["NewImage"] == {"status": {"S": statuses}}
+
+
+def test_the_published_statuses_parameter_takes_names_all_or_none_only() -> None:
+    allowed = re.compile(DOC["Parameters"]["PublishStatuses"]["AllowedPattern"])
+    for good in ("all", "none", "delivered", "delivered,bounced,complained,failed", "queued,sent"):
+        assert allowed.fullmatch(good), good
+    for bad in ("", "delivered, bounced", "deliverd", "all,delivered", "delivered,"):
+        assert not allowed.fullmatch(bad), bad
+    # and every name it takes is a status the code publishes
+    names = set(re.findall(r"[a-z]+", DOC["Parameters"]["PublishStatuses"]["AllowedPattern"])) - {"all", "none"}
+    assert names == {status.value for status in Status}

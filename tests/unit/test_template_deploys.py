@@ -110,7 +110,7 @@ def deployed(session: boto3.session.Session) -> Deployed:
 def test_the_stack_is_created(deployed: Deployed) -> None:
     assert deployed.stack["StackStatus"] == "CREATE_COMPLETE"
     functions = deployed.resources("AWS::Lambda::Function")
-    assert set(functions) == {"ApiFunction", "SenderFunction", "RequeueFunction", "EventsFunction"}
+    assert set(functions) == {"ApiFunction", "SenderFunction", "RequeueFunction", "EventsFunction", "NotifyFunction"}
     assert set(functions) <= set(deployed.created)
 
 
@@ -131,7 +131,9 @@ def exists(deployed: Deployed, logical_id: str) -> bool:
     raise AssertionError(f"an environment variable names a {kind}: teach this test how to find one")
 
 
-@pytest.mark.parametrize("function_id", ["ApiFunction", "SenderFunction", "RequeueFunction", "EventsFunction"])
+@pytest.mark.parametrize(
+    "function_id", ["ApiFunction", "SenderFunction", "RequeueFunction", "EventsFunction", "NotifyFunction"]
+)
 def test_each_function_environment_resolves_to_created_resources(deployed: Deployed, function_id: str) -> None:
     declared = deployed.template["Resources"][function_id]["Properties"]["Environment"]["Variables"]
     configuration = deployed.client("lambda").get_function_configuration(FunctionName=deployed.created[function_id])
@@ -145,6 +147,11 @@ def test_each_function_environment_resolves_to_created_resources(deployed: Deplo
         if isinstance(value, dict) and "Ref" in value and value["Ref"] in deployed.template["Resources"]:
             assert environment[name] == deployed.created[value["Ref"]], name
             assert exists(deployed, value["Ref"]), name
+        if isinstance(value, dict) and value.get("Fn::GetAtt", [None, None])[1] == "Name":
+            # a bus (moto's CloudFormation records no physical id for one): it exists under that name
+            assert deployed.template["Resources"][value["Fn::GetAtt"][0]]["Type"] == "AWS::Events::EventBus"
+            assert environment[name] == f"{deployed.stack['StackName']}-status", name
+            assert deployed.client("events").describe_event_bus(Name=environment[name])["Name"] == environment[name]
     # and the settings the code reads accept them, naming the stack's resources
     settings = Settings.from_env(environment)
     assert settings.table_name == deployed.created["EmailsTable"]
@@ -169,7 +176,11 @@ def queue_arn(deployed: Deployed, logical_id: str) -> str:
 
 
 def test_each_event_source_mapping_feeds_its_function_from_its_queue_with_its_settings(deployed: Deployed) -> None:
-    declared = deployed.resources("AWS::Lambda::EventSourceMapping")
+    declared = {
+        logical_id: resource
+        for logical_id, resource in deployed.resources("AWS::Lambda::EventSourceMapping").items()
+        if resource["Properties"]["FunctionName"]["Ref"] == "SenderFunction"
+    }
     assert len(declared) == 2  # the send queue and the high-priority queue
     client = deployed.client("lambda")
     for logical_id, resource in declared.items():
@@ -188,6 +199,40 @@ def test_each_event_source_mapping_feeds_its_function_from_its_queue_with_its_se
         assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}  # SenderMaxConcurrency's default
     queues = {resource["Properties"]["EventSourceArn"]["Fn::GetAtt"][0] for resource in declared.values()}
     assert queues == {"SendQueue", "HighPrioritySendQueue"}
+
+
+def test_the_notify_function_reads_the_emails_table_stream_filtered_with_partial_failures(deployed: Deployed) -> None:
+    [(logical_id, resource)] = [
+        (logical_id, resource)
+        for logical_id, resource in deployed.resources("AWS::Lambda::EventSourceMapping").items()
+        if resource["Properties"]["FunctionName"]["Ref"] == "NotifyFunction"
+    ]
+    properties = resource["Properties"]
+    client = deployed.client("lambda")
+    mappings = client.list_event_source_mappings(FunctionName=deployed.created["NotifyFunction"])["EventSourceMappings"]
+    [mapping] = [m for m in mappings if m["UUID"] == deployed.created[logical_id]]
+
+    table = deployed.client("dynamodb").describe_table(TableName=deployed.created["EmailsTable"])["Table"]
+    assert table["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+    assert mapping["EventSourceArn"] == table["LatestStreamArn"]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    [pattern] = [json.loads(item["Pattern"]) for item in mapping["FilterCriteria"]["Filters"]]
+    assert pattern["dynamodb"]["NewImage"] == {"status": {"S": ["delivered", "bounced", "complained", "failed"]}}
+    assert properties["BisectBatchOnFunctionError"] is True
+    assert properties["DestinationConfig"]["OnFailure"]["Destination"] == {
+        "Fn::GetAtt": ["NotifyDeadLetterQueue", "Arn"]
+    }
+    assert exists(deployed, "NotifyDeadLetterQueue")
+
+
+def test_publishing_none_makes_no_bus_no_stream_and_no_function(session: boto3.session.Session) -> None:
+    deployed = deploy(session, "mailqueue-quiet", {**PARAMETERS, "PublishStatuses": "none"})
+    assert deployed.stack["StackStatus"] == "CREATE_COMPLETE"
+
+    for logical_id in ("StatusEventBus", "NotifyFunction", "NotifyRole", "NotifyDeadLetterQueue"):
+        assert logical_id not in deployed.created, logical_id
+    table = deployed.client("dynamodb").describe_table(TableName=deployed.created["EmailsTable"])["Table"]
+    assert "LatestStreamArn" not in table
 
 
 def test_each_send_queue_redrives_to_its_created_dead_letter_queue(deployed: Deployed) -> None:
@@ -291,7 +336,7 @@ def test_what_moto_cannot_create_is_what_the_deploy_guide_lists(deployed: Deploy
 def test_the_only_role_the_transform_adds_lets_the_scheduler_invoke_the_requeue_function(deployed: Deployed) -> None:
     resources = deployed.template["Resources"]
     roles = {logical_id for logical_id, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
-    assert roles == {"ApiRole", "SenderRole", "RequeueRole", "EventsRole", "RequeueFunctionScheduleRole"}
+    assert roles == {"ApiRole", "SenderRole", "RequeueRole", "EventsRole", "NotifyRole", "RequeueFunctionScheduleRole"}
     for logical_id in roles:
         assert "ManagedPolicyArns" not in resources[logical_id]["Properties"], logical_id
     schedule_role = resources["RequeueFunctionScheduleRole"]["Properties"]
