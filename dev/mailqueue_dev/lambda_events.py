@@ -182,6 +182,6 @@ def stream_filter(criteria: dict[str, Any] | None) -> Callable[[dict[str, Any]],
     ]
 
     def passes(record: dict[str, Any]) -> bool:
-        return not patterns or any(pattern.matches_event(record) for pattern in patterns)
+        return not patterns or any(pattern.matches_event(record) for pattern in patterns)  # type: ignore[arg-type]
 
     return passes

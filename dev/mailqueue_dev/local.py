@@ -9,7 +9,9 @@ One process, a few threads, no Docker and no AWS account:
 - each scheduled function on a short local schedule;
 - an outbox: every email SES accepted, written as ``<email id>.eml``;
 - SES's events for each accepted email (Send, then Delivery, Bounce or Complaint, see
-  :mod:`mailqueue_dev.ses_simulator`), handed to the events function as EventBridge would.
+  :mod:`mailqueue_dev.ses_simulator`), handed to the events function as EventBridge would;
+- a poller per DynamoDB stream event source (the emails table's, for the status events), feeding the
+  records that pass its ``FilterCriteria`` to its function in order, with partial batch failures.
 
 Everything is read from the template (functions, handlers, environments, event sources), so the
 local stack runs the same handler code, with the same settings, as Lambda does.
@@ -65,6 +67,10 @@ SES_EVENT_RETRY_SECONDS = 0.1
 SES_EVENT_GIVE_UP_SECONDS = 60.0
 # Lambda retries a failed asynchronous invocation twice, then drops the event.
 ASYNC_RETRIES = 2
+# A stream batch that failed is handed over again this soon (on AWS, Lambda retries it with backoff) ...
+STREAM_RETRY_SECONDS = 0.5
+# ... at most this many times, when the event source does not say (its MaximumRetryAttempts).
+STREAM_RETRIES = 10
 
 # What differs locally from Lambda, beyond AWS_ENDPOINT_URL:
 LOCAL_ENVIRONMENT = {
@@ -138,6 +144,22 @@ class Poller:
     queue_arn: str
     batch_size: int
     reports_item_failures: bool
+
+
+@dataclass
+class StreamPoller:
+    """A DynamoDB stream event source mapping: read the stream in order, keep what its filter passes, invoke."""
+
+    function: Function
+    stream_arn: str
+    batch_size: int
+    passes: Callable[[dict[str, Any]], bool]
+    reports_item_failures: bool
+    # Lambda's MaximumRetryAttempts: a batch that still fails then is dropped (on AWS, described in the
+    # on-failure destination).
+    retries: int = STREAM_RETRIES
+    delivered: int = 0
+    dropped: int = 0
 
 
 @dataclass
@@ -294,6 +316,7 @@ class LocalStack:
     functions: dict[str, Function] = field(default_factory=dict, init=False)
     routes: list[Route] = field(default_factory=list, init=False)
     pollers: list[Poller] = field(default_factory=list, init=False)
+    stream_pollers: list[StreamPoller] = field(default_factory=list, init=False)
     schedules: list[Schedule] = field(default_factory=list, init=False)
     emulator: emulator.Emulator | None = field(default=None, init=False)
     runs: dict[str, int] = field(default_factory=dict, init=False)
@@ -388,6 +411,11 @@ class LocalStack:
         for schedule in self.schedules:
             if schedule.function.handler is not None:
                 self._spawn(f"schedule-{schedule.function.logical_id}", self._tick, schedule)
+        for stream_poller in self.stream_pollers:
+            if stream_poller.function.handler is not None:
+                # From the stream's end: the items restored above are not changes (as a new mapping starts).
+                iterator = self._stream_iterator(stream_poller.stream_arn)
+                self._spawn(f"stream-{stream_poller.function.logical_id}", self._poll_stream, stream_poller, iterator)
         if self.state_dir is not None:
             self.running().write(self.state_dir)
 
@@ -586,6 +614,18 @@ class LocalStack:
                     )
                 elif kind in {"Schedule", "ScheduleV2"}:
                     self.schedules.append(Schedule(function, self.requeue_seconds))
+                elif kind == "DynamoDB":
+                    self.stream_pollers.append(
+                        StreamPoller(
+                            function=function,
+                            stream_arn=properties["Stream"],
+                            batch_size=int(properties.get("BatchSize", 100)),
+                            passes=lambda_events.stream_filter(properties.get("FilterCriteria")),
+                            reports_item_failures="ReportBatchItemFailures"
+                            in properties.get("FunctionResponseTypes", []),
+                            retries=int(properties.get("MaximumRetryAttempts", STREAM_RETRIES)),
+                        )
+                    )
 
     # --- invoking -----------------------------------------------------------------------------------------
 
@@ -669,6 +709,82 @@ class LocalStack:
                     for i, m in enumerate(retry)
                 ],
             )
+
+    # --- DynamoDB streams -----------------------------------------------------------------------------------
+
+    def _stream_iterator(self, stream_arn: str) -> str:
+        assert self.emulator is not None
+        streams = self.emulator.client("dynamodbstreams")
+        [shard] = streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"]
+        iterator: str = streams.get_shard_iterator(
+            StreamArn=stream_arn, ShardId=shard["ShardId"], ShardIteratorType="LATEST"
+        )["ShardIterator"]
+        return iterator
+
+    def _poll_stream(self, poller: StreamPoller, iterator: str) -> None:
+        """Read the stream as Lambda's event source does: records in order, filtered, in batches; a batch whose
+        records failed is handed over again from the first that failed, until it succeeds or its retries run out."""
+        assert self.emulator is not None
+        streams = self.emulator.client("dynamodbstreams")
+        pending: list[dict[str, Any]] = []
+        while not self._stop.is_set():
+            if not pending:
+                try:
+                    answer = streams.get_records(ShardIterator=iterator)
+                except Exception:
+                    if self._stop.is_set():
+                        return
+                    log.exception("could not read the stream %s", poller.stream_arn)
+                    self._stop.wait(1)
+                    continue
+                _forget_stream_iterator(iterator)
+                iterator = answer["NextShardIterator"]
+                records = lambda_events.dynamodb_stream_event(answer["Records"], poller.stream_arn)["Records"]
+                # Filtered records never reach the function (and are not billed).
+                pending = [record for record in records if poller.passes(record)]
+                if not pending:
+                    self._stop.wait(self.poll_interval)
+                    continue
+            batch, rest = pending[: poller.batch_size], pending[poller.batch_size :]
+            pending = self._deliver_stream(poller, batch) + rest
+
+    def _deliver_stream(self, poller: StreamPoller, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Invoke with ``batch`` (retrying what failed); the records still to hand over: none, or those of the batch
+        from the first that failed when the stop came first."""
+        for attempt in range(poller.retries + 1):
+            failed_from = self._invoke_stream(poller, batch)
+            if failed_from is None:
+                poller.delivered += len(batch)
+                return []
+            batch = batch[failed_from:]
+            if self._stop.wait(STREAM_RETRY_SECONDS * (attempt + 1)):
+                return batch
+        log.error(
+            "%s failed %d stream records %d times; dropped (deployed, the on-failure destination describes them)",
+            poller.function.logical_id,
+            len(batch),
+            poller.retries + 1,
+        )
+        poller.dropped += len(batch)
+        return []
+
+    def _invoke_stream(self, poller: StreamPoller, batch: list[dict[str, Any]]) -> int | None:
+        """One invocation; the index of the first record to hand over again (Lambda's checkpoint), or None."""
+        try:
+            answer = self.invoke(poller.function, {"Records": batch})
+        except Exception:
+            log.error("%s failed a stream batch of %d:\n%s", poller.function.logical_id, len(batch), _short_trace())
+            return 0
+        if not poller.reports_item_failures or not isinstance(answer, dict):
+            return None
+        numbers = [record["dynamodb"]["SequenceNumber"] for record in batch]
+        failed = [item.get("itemIdentifier") for item in answer.get("batchItemFailures") or []]
+        if not failed:
+            return None
+        # An identifier that names no record of the batch fails the whole batch, as on Lambda.
+        if not set(failed) <= set(numbers):
+            return 0
+        return min(numbers.index(number) for number in failed)
 
     def _tick(self, schedule: Schedule) -> None:
         while not self._stop.wait(schedule.every):
@@ -796,6 +912,14 @@ class LocalStack:
             lines.append(f"queue      {poller.queue_url}  -> {target} (batches of {poller.batch_size})")
         for schedule in self.schedules:
             lines.append(f"schedule   {schedule.function.logical_id} every {schedule.every:g}s")
+        for stream_poller in self.stream_pollers:
+            lines.append(
+                f"stream     {stream_poller.stream_arn.split('/')[1]}  -> {stream_poller.function.logical_id} "
+                f"(filtered, batches of {stream_poller.batch_size})"
+            )
+        if "StatusEventBus" in self.stack.names:
+            statuses = self.stack.parameters.get("PublishStatuses", "")
+            lines.append(f"events     bus {self.stack.names['StatusEventBus']}: status changes ({statuses})")
         lines.append(f"identities {', '.join(self.identities)}")
         lines += self._describe_ses_events()
         if self.environment:
@@ -962,6 +1086,16 @@ def _matches_ses(pattern: Any) -> bool:
     return isinstance(pattern, dict) and "aws.ses" in json.dumps(pattern.get("source"))
 
 
+def _forget_stream_iterator(iterator: str) -> None:
+    """Drop a shard iterator that was read: moto's stream backend (in this process) keeps every one it handed out,
+    and the stream is read a few times a second for as long as the stack runs."""
+    from moto.dynamodbstreams.models import dynamodbstreams_backends  # noqa: PLC0415 - dev tooling only
+
+    for backends in dynamodbstreams_backends.values():
+        for backend in backends.values():
+            backend.shard_iterators.pop(iterator, None)
+
+
 def _safe_name(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", value)[:200] or "email"
 
@@ -1015,6 +1149,8 @@ _BUILT_SETTINGS = frozenset(
         "high_priority_queue_url",
         "attachments_bucket",
         "sending_identities",  # MAILQUEUE_IDENTITIES: they are verified in the emulator too
+        "status_event_bus",
+        "publish_statuses",  # PUBLISH_STATUSES: the template's parameter, which its stream filter follows too
     }
 )
 
@@ -1037,7 +1173,10 @@ def from_environment() -> LocalStack:
         outbox_dir=Path(os.environ.get("MAILQUEUE_OUTBOX") or DEFAULT_OUTBOX),
         requeue_seconds=_env_float("MAILQUEUE_REQUEUE_SECONDS", DEFAULT_REQUEUE_SECONDS),
         identities=identities,
-        parameters={"LogLevel": os.environ.get("MAILQUEUE_LOG_LEVEL", "WARNING").upper()},
+        parameters={
+            "LogLevel": os.environ.get("MAILQUEUE_LOG_LEVEL", "WARNING").upper(),
+            **({"PublishStatuses": os.environ["PUBLISH_STATUSES"]} if os.environ.get("PUBLISH_STATUSES") else {}),
+        },
         environment=tuned_settings(os.environ),
         metrics_file=Path(".mailqueue") / "metrics.log",
         state_dir=Path(running.STATE_DIR_NAME),

@@ -126,7 +126,7 @@ class Stack:
         return value
 
     def _substitute(self, sub: Any) -> str:
-        """``Fn::Sub``: ``${Name}`` from its variables, the parameters or what was built; ``${Id.Attribute}`` a GetAtt."""
+        """``Fn::Sub``: ``${Name}`` from its variables, the parameters or what was built; ``${Id.Attr}`` a GetAtt."""
         text, variables = (sub, {}) if isinstance(sub, str) else (sub[0], sub[1])
 
         def value(match: re.Match[str]) -> str:

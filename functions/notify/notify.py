@@ -1,4 +1,4 @@
-"""The emails table's stream: each published status change as an event on the bus. The work is in mailqueue.notifications."""
+"""The emails table's stream: each published status change as an event on the bus (see mailqueue.notifications)."""
 
 from typing import Any
 

@@ -340,9 +340,9 @@ def test_events_are_put_ten_a_call_in_the_order_of_the_stream(api: Any, stream: 
     assert [(d["email_id"], d["sequence"]) for d in details] == [
         (e.email_id, e.sequence) for e in events_of(records, ALL)
     ]
-    assert {(entry["Source"], entry["DetailType"], entry["EventBusName"]) for call in events.calls for entry in call} == {
-        (SOURCE, DETAIL_TYPE, "bus")
-    }
+    assert {
+        (entry["Source"], entry["DetailType"], entry["EventBusName"]) for call in events.calls for entry in call
+    } == {(SOURCE, DETAIL_TYPE, "bus")}
 
 
 def test_a_refused_entry_is_put_again_alone(api: Any, stream: Stream) -> None:

@@ -1071,10 +1071,15 @@ def test_status_events_are_published_by_the_notify_function_from_the_table_strea
     assert source["MaximumRetryAttempts"] >= 1
     assert source["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["NotifyDeadLetterQueue", "Arn"]}
     alarm = RESOURCES["NotifyDeadLetterQueueAlarm"]["Properties"]
-    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["NotifyDeadLetterQueue", "QueueName"]}}]
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["NotifyDeadLetterQueue", "QueueName"]}}
+    ]
 
     environment = function["Properties"]["Environment"]["Variables"]
-    assert environment == {"STATUS_EVENT_BUS": {"Fn::GetAtt": ["StatusEventBus", "Name"]}, "PUBLISH_STATUSES": {"Ref": "PublishStatuses"}}
+    assert environment == {
+        "STATUS_EVENT_BUS": {"Fn::GetAtt": ["StatusEventBus", "Name"]},
+        "PUBLISH_STATUSES": {"Ref": "PublishStatuses"},
+    }
 
 
 @pytest.mark.parametrize(
@@ -1088,9 +1093,7 @@ def test_status_events_are_published_by_the_notify_function_from_the_table_strea
 def test_the_stream_filter_passes_status_records_of_the_published_statuses_only(
     setting: str, statuses: list[str] | None
 ) -> None:
-    [source] = [
-        event["Properties"] for event in FUNCTIONS["NotifyFunction"]["Properties"]["Events"].values()
-    ]
+    [source] = [event["Properties"] for event in FUNCTIONS["NotifyFunction"]["Properties"]["Events"].values()]
     [criterion] = with_parameters(PublishStatuses=setting).resolve(source["FilterCriteria"])["Filters"]
     pattern = json.loads(criterion["Pattern"])
 

@@ -256,4 +256,3 @@ class StatusPublisher:
             if attempt < PUT_ATTEMPTS - 1:
                 self.sleep(0.1 * 2**attempt)
         return [number for number, _ in batch]
-
