@@ -396,3 +396,15 @@ def test_the_template_filter_passes_every_record_that_is_an_event_and_drops_the_
     else:
         assert {r["dynamodb"]["Keys"]["sk"]["S"] for r in passed} == {"status"}
         assert len(passed) == 4
+
+
+def test_the_sample_stream_batch_is_published_by_the_notify_function(notify: Any, subscriber: str) -> None:
+    # events/notify/ (for sam local invoke) names an email this stack does not have: no tags to read
+    batch = json.loads((SAMPLES / "notify" / "stream-delivered.json").read_text())
+
+    assert notify(batch["Records"]) == {"batchItemFailures": []}
+
+    [message] = received(subscriber)
+    assert message["detail"]["status"] == "delivered"
+    assert message["detail"]["metadata"] == {"order": 17}
+    assert message["detail"]["tags"] == []

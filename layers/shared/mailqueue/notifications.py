@@ -30,7 +30,7 @@ from mailqueue.packing import PACKED_BODY, unpack
 from mailqueue.statemachine import SEQUENCE, Status
 from mailqueue.store import STATUS, EmailStore, decoded
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION: Literal["1"] = "1"
 SOURCE = "mailqueue"
 DETAIL_TYPE = "Email Status Changed"
 # PutEvents takes at most ten entries a call.
@@ -139,7 +139,7 @@ def status_event(record: Mapping[str, Any], published: frozenset[Status]) -> Sta
     new = decoded(change["NewImage"])
     old = decoded(change["OldImage"]) if change.get("OldImage") else None
     try:
-        status = Status(new.get("status"))
+        status = Status(str(new.get("status")))
     except ValueError:
         return None
     previous = old.get("status") if old else None
