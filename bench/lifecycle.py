@@ -55,6 +55,8 @@ SERVICE_NAME = "mailqueue"
 THROTTLE_TAG = {"name": "bench", "value": "throttle-once"}
 ESM = "EventSourceMapping"
 EVENTS = "EventsFunction"
+# The status events' publisher: with the template's default PublishStatuses, each delivery is one event.
+NOTIFY = "NotifyFunction"
 
 # Locally: no waiting on the send rate (pacing is costed apart, from the template's settings), and a
 # backoff short enough for the retried emails to come back within the run.
@@ -364,6 +366,14 @@ class Recorder:
             behind = Counter(self.status.get(i, "?") for i in ids if self.status.get(i) != status)
             raise TimeoutError(f"{len(ids)} emails not all {status} after {timeout:.0f}s: {dict(behind)}")
 
+    def wait_for_records(self, function: str, phase: str, count: int, timeout: float) -> None:
+        """Wait until ``function``'s invocations of ``phase`` have been handed ``count`` records in all."""
+        deadline = time.monotonic() + timeout
+        while sum(i.records for i in self.invocations if i.function == function and i.phase == phase) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{function} was not handed {count} records in {phase} after {timeout:.0f}s")
+            time.sleep(0.1)
+
     def quiet(self, seconds: float = 0.5, timeout: float = 10.0) -> None:
         """Wait until no call has been made for ``seconds`` (the event source has deleted what it ran)."""
         deadline = time.monotonic() + timeout
@@ -582,6 +592,9 @@ def _phases(
         local.invoke(events_function, _ses_event("delivery", email_id))
     recorder.wait_for(emails["batch"], "delivered", timeout)
     emails["delivery"] = emails["batch"]
+    # The stream's records of those deliveries reach the notify function (the status events) a poll later.
+    recorder.wait_for_records(NOTIFY, "delivery", len(emails["batch"]), timeout)
+    recorder.quiet()
 
     recorder.phase = "throughput"
     started = time.perf_counter()

@@ -37,7 +37,7 @@ from mailqueue.settings import Settings
 from mailqueue_dev.template import Stack, load_template
 
 from bench import lifecycle, units
-from bench.lifecycle import ESM, EVENTS, Call, Invocation, LifecycleResult
+from bench.lifecycle import ESM, EVENTS, NOTIFY, Call, Invocation, LifecycleResult
 
 ROOT = Path(__file__).resolve().parents[1]
 PRICES = ROOT / "bench" / "prices.json"
@@ -199,6 +199,9 @@ def usage_of(
         usage.xray_traces += traces.get(invocation.function, 0.0)
         if invocation.function == EVENTS:
             usage.eventbridge_events += 1  # each invocation is one SES event on the default bus
+        if invocation.function == NOTIFY:
+            # Lambda's filter passes only records that become events (a published status, changed)
+            usage.status_events += invocation.records
         if invocation.function == "ApiFunction":
             usage.api_requests += 1
             usage.log_bytes += access_log
@@ -509,6 +512,8 @@ def analyse(life: LifecycleResult, template: dict[str, Any], prices: dict[str, A
         ]
     )
 
+    status_events = status_event_costs(life, prices, per_email)
+
     idle = [i for i in life.recorder.invocations if i.function == "RequeueFunction" and not worked(i)]
     idle_selection = Selection(
         [c for c in life.recorder.calls if c.invocation in {i.number for i in idle}], idle, len(idle)
@@ -569,7 +574,38 @@ def analyse(life: LifecycleResult, template: dict[str, Any], prices: dict[str, A
         "xray_traces_per_invocation": traces,
         "api_access_log_bytes_per_request": access_log,
         "local_throughput": {key: round(value, 2) for key, value in life.throughput.items()},
+        "status_events": status_events,
         "lifecycle_environment": life.environment,
+    }
+
+
+# The statuses an email passes through on the normal path (enqueued, sent, delivered): with PublishStatuses all,
+# one event each.
+NORMAL_PATH_STATUSES = ("queued", "sending", "sent", "delivered")
+
+
+def status_event_costs(
+    life: LifecycleResult, prices: dict[str, Any], per_email: Callable[[Selection, int], units.Usage]
+) -> dict[str, Any]:
+    """What a status event costs (the notify function, its reads, the bus), measured on the delivered events of the
+    delivery phase at the batch sizes the stream gave; and per million emails for the statuses published."""
+    selection = select(life, "delivery", {NOTIFY})
+    events = sum(invocation.records for invocation in selection.invocations)
+    if not events:
+        return {"events": 0}
+    usage = per_email(selection, events)
+    cost = units.cost_per_million(usage, prices)
+    per_event = sum(cost.values())
+    each = {"one status (per email that reaches it)": 1, "the default (delivered, for a delivered email)": 1}
+    each["all (normal path: " + ", ".join(NORMAL_PATH_STATUSES) + ")"] = len(NORMAL_PATH_STATUSES)
+    return {
+        "events": events,
+        "batch_sizes": [invocation.records for invocation in selection.invocations],
+        "calls_per_event": calls_per_email(selection, events),
+        "usage_per_event": _rounded(usage.as_dict()),
+        "usd_per_million_events": _rounded(cost, 4),
+        "usd_per_million_events_total": round(per_event, 4),
+        "usd_per_million_emails": {label: round(count * per_event, 3) for label, count in each.items()},
     }
 
 
@@ -796,6 +832,20 @@ def report(results: dict[str, Any]) -> str:
     rows.append(["  share of SES's fee", *(f"{100 * a['infra_share_of_ses_fee'][p]:.1f}%" for p in costs)])
     rows.append(["SES ($0.10 per 1,000)", *(f"{a['ses_usd_per_million_emails']:.2f}" for _ in costs)])
     out.append(_table("Cost per million emails (USD, us-east-1, " + results["prices_as_of"] + ")", ["", *costs], rows))
+    events = a.get("status_events") or {}
+    if events.get("events"):
+        lines = events["usd_per_million_events"]
+        rows = [[service, f"{value:.4f}"] for service, value in lines.items() if value]
+        rows.append(["TOTAL per million events", f"{events['usd_per_million_events_total']:.3f}"])
+        rows += [
+            [f"per million emails, {label}", f"{value:.3f}"]
+            for label, value in events["usd_per_million_emails"].items()
+        ]
+        batches = events["batch_sizes"]
+        title = (
+            f"Status events (notify function, {events['events']} events in batches of {min(batches)}-{max(batches)})"
+        )
+        out.append(_table(title, ["", "USD"], rows))
     pacing = a["sender_pacing_at_template_defaults"]
     out.append(
         f"Sender pacing at the template's defaults (SendRate {pacing['send_rate']:g}/s, "

@@ -224,6 +224,7 @@ class Usage:
     log_bytes: float = 0.0
     xray_traces: float = 0.0
     eventbridge_events: float = 0.0  # SES's events on the default bus
+    status_events: float = 0.0  # the stack's own events on its status bus (custom events)
     s3_puts: float = 0.0
     s3_gets: float = 0.0
 
@@ -259,6 +260,7 @@ def cost_per_million(usage: Usage, prices: Mapping[str, Any]) -> dict[str, float
         "CloudWatch Logs": usage.log_bytes * million / LOG_GB_BYTES * price(prices, "cloudwatch_logs_ingestion_per_gb"),
         "X-Ray": usage.xray_traces * per_million("xray_per_million_traces_recorded"),
         "EventBridge": usage.eventbridge_events * per_million("eventbridge_aws_opt_in_data_events_per_million"),
+        "EventBridge status events": usage.status_events * per_million("eventbridge_custom_events_per_million"),
         "S3": usage.s3_puts * million / 1000 * price(prices, "s3_put_per_thousand")
         + usage.s3_gets * million / 1000 * price(prices, "s3_get_per_thousand"),
     }

@@ -4,6 +4,7 @@
     .venv/bin/python -m mailqueue_dev.invoke sender events/sender/sqs-batch.json
     .venv/bin/python -m mailqueue_dev.invoke requeue events/requeue/scheduled.json
     .venv/bin/python -m mailqueue_dev.invoke events events/events/delivery.json
+    .venv/bin/python -m mailqueue_dev.invoke notify events/notify/stream-delivered.json
 
 No Docker: the handler runs in this process, with the environment the running stack (``make dev``) gave
 its functions (its tables, queues and bucket in the emulator, its settings), found through
@@ -72,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m mailqueue_dev.invoke",
         description="Invoke a function of the running local stack with an event file, as sam local invoke -e does.",
     )
-    parser.add_argument("function", help="api, sender, requeue or events (or a logical id: ApiFunction)")
+    parser.add_argument("function", help="api, sender, requeue, events or notify (or a logical id: ApiFunction)")
     parser.add_argument("event", help="a JSON event file, e.g. events/api/post-email.json; - for stdin")
     parser.add_argument("--state", type=Path, metavar="DIR", help="the stack's state directory (default: .mailqueue)")
     args = parser.parse_args(argv)

@@ -159,15 +159,26 @@ def scheduled_event(
 
 
 def dynamodb_stream_event(records: list[dict[str, Any]], stream_arn: str) -> dict[str, Any]:
-    """Records read from a DynamoDB stream (GetRecords) as Lambda hands them to a function."""
+    """Records read from a DynamoDB stream (GetRecords) as Lambda hands them to a function: JSON, with binary
+    attribute values in base64 and the creation time in epoch seconds."""
     converted = []
     for record in records:
-        change = dict(record["dynamodb"])
-        created = change.get("ApproximateCreationDateTime")
+        change = _as_json(record["dynamodb"])
+        created = record["dynamodb"].get("ApproximateCreationDateTime")
         if isinstance(created, datetime):
             change["ApproximateCreationDateTime"] = created.timestamp()
         converted.append({**record, "dynamodb": change, "eventSourceARN": stream_arn})
     return {"Records": converted}
+
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict):
+        return {key: _as_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_json(item) for item in value]
+    return value
 
 
 def stream_filter(criteria: dict[str, Any] | None) -> Callable[[dict[str, Any]], bool]:

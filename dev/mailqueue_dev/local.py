@@ -741,7 +741,11 @@ class LocalStack:
                 iterator = answer["NextShardIterator"]
                 records = lambda_events.dynamodb_stream_event(answer["Records"], poller.stream_arn)["Records"]
                 # Filtered records never reach the function (and are not billed).
-                pending = [record for record in records if poller.passes(record)]
+                try:
+                    pending = [record for record in records if poller.passes(record)]
+                except Exception:
+                    log.error("could not filter %d stream records; skipped:\n%s", len(records), _short_trace())
+                    continue
                 if not pending:
                     self._stop.wait(self.poll_interval)
                     continue

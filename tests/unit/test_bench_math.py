@@ -181,6 +181,7 @@ def test_cost_per_million_multiplies_each_use_by_its_price():
         log_bytes=1024**3 / 1_000_000,  # a GB per million emails
         xray_traces=0.1,
         eventbridge_events=2,
+        status_events=3,
     )
 
     cost = units.cost_per_million(usage, PRICES)
@@ -194,6 +195,7 @@ def test_cost_per_million_multiplies_each_use_by_its_price():
     assert cost["CloudWatch Logs"] == pytest.approx(0.50)
     assert cost["X-Ray"] == pytest.approx(0.50)
     assert cost["EventBridge"] == pytest.approx(2.00)
+    assert cost["EventBridge status events"] == pytest.approx(3.00)  # custom events, $1.00 per million
     assert cost["S3"] == 0
     assert units.ses_cost_per_million(PRICES) == pytest.approx(100.0)
 
@@ -267,3 +269,16 @@ def test_a_function_records_traces_at_the_sampling_rate_only_when_active_or_behi
     # SES's events through EventBridge carry none
     assert trace_rate(template, "Events", 0.05) == 0
     assert trace_rate(template, "Untraced", 0.05) == 0
+
+
+def test_each_record_the_notify_function_is_handed_is_one_status_event():
+    from bench.lifecycle import NOTIFY, Invocation
+    from bench.run import Selection, usage_of
+
+    invocations = [Invocation(0, "delivery", NOTIFY, 40.0, 7, 0, 0), Invocation(1, "delivery", NOTIFY, 30.0, 3, 0, 0)]
+
+    usage = usage_of(Selection([], invocations, 0), 10, {NOTIFY: 512}, {}, {}, 0)
+
+    assert usage.status_events == pytest.approx(1.0)
+    assert usage.lambda_requests == pytest.approx(0.2)
+    assert usage.eventbridge_events == 0

@@ -20,6 +20,7 @@ from mailqueue_dev.local import (
     LocalStack,
     Route,
     SesEventPublisher,
+    StreamPoller,
     _http_answer,
     _matches_ses,
     from_environment,
@@ -392,3 +393,57 @@ def test_an_invocation_waiting_for_its_turn_gets_its_whole_timeout(monkeypatch: 
     second.join(10)
 
     assert made_after_the_first_ended == [True]
+
+
+# --- the DynamoDB stream event source --------------------------------------------------------------------
+
+
+def stream_records(count: int) -> list[dict[str, Any]]:
+    return [{"eventName": "MODIFY", "dynamodb": {"SequenceNumber": str(100 + i)}} for i in range(count)]
+
+
+def a_stream_poller(answers: list[Any], retries: int = 3) -> tuple[StreamPoller, list[list[str]]]:
+    """A poller whose function answers ``answers`` in turn (an exception is raised), recording each batch."""
+    seen: list[list[str]] = []
+
+    def handler(event: dict[str, Any], _: Any) -> Any:
+        seen.append([record["dynamodb"]["SequenceNumber"] for record in event["Records"]])
+        answer = answers.pop(0) if answers else {"batchItemFailures": []}
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    function = Function("NotifyFunction", Path("."), "notify", "handler", 30.0, handler)
+    return StreamPoller(function, "arn:stream", 100, lambda _: True, True, retries=retries), seen
+
+
+def test_a_stream_batch_is_handed_over_again_from_its_first_failed_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mailqueue_dev.local.STREAM_RETRY_SECONDS", 0)
+    poller, seen = a_stream_poller([{"batchItemFailures": [{"itemIdentifier": "103"}, {"itemIdentifier": "102"}]}])
+
+    left = LocalStack()._deliver_stream(poller, stream_records(5))
+
+    assert left == []
+    assert seen == [["100", "101", "102", "103", "104"], ["102", "103", "104"]]
+    assert (poller.delivered, poller.dropped) == (3, 0)
+
+
+def test_a_stream_batch_whose_function_keeps_failing_is_dropped_after_its_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("mailqueue_dev.local.STREAM_RETRY_SECONDS", 0)
+    poller, seen = a_stream_poller([RuntimeError("down")] * 10, retries=2)
+
+    LocalStack()._deliver_stream(poller, stream_records(2))
+
+    assert len(seen) == 3  # the first try and two retries, the whole batch each time
+    assert (poller.delivered, poller.dropped) == (0, 2)
+
+
+def test_an_unknown_failed_identifier_fails_the_whole_stream_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mailqueue_dev.local.STREAM_RETRY_SECONDS", 0)
+    poller, seen = a_stream_poller([{"batchItemFailures": [{"itemIdentifier": "nope"}]}])
+
+    LocalStack()._deliver_stream(poller, stream_records(3))
+
+    assert seen == [["100", "101", "102"], ["100", "101", "102"]]

@@ -384,9 +384,12 @@ def test_the_template_filter_passes_every_record_that_is_an_event_and_drops_the_
     [source] = deployed.event_sources("NotifyFunction", "DynamoDB")
     passes = stream_filter(source["FilterCriteria"])
 
-    email_id = sent_email(api, an_email(to=["bounce@simulator.amazonses.com"]))
+    # (a body large enough to be stored compressed: its content record holds a binary attribute)
+    html = "<p>" + "Your order has shipped and is on its way. " * 200 + "</p>"
+    email_id = sent_email(api, an_email(to=["bounce@simulator.amazonses.com"], html=html))
     ses_events(ses_event("bounce-permanent", email_id))
     records = stream.read()
+    assert any("body_zlib" in r["dynamodb"].get("NewImage", {}) for r in records)
 
     # Then every record that is an event passes, and with the default nothing else does
     passed = [record for record in records if passes(record)]
