@@ -51,6 +51,7 @@ FUNCTIONS = (
     ("SenderFunction", "sender", "functions/sender"),
     ("RequeueFunction", "requeue", "functions/requeue"),
     (EVENTS, "ses_events", "functions/events"),
+    (NOTIFY, "notify", "functions/notify"),
 )
 
 GOALS = {
