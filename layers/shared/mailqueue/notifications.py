@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mailqueue.packing import PACKED_BODY, unpack
 from mailqueue.statemachine import SEQUENCE, Status
-from mailqueue.store import STATUS, EmailStore, decoded
+from mailqueue.store import IDEMPOTENCY_KEY, STATUS, EmailStore, decoded
 
 SCHEMA_VERSION: Literal["1"] = "1"
 SOURCE = "mailqueue"
@@ -40,8 +40,6 @@ PUT_ATTEMPTS = 3
 ALL = "all"
 NONE = "none"
 DEFAULT_STATUSES = ("delivered", "bounced", "complained", "failed")
-# The status record's attributes the event reads besides the status (see mailqueue.service).
-IDEMPOTENCY_KEY = "idempotency_key"
 # Where a content record keeps its tags: as a plain attribute, in the envelope kept beside a body in S3,
 # or inside the compressed body (mailqueue.packing).
 _CONTENT_ATTRIBUTES = ("tags", "envelope", PACKED_BODY)

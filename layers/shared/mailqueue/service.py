@@ -56,7 +56,7 @@ from mailqueue.problems import failure_of, field_problems
 from mailqueue.queue import MAX_DELAY_SECONDS, Publication, SendQueue
 from mailqueue.settings import Settings
 from mailqueue.statemachine import SEQUENCE, Change, Guard, Status, history_entry, transition
-from mailqueue.store import CONTENT, ConditionFailed, EmailStore, SuppressionList
+from mailqueue.store import CONTENT, IDEMPOTENCY_KEY, ConditionFailed, EmailStore, SuppressionList
 
 if TYPE_CHECKING:
     from mailqueue.templates import TemplateLibrary, TemplateRef
@@ -72,8 +72,6 @@ IDEMPOTENCY_BINDING_DAYS = 2
 NOT_STORED_MESSAGE = "the email could not be stored; nothing was accepted and nothing will be sent: send it again"
 # The longest sort key DynamoDB stores: what a cursor or a suppressed address can be.
 MAX_KEY_BYTES = 1024
-# The status record's attribute holding the Idempotency-Key an email was enqueued with, when it was.
-IDEMPOTENCY_KEY = "idempotency_key"
 # What GET /emails/{id} shows of an email's content: its recipients and whole subject.
 ENVELOPE = ("to", "cc", "bcc", "subject", "tags")
 UNPUBLISHED_MESSAGE = (

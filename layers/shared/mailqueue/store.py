@@ -28,6 +28,8 @@ STATUS = "status"
 CONTENT = "content"
 # The item binding an idempotency key to the ids of the emails it created.
 IDS = "ids"
+# The status record's attribute holding the Idempotency-Key an email was enqueued with, when it was.
+IDEMPOTENCY_KEY = "idempotency_key"
 DEADLINE_INDEX = "by-deadline"
 STATUS_INDEX = "by-status"
 _BATCH_WRITE_LIMIT = 25
