@@ -906,7 +906,7 @@ class LocalStack:
     def describe(self) -> list[str]:
         assert self.stack is not None
         lines = [
-            f"emulator   {self.endpoint_url}  (moto: DynamoDB, SQS, SES, S3)",
+            f"emulator   {self.endpoint_url}  (moto: DynamoDB and its streams, SQS, SES, S3, EventBridge)",
             f"api        {self.api_url}",
             f"outbox     {_relative(self.outbox_dir)}",
         ]
