@@ -440,9 +440,11 @@ def test_publishes_in_batches_of_ten_to_the_queue_of_each_priority(api):
     for email_id in normal + high:
         set_deadline(email_id, ago())
     calls: list[int] = []
+    queues: list[str] = []
 
     def count(params: dict[str, Any], **_: Any) -> None:
         calls.append(len(params.get("Entries", [params])))
+        queues.append(params["QueueUrl"])
 
     sqs = aws.client("sqs")
     for operation in ("SendMessage", "SendMessageBatch"):
@@ -458,6 +460,9 @@ def test_publishes_in_batches_of_ten_to_the_queue_of_each_priority(api):
     assert all(size <= 10 for size in calls)
     # Batched across the shards' pages: at most two publishes, each one or two calls per queue.
     assert len(calls) <= 5
+    # High priority first: a slow or failing publish delays the normal queue, not the urgent one.
+    assert queues[0] == settings().queue_url("high")
+    assert queues[-1] == settings().queue_url("normal")
     assert sorted(drain("normal")) == sorted(normal)
     assert sorted(drain("high")) == sorted(high)
 
