@@ -57,7 +57,7 @@ MODULES: tuple[Module, ...] = (
     Module("statemachine", ("tests/unit/test_statemachine.py",)),
     Module("delivery", ("tests/unit/test_delivery_events.py",)),
     Module("requeueing", ("tests/unit/test_requeue.py",)),
-    Module("sending", ("tests/unit/test_sending.py",)),
+    Module("sending", ("tests/unit/test_sending.py", "tests/unit/test_content_expiry.py")),
     Module(
         "store",
         (
