@@ -259,6 +259,25 @@ def test_each_function_environment_resolves_to_valid_settings(stack: Stack, func
         }
 
 
+def test_each_reader_gets_a_template_of_its_own_read_again_once_the_file_changes(tmp_path: Path) -> None:
+    # Given a template read once (every stack the tests build reads it: it is parsed once per process)
+    path = tmp_path / "template.yaml"
+    path.write_text("Resources:\n  Queue:\n    Type: AWS::SQS::Queue\n    Properties:\n      Arn: !GetAtt Dlq.Arn\n")
+    first = load_template(path)
+
+    # When a reader changes what it got
+    first["Resources"]["Queue"]["Type"] = "changed"
+
+    # Then the next reader still gets the file's content
+    assert load_template(path)["Resources"]["Queue"] == {
+        "Type": "AWS::SQS::Queue",
+        "Properties": {"Arn": {"Fn::GetAtt": ["Dlq", "Arn"]}},
+    }
+    # And a change to the file is read, not an earlier parse
+    path.write_text("Resources:\n  Bucket:\n    Type: AWS::S3::Bucket\n")
+    assert load_template(path) == {"Resources": {"Bucket": {"Type": "AWS::S3::Bucket"}}}
+
+
 def test_a_named_configuration_set_is_used_instead_of_one_of_the_stack() -> None:
     # Given a deployment that names a configuration set of its own
     with mock_aws():
