@@ -30,6 +30,8 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
 
 import boto3
+import botocore.loaders
+import botocore.session
 from mailqueue import aws
 from mailqueue.settings import get_settings
 from mailqueue_dev.lambda_events import LambdaContext, http_api_event
@@ -37,6 +39,21 @@ from mailqueue_dev.template import Stack, build
 from moto import mock_aws
 
 FUNCTIONS = ("ApiFunction", "SenderFunction", "RequeueFunction", "EventsFunction", "NotifyFunction")
+
+# Every test builds sessions afresh (each stack, and each handler import after aws.forget()), and each new
+# botocore session would read and decode the service models (JSON of megabytes) again: most of a test's
+# set-up. The sessions of this process share what their loaders read instead, as the clients of one session
+# (one Lambda container) always do; botocore never changes a loaded model.
+_MODELS: dict[str | None, dict[Any, Any]] = {}
+
+
+def _loader_sharing_models(search_path_string: str | None = None) -> botocore.loaders.Loader:
+    loader = botocore.loaders.create_loader(search_path_string)
+    loader._cache = _MODELS.setdefault(search_path_string, {})
+    return loader
+
+
+botocore.session.create_loader = _loader_sharing_models  # type: ignore[attr-defined]
 
 
 def configure(stack: Stack) -> None:
