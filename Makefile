@@ -16,6 +16,11 @@ VENV313 := .venv313
 STAMP313 := $(VENV313)/.installed-$(shell cat pyproject.toml layers/shared/requirements.txt | cksum | cut -d' ' -f1)
 TESTS313 := tests/unit/test_render.py tests/unit/test_render_property.py tests/unit/test_hostile_input.py
 CHECKOV_STAMP := $(TOOLS)/checkov/.installed-$(CHECKOV_VERSION)
+# pytest's worker processes (pytest-xdist), as many as CI's cores: `make test WORKERS=4`, or WORKERS=0 to
+# run every test in pytest's own process. Tests that share an expensive module fixture carry an
+# xdist_group mark, which keeps them on one worker (--dist loadgroup).
+WORKERS ?= 2
+XDIST := -n $(WORKERS) --dist loadgroup
 
 .DEFAULT_GOAL := help
 .PHONY: help install tools chromium dev test test313 lint format typecheck unit integration e2e chaos mutants mutation-score validate build deploy clean
@@ -38,7 +43,7 @@ dev: $(STAMP) ## Run the whole queue locally: emulator, API, sender, requeue, ou
 	$(if $(CLEAN),MAILQUEUE_CLEAN=1 )$(BIN)/python -m mailqueue_dev.local
 
 test: $(STAMP) chromium lint typecheck validate test313 ## Lint, type-check, check the template and run every test
-	$(BIN)/pytest -q --durations=20
+	$(BIN)/pytest -q --durations=20 $(XDIST)
 
 $(STAMP313): pyproject.toml layers/shared/requirements.txt
 	@python313=$$(scripts/sam.sh --find-python) || { echo "Python 3.13 is needed (python3.13 on PATH or in pyenv)." >&2; exit 1; }; \
@@ -61,13 +66,13 @@ typecheck: $(STAMP) ## mypy, strict
 	$(BIN)/mypy
 
 unit: $(STAMP) ## Unit tests (moto's mock_aws, no network)
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q $(XDIST) tests/unit
 
 integration: $(STAMP) ## Integration tests (boto3 against moto in server mode)
-	$(BIN)/pytest -q tests/integration
+	$(BIN)/pytest -q $(XDIST) tests/integration
 
 e2e: $(STAMP) chromium ## End-to-end tests through the local stack's HTTP API, and the console in Chromium
-	$(BIN)/pytest -q tests/e2e
+	$(BIN)/pytest -q $(XDIST) tests/e2e
 
 chaos: $(STAMP) ## 2,000 emails through the local stack under injected faults: nothing lost (figures: docs/reliability.md)
 	$(BIN)/python -m mailqueue_dev.chaos --emails 2000 --json .mailqueue/chaos.json --doc docs/reliability.md

@@ -26,7 +26,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.e2e.conftest import Http, an_email, wait_for, wait_for_status
 
-pytestmark = pytest.mark.e2e
+# One browser and one console server for the module: under pytest-xdist its tests run on one worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("console")]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

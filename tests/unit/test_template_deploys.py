@@ -31,7 +31,11 @@ ROOT = TEMPLATE.parent
 REGION = "us-east-1"
 CODE_BUCKET = "mailqueue-code"
 # What moto cannot create is listed in docs/deploy.md and checked by the last test, not warned about.
-pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse .* not supported by moto:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Tried to parse .* not supported by moto:UserWarning"),
+    # One deployment for the module: under pytest-xdist its tests run on one worker.
+    pytest.mark.xdist_group("template_deploys"),
+]
 # Parameters that differ from the defaults where moto needs them to: it joins a CommaDelimitedList's
 # default as a string (one character each), and cannot create an SES configuration set.
 PARAMETERS = {"SendingIdentities": "example.com,app@example.org", "ConfigurationSetName": "mailqueue-team-set"}
