@@ -371,7 +371,20 @@ def test_bad_list_queries_are_4xx_in_the_error_shape(api, stack, query):
     status, body = api.get("/emails", query=query)
 
     assert status == 400
-    assert_error_shape(body, "invalid_parameter")
+    error = assert_error_shape(body, "invalid_parameter")
+    if "limit=0" in query:
+        assert error["details"][0]["field"] == "limit"
+
+
+@pytest.mark.parametrize("limit", [0, 101])
+def test_the_service_itself_refuses_a_limit_out_of_range_naming_it(api, stack, limit):
+    # The API's query model refuses it first; the service says the same to its other callers (the CLI).
+    from mailqueue.errors import InvalidParameter
+
+    with pytest.raises(InvalidParameter) as refused:
+        api.module.mailqueue.list("queued", limit=limit)
+    assert refused.value.details[0].field == "limit"
+    assert refused.value.details[0].message == "must be between 1 and 100"
 
 
 # --- cancel and retry ----------------------------------------------------------------------------------------
@@ -416,15 +429,16 @@ def test_retry_is_only_for_failed_emails(api, stack):
     assert "queued" in assert_error_shape(conflict)["message"]
 
 
-def test_retry_puts_a_failed_email_back_in_the_queue(api, stack):
+@pytest.mark.parametrize(("priority", "queue"), [("normal", "SendQueue"), ("high", "HighPrioritySendQueue")])
+def test_retry_puts_a_failed_email_back_in_the_queue_of_its_priority(api, stack, priority, queue):
     from mailqueue.statemachine import Change, Guard, Status, transition
 
-    _, body = api.post("/emails", an_email())
+    _, body = api.post("/emails", an_email(priority=priority))
     store = api.module.mailqueue.store
     now = clock.now()
     transition(store, body["id"], Guard({Status.QUEUED}), Change(Status.SENDING, deadline=now), now)
     transition(store, body["id"], Guard({Status.SENDING}), Change(Status.FAILED, reason="rejected"), now)
-    receive_all(stack)
+    receive_all(stack, queue)
 
     status, email = api.post(f"/emails/{body['id']}/retry")
 
@@ -432,7 +446,7 @@ def test_retry_puts_a_failed_email_back_in_the_queue(api, stack):
     assert email["status"] == "queued"
     assert email["attempts"] == 0
     assert [entry["status"] for entry in email["history"]] == ["queued", "sending", "failed", "queued"]
-    assert receive_all(stack) == [{"id": body["id"]}]
+    assert receive_all(stack, queue) == [{"id": body["id"]}]
 
 
 def test_cancel_of_an_unknown_email_is_a_404(api, stack):
