@@ -722,6 +722,9 @@ def parser() -> argparse.ArgumentParser:
     from mailqueue_dev import console  # noqa: PLC0415 - the console imports this module
 
     console.register(commands, common)
+    from mailqueue_dev import listen  # noqa: PLC0415
+
+    listen.register(commands, common)
     return main
 
 

@@ -144,6 +144,9 @@ class Poller:
     queue_arn: str
     batch_size: int
     reports_item_failures: bool
+    # The function is given its queue's URL: it sets a failed message's visibility itself (its backoff), so a
+    # failure it reports is left as it is, as Lambda does, not made visible again at once.
+    sets_visibility: bool = False
 
 
 @dataclass
@@ -311,6 +314,10 @@ class LocalStack:
     # starts from nothing instead (and empties the outbox), as a fresh `sam deploy` would.
     persist: bool = False
     clean: bool = False
+    # Where every published status event is POSTed, signed with webhook_secret (the WebhookUrls parameter);
+    # None: no webhooks (see docs/webhooks.md).
+    webhook_url: str | None = None
+    webhook_secret: str = ""
 
     stack: Stack | None = field(default=None, init=False)
     functions: dict[str, Function] = field(default_factory=dict, init=False)
@@ -382,7 +389,10 @@ class LocalStack:
         session = self.emulator.session()
         overrides = {"SendingIdentities": ",".join(self.identities), **self.parameters}
         overrides.setdefault("LogLevel", "WARNING")
-        self.stack = build(session, overrides=overrides)
+        if self.webhook_url:
+            overrides["WebhookUrls"] = self.webhook_url
+        secret = self.webhook_secret or _local_webhook_secret()
+        self.stack = build(session, overrides=overrides, secret_strings={"WebhookSecret": secret})
         self._verify_identities(session)
 
         function_ids = list(self.stack.resources("AWS::Serverless::Function"))
@@ -610,6 +620,8 @@ class LocalStack:
                             batch_size=min(10, int(properties.get("BatchSize", 10))),
                             reports_item_failures="ReportBatchItemFailures"
                             in properties.get("FunctionResponseTypes", []),
+                            sets_visibility=self.stack.names[queue_ids[arn]]
+                            in self.stack.function_environment(logical_id).values(),
                         )
                     )
                 elif kind in {"Schedule", "ScheduleV2"}:
@@ -683,7 +695,9 @@ class LocalStack:
             # A function error fails the whole batch, as Lambda does.
             log.error("%s failed a batch of %d:\n%s", poller.function.logical_id, len(messages), _short_trace())
             failed = set(by_id)
+            answered = False
         else:
+            answered = True
             failed = set()
             if poller.reports_item_failures and isinstance(answer, dict):
                 failed = {item.get("itemIdentifier") for item in answer.get("batchItemFailures") or []}
@@ -697,7 +711,7 @@ class LocalStack:
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
             )
         retry = [by_id[message_id] for message_id in failed]
-        if retry:
+        if retry and not (poller.sets_visibility and answered):
             sqs.change_message_visibility_batch(
                 QueueUrl=poller.queue_url,
                 Entries=[
@@ -925,6 +939,7 @@ class LocalStack:
             statuses = self.stack.parameters.get("PublishStatuses", "")
             lines.append(f"events     bus {self.stack.names['StatusEventBus']}: status changes ({statuses})")
         lines.append(f"identities {', '.join(self.identities)}")
+        lines += self._describe_webhooks()
         lines += self._describe_ses_events()
         if self.environment:
             lines.append(
@@ -938,6 +953,16 @@ class LocalStack:
             )
         lines += [f"missing    {f.logical_id}: {f.missing}" for f in self.functions.values() if f.missing]
         return lines
+
+    def _describe_webhooks(self) -> list[str]:
+        if not self.webhook_url:
+            return ["webhooks   off (MAILQUEUE_WEBHOOK_URL=http://127.0.0.1:<port>/<path> turns them on)"]
+        function = self.functions.get("WebhookFunction")
+        if function is None or function.handler is None:
+            missing = function.missing if function else "no WebhookFunction (is PublishStatuses none?)"
+            return [f"webhooks   off: {missing}"]
+        secret = "the default (MAILQUEUE_WEBHOOK_SECRET)" if not self.webhook_secret else "MAILQUEUE_WEBHOOK_SECRET"
+        return [f"webhooks   every status event -> {self.webhook_url}, signed with {secret}"]
 
     def _describe_ses_events(self) -> list[str]:
         function = self.events_function
@@ -1139,6 +1164,21 @@ def _short_trace() -> str:
 # --- `python -m mailqueue_dev.local` --------------------------------------------------------------------------
 
 
+def _local_webhook_secret() -> str:
+    from mailqueue.webhooks import LOCAL_SECRET  # noqa: PLC0415 - the layer is on the path once the stack runs
+
+    return LOCAL_SECRET
+
+
+# The webhook function's timings, to shorten locally (WEBHOOK_BACKOFF_BASE_SECONDS=1 make dev).
+_WEBHOOK_SETTINGS = (
+    "WEBHOOK_BACKOFF_BASE_SECONDS",
+    "WEBHOOK_BACKOFF_MAX_SECONDS",
+    "WEBHOOK_ATTEMPTS",
+    "WEBHOOK_TIMEOUT_SECONDS",
+)
+
+
 def _env_float(name: str, default: float) -> float:
     raw = os.environ.get(name, "")
     return float(raw) if raw.strip() else default
@@ -1164,7 +1204,7 @@ def tuned_settings(env: Mapping[str, str]) -> dict[str, str]:
     from mailqueue.settings import Settings  # noqa: PLC0415
 
     names = [name.upper() for name in Settings.model_fields if name not in _BUILT_SETTINGS]
-    return {name: env[name] for name in names if env.get(name)}
+    return {name: env[name] for name in [*names, *_WEBHOOK_SETTINGS] if env.get(name)}
 
 
 def from_environment() -> LocalStack:
@@ -1187,6 +1227,8 @@ def from_environment() -> LocalStack:
         persist=True,
         clean=os.environ.get("MAILQUEUE_CLEAN", "").strip() not in {"", "0", "false", "no", "off"},
         ses_events=os.environ.get("MAILQUEUE_SES_EVENTS", "1").strip() not in {"0", "false", "no", "off"},
+        webhook_url=os.environ.get("MAILQUEUE_WEBHOOK_URL", "").strip() or None,
+        webhook_secret=os.environ.get("MAILQUEUE_WEBHOOK_SECRET", ""),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,8 +178,16 @@ class Stack:
         return [self.resolve(event["Properties"]) for event in events.values() if event["Type"] == kind]
 
 
-def build(session: Any, prefix: str = "mailqueue", overrides: dict[str, str] | None = None) -> Stack:
-    """Create the template's tables, queues and buckets through ``session`` (a boto3 Session)."""
+def build(
+    session: Any,
+    prefix: str = "mailqueue",
+    overrides: dict[str, str] | None = None,
+    secret_strings: dict[str, str] | None = None,
+) -> Stack:
+    """Create the template's tables, queues and buckets through ``session`` (a boto3 Session).
+
+    ``secret_strings`` gives the value of a secret by logical id (the local webhook secret, say).
+    """
     template = load_template()
     parameters = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
     parameters.update(overrides or {})
@@ -250,4 +259,40 @@ def build(session: Any, prefix: str = "mailqueue", overrides: dict[str, str] | N
         name = str(stack.resolve(resource["Properties"]["Name"]))
         stack.names[logical_id] = name
         stack.arns[logical_id] = events.create_event_bus(Name=name)["EventBusArn"]
+    _build_secrets(session, stack, secret_strings or {})
+    _build_rules(session, stack)
     return stack
+
+
+def _build_secrets(session: Any, stack: Stack, values: dict[str, str]) -> None:
+    """Secrets Manager secrets: the value given for the logical id, else a random one (GenerateSecretString)."""
+    client = session.client("secretsmanager")
+    for logical_id in stack.resources("AWS::SecretsManager::Secret"):
+        value = values.get(logical_id) or secrets.token_urlsafe(48)
+        arn = client.create_secret(Name=f"{stack.prefix}-{logical_id}", SecretString=value)["ARN"]
+        stack.names[logical_id] = arn  # Ref is the ARN
+        stack.arns[logical_id] = arn
+
+
+def _build_rules(session: Any, stack: Stack) -> None:
+    """EventBridge rules on a bus the stack built, with their SQS targets: moto's PutEvents then sends to them
+    as EventBridge would. (Rules on the default bus, SES's, are played by the local stack itself.)"""
+    client = session.client("events")
+    for logical_id, resource in stack.resources("AWS::Events::Rule").items():
+        properties = stack.resolve(resource["Properties"])
+        bus = properties.get("EventBusName")
+        if bus not in stack.names.values() or bus is None:
+            continue
+        name = f"{stack.prefix}-{logical_id}"
+        arn = client.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(properties["EventPattern"]))[
+            "RuleArn"
+        ]
+        stack.arns[logical_id] = arn
+        stack.names[logical_id] = name
+        targets = [
+            {"Id": target["Id"], "Arn": target["Arn"]}
+            for target in properties.get("Targets", [])
+            if str(target.get("Arn", "")).startswith("arn:aws:sqs:")
+        ]
+        if targets:
+            client.put_targets(Rule=name, EventBusName=bus, Targets=targets)

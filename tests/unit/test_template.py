@@ -375,14 +375,15 @@ def at_rest(stack: Stack) -> dict[str, Any]:
         elif resource["Type"] == "AWS::S3::Bucket":
             rules = stack.resolve(properties["BucketEncryption"]["ServerSideEncryptionConfiguration"])
             found[logical_id] = [rule["ServerSideEncryptionByDefault"] for rule in rules]
-        elif resource["Type"] == "AWS::Logs::LogGroup":
+        elif resource["Type"] in {"AWS::Logs::LogGroup", "AWS::SecretsManager::Secret"}:
             found[logical_id] = stack.resolve({"KmsKeyId": properties.get("KmsKeyId", NO_VALUE)})
     return found
 
 
 def test_without_a_key_aws_owned_and_managed_keys_encrypt_everything() -> None:
     encryption = at_rest(with_parameters())
-    assert len(encryption) == 2 + 6 + 1 + 6  # tables, queues, bucket, log groups
+    # tables, queues, bucket, log groups; and the webhooks' two queues, log group and secret
+    assert len(encryption) == 2 + 6 + 1 + 6 + 4
     for logical_id, how in encryption.items():
         kind = RESOURCES[logical_id]["Type"]
         expected = {
@@ -390,6 +391,7 @@ def test_without_a_key_aws_owned_and_managed_keys_encrypt_everything() -> None:
             "AWS::SQS::Queue": {"SqsManagedSseEnabled": True},
             "AWS::S3::Bucket": [{"SSEAlgorithm": "AES256"}],
             "AWS::Logs::LogGroup": {},
+            "AWS::SecretsManager::Secret": {},
         }[kind]
         assert how == expected, logical_id
 
@@ -403,6 +405,7 @@ def test_with_a_key_every_table_queue_bucket_and_log_group_uses_it() -> None:
             "AWS::SQS::Queue": {"SqsManagedSseEnabled": False, "KmsMasterKeyId": KEY_ARN},
             "AWS::S3::Bucket": [{"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": KEY_ARN}],
             "AWS::Logs::LogGroup": {"KmsKeyId": KEY_ARN},
+            "AWS::SecretsManager::Secret": {"KmsKeyId": KEY_ARN},
         }[kind]
         assert how == expected, logical_id
 
@@ -414,6 +417,7 @@ KMS_SERVICES = {
     "RequeueFunction": {"dynamodb", "sqs"},
     "EventsFunction": {"dynamodb", "sqs"},
     "NotifyFunction": {"dynamodb", "sqs"},
+    "WebhookFunction": {"sqs", "secretsmanager"},
 }
 
 
@@ -440,7 +444,7 @@ def test_each_role_may_use_the_key_only_when_given_and_only_through_its_services
     services = statement["Condition"]["StringEquals"]["kms:ViaService"]
     assert services == [
         f"{service}.us-east-1.amazonaws.com"
-        for service in ("dynamodb", "sqs", "s3")
+        for service in ("dynamodb", "sqs", "s3", "secretsmanager")
         if service in KMS_SERVICES[function_id]
     ]
 
@@ -533,6 +537,17 @@ ALLOWED_ACTIONS = {
         "dynamodb:BatchGetItem",
         "events:PutEvents",
         "sqs:SendMessage",
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+    },
+    # ChangeMessageVisibility: a failed delivery's backoff; SendMessage: fan-out and dead letters
+    "WebhookFunction": {
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ChangeMessageVisibility",
+        "sqs:SendMessage",
+        "secretsmanager:GetSecretValue",
         "kms:Decrypt",
         "kms:GenerateDataKey",
     },
@@ -978,7 +993,7 @@ def test_every_checkov_skip_gives_its_reason() -> None:
     ]
     assert skips
     for logical_id, skip in skips:
-        assert re.fullmatch(r"CKV_AWS_\d+", skip["id"]), (logical_id, skip)
+        assert re.fullmatch(r"CKV2?_AWS_\d+", skip["id"]), (logical_id, skip)  # CKV2: graph checks
         assert len(skip["comment"].split()) >= 8, (logical_id, skip)
 
 

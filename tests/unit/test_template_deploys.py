@@ -37,8 +37,13 @@ pytestmark = [
     pytest.mark.xdist_group("template_deploys"),
 ]
 # Parameters that differ from the defaults where moto needs them to: it joins a CommaDelimitedList's
-# default as a string (one character each), and cannot create an SES configuration set.
-PARAMETERS = {"SendingIdentities": "example.com,app@example.org", "ConfigurationSetName": "mailqueue-team-set"}
+# default as a string (one character each), and cannot create an SES configuration set. Webhooks are on, so
+# that their resources are created too.
+PARAMETERS = {
+    "SendingIdentities": "example.com,app@example.org",
+    "ConfigurationSetName": "mailqueue-team-set",
+    "WebhookUrls": "https://hooks.example/mailqueue,https://other.example/Hooks",
+}
 
 
 class _NoManagedPolicies:
@@ -114,7 +119,14 @@ def deployed(session: boto3.session.Session) -> Deployed:
 def test_the_stack_is_created(deployed: Deployed) -> None:
     assert deployed.stack["StackStatus"] == "CREATE_COMPLETE"
     functions = deployed.resources("AWS::Lambda::Function")
-    assert set(functions) == {"ApiFunction", "SenderFunction", "RequeueFunction", "EventsFunction", "NotifyFunction"}
+    assert set(functions) == {
+        "ApiFunction",
+        "SenderFunction",
+        "RequeueFunction",
+        "EventsFunction",
+        "NotifyFunction",
+        "WebhookFunction",
+    }
     assert set(functions) <= set(deployed.created)
 
 
@@ -180,12 +192,14 @@ def queue_arn(deployed: Deployed, logical_id: str) -> str:
 
 
 def test_each_event_source_mapping_feeds_its_function_from_its_queue_with_its_settings(deployed: Deployed) -> None:
+    # SenderMaxConcurrency's default; the webhook function's own bound
+    concurrency = {"SenderFunction": 2, "WebhookFunction": 5}
     declared = {
         logical_id: resource
         for logical_id, resource in deployed.resources("AWS::Lambda::EventSourceMapping").items()
-        if resource["Properties"]["FunctionName"]["Ref"] == "SenderFunction"
+        if resource["Properties"]["FunctionName"]["Ref"] in concurrency
     }
-    assert len(declared) == 2  # the send queue and the high-priority queue
+    assert len(declared) == 3  # the send queue, the high-priority queue and the webhook queue
     client = deployed.client("lambda")
     for logical_id, resource in declared.items():
         properties = resource["Properties"]
@@ -200,9 +214,9 @@ def test_each_event_source_mapping_feeds_its_function_from_its_queue_with_its_se
         assert mapping["BatchSize"] == properties["BatchSize"] == 10
         assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         assert mapping.get("MaximumBatchingWindowInSeconds") == properties.get("MaximumBatchingWindowInSeconds")
-        assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}  # SenderMaxConcurrency's default
+        assert mapping["ScalingConfig"] == {"MaximumConcurrency": concurrency[function_id]}
     queues = {resource["Properties"]["EventSourceArn"]["Fn::GetAtt"][0] for resource in declared.values()}
-    assert queues == {"SendQueue", "HighPrioritySendQueue"}
+    assert queues == {"SendQueue", "HighPrioritySendQueue", "WebhookQueue"}
 
 
 def test_the_notify_function_reads_the_emails_table_stream_filtered_with_partial_failures(deployed: Deployed) -> None:
@@ -340,7 +354,15 @@ def test_what_moto_cannot_create_is_what_the_deploy_guide_lists(deployed: Deploy
 def test_the_only_role_the_transform_adds_lets_the_scheduler_invoke_the_requeue_function(deployed: Deployed) -> None:
     resources = deployed.template["Resources"]
     roles = {logical_id for logical_id, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
-    assert roles == {"ApiRole", "SenderRole", "RequeueRole", "EventsRole", "NotifyRole", "RequeueFunctionScheduleRole"}
+    assert roles == {
+        "ApiRole",
+        "SenderRole",
+        "RequeueRole",
+        "EventsRole",
+        "NotifyRole",
+        "WebhookRole",
+        "RequeueFunctionScheduleRole",
+    }
     for logical_id in roles:
         assert "ManagedPolicyArns" not in resources[logical_id]["Properties"], logical_id
     schedule_role = resources["RequeueFunctionScheduleRole"]["Properties"]
