@@ -2,6 +2,7 @@
 mailqueue.webhooks; a batch's deliveries run at once (one email's in turn), each on a thread of its own."""
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -23,10 +24,19 @@ processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_
 settings = WebhookSettings.from_env()
 # The signing secret is read once per container (then again after max_age), not per event.
 secrets = SecretsProvider(boto3_client=aws.client("secretsmanager"))
+# A batch's deliveries run on threads at once: the first reads the secret, the others wait for it.
+_secret_lock = threading.Lock()
+
+
+def _secret() -> str:
+    with _secret_lock:
+        return str(secrets.get(settings.secret_id, max_age=SECRET_MAX_AGE_SECONDS))
+
+
 courier = Courier(
     settings=settings,
     sqs=aws.client("sqs"),
-    secret=lambda: str(secrets.get(settings.secret_id, max_age=SECRET_MAX_AGE_SECONDS)),
+    secret=_secret,
     clock=time.time,
     log=logger,
 )
