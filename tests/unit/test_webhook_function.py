@@ -62,24 +62,24 @@ def bus_message(email_id: str, sequence: int, status: str = "delivered") -> dict
 @pytest.fixture
 def webhooks() -> Iterator[Webhooks]:
     statuses: dict[str, int] = {}
-    with WebhookReceiver(secret=SECRET, answer=lambda event: statuses.get(event["email_id"], 204)) as receiver:
-        with mock_aws():
-            session = boto3.session.Session(region_name="us-east-1")
-            stack = build(
-                session, overrides={"WebhookUrls": receiver.url("/hooks")}, secret_strings={"WebhookSecret": SECRET}
-            )
-            saved = dict(os.environ)
-            os.environ.update(stack.function_environment("WebhookFunction"))
+    receiver = WebhookReceiver(secret=SECRET, answer=lambda event: statuses.get(event["email_id"], 204))
+    with receiver, mock_aws():
+        session = boto3.session.Session(region_name="us-east-1")
+        stack = build(
+            session, overrides={"WebhookUrls": receiver.url("/hooks")}, secret_strings={"WebhookSecret": SECRET}
+        )
+        saved = dict(os.environ)
+        os.environ.update(stack.function_environment("WebhookFunction"))
+        aws.forget()
+        try:
+            module = load_handler("webhook")
+            hooks = Webhooks(stack, session, receiver, module.handler, module)
+            hooks.statuses = statuses  # type: ignore[attr-defined]
+            yield hooks
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
             aws.forget()
-            try:
-                module = load_handler("webhook")
-                hooks = Webhooks(stack, session, receiver, module.handler, module)
-                hooks.statuses = statuses  # type: ignore[attr-defined]
-                yield hooks
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
-                aws.forget()
 
 
 def test_each_event_is_posted_signed_with_the_stacks_secret(webhooks: Webhooks) -> None:
@@ -89,12 +89,7 @@ def test_each_event_is_posted_signed_with_the_stacks_secret(webhooks: Webhooks) 
     assert sorted((r.event or {}).get("event_id") for r in received) == ["01A-2", "01B-4"]
     for request in received:
         assert request.verified
-        assert verify(
-            SECRET,
-            request.headers[SIGNATURE_HEADER.lower()],
-            request.body,
-            now=request.event["sequence"] * 0 + __import__("time").time(),
-        )
+        assert verify(SECRET, request.headers[SIGNATURE_HEADER.lower()], request.body, now=time.time())
         assert request.headers["mailqueue-event-id"] == request.event["event_id"]
         assert request.headers["content-type"] == "application/json"
         assert request.path == "/hooks"
