@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -123,3 +124,13 @@ def test_one_emails_events_in_a_batch_are_delivered_in_sequence_order(webhooks: 
     messages = webhooks.messages(*(bus_message("01E", n) for n in (3, 1, 2)))
     assert webhooks.invoke(messages) == {"batchItemFailures": []}
     assert [event["sequence"] for event in webhooks.receiver.events()] == [1, 2, 3]
+
+
+def test_the_sample_event_is_delivered(webhooks: Webhooks) -> None:
+    # events/webhook/sqs-batch.json, for `sam local invoke` and `python -m mailqueue_dev.invoke webhook`
+    sample = json.loads((Path(__file__).parents[2] / "events" / "webhook" / "sqs-batch.json").read_text())
+    answer = webhooks.handler(sample, LambdaContext(function_name="mailqueue-webhook"))
+    assert answer == {"batchItemFailures": []}
+    [event] = webhooks.receiver.events()
+    assert event == json.loads(sample["Records"][0]["body"])["detail"]
+    assert event["status"] == "delivered"
