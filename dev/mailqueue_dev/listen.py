@@ -46,7 +46,7 @@ class WebhookReceiver:
     """An HTTP server that verifies each webhook and keeps what it received (``received``), in order.
 
     ``answer`` picks the status of each verified event (a test's receiver failing on purpose); ``on_receive``
-    sees each request once answered (the CLI prints it). Port 0 picks a free one.
+    sees each request as it is answered (the CLI prints it). Port 0 picks a free one.
     """
 
     secret: str | bytes
@@ -131,9 +131,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         headers = {name.lower(): value for name, value in self.headers.items()}
         received = self.owner.take(body, headers, self.path)
-        self._reply(received.answered)
-        if self.owner.on_receive is not None:
+        if self.owner.on_receive is not None:  # shown before the answer: what the sender saw answered is shown
             self.owner.on_receive(received)
+        self._reply(received.answered)
 
     def _reply(self, status: int, close: bool = False) -> None:
         self.send_response(status)
