@@ -37,6 +37,7 @@ from mailqueue.settings import Settings
 from mailqueue_dev.template import Stack, load_template
 
 from bench import lifecycle, units
+from bench import webhooks as webhook_bench
 from bench.lifecycle import ESM, EVENTS, NOTIFY, Call, Invocation, LifecycleResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -965,6 +966,8 @@ def main(argv: list[str] | None = None) -> int:
         cold = cold_starts(template, 3 if args.quick else args.runs, site)
         print("bench: warm CPU …", file=sys.stderr, flush=True)
         warm = warm_cpu(template, samples, args.quick, site)
+    print("bench: webhooks …", file=sys.stderr, flush=True)
+    webhooks = webhook_bench.run(prices, batches=10 if args.quick else 30)
     layer = layer_size()
     results: dict[str, Any] = {
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -975,12 +978,14 @@ def main(argv: list[str] | None = None) -> int:
         "cold_start": cold,
         "warm_cpu": warm,
         "layer": layer,
+        "webhooks": webhooks,
     }
     results["capacity"] = capacity(template, analysis, json.loads(LIMITS.read_text()))
     results["goals"] = goals(results)
     results["bench_seconds"] = round(time.perf_counter() - started, 1)
     args.out.write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
     print(report(results))
+    print("\n" + webhook_bench.report(webhooks))
     print(
         f"\nwrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out} "
         f"in {results['bench_seconds']:.0f} s"
