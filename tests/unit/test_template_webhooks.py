@@ -9,10 +9,10 @@ from typing import Any
 import boto3
 import pytest
 from mailqueue.webhooks import DEFAULT_SCHEDULE, WebhookSettings
-from mailqueue_dev.template import load_template
+from mailqueue_dev.template import TEMPLATE, load_template
 from moto import mock_aws
 
-from tests.unit.test_template import NO_VALUE, RESOURCES, as_list, ref, role_statements, with_parameters
+from tests.unit.test_template import NO_VALUE, RESOURCES, as_list, ref, role_statements, tracing_of, with_parameters
 from tests.unit.test_template_deploys import PARAMETERS, REGION, deploy
 
 # What moto cannot create (the secret among them) is listed in docs/deploy.md, not warned about.
@@ -209,3 +209,16 @@ def test_deployed_the_function_is_given_the_created_queues_and_urls(deployed: An
         statements = ast.literal_eval(statements)
     sids = {statement.get("Sid") for statement in statements["Statement"] if statement}
     assert {"WebhookQueue", "DeadLetters", "SigningSecret"} <= sids
+
+
+def test_the_webhook_function_is_traced_only_when_a_sampled_trace_reaches_it() -> None:
+    assert tracing_of("WebhookFunction") == ("PassThrough", "true")
+
+
+def test_the_webhook_handler_is_a_module_of_its_code_folder() -> None:
+    properties = RESOURCES["WebhookFunction"]["Properties"]
+    source = (TEMPLATE.parent / properties["CodeUri"] / "webhook.py").read_text()
+    assert "def handler(" in source
+    # the cost goals' premise: nothing of the send path waits for a receiver
+    assert "WebhookQueue" not in json.dumps(RESOURCES["SenderFunction"])
+    assert "Webhook" not in json.dumps(RESOURCES["ApiFunction"]["Properties"].get("Environment", {}))
