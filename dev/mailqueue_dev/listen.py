@@ -79,6 +79,10 @@ class WebhookReceiver:
         self._thread.start()
         return self
 
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
     def stop(self) -> None:
         """Stop answering (connections are refused from now on); ``start()`` again listens on the same port."""
         if self._server is not None:

@@ -70,7 +70,7 @@ def receiver(webhook_receiver: WebhookReceiver) -> Iterator[WebhookReceiver]:
     """The package's receiver, answering 204 again (and listening) after the test."""
     yield webhook_receiver
     webhook_receiver.answer = lambda _event: 204
-    if webhook_receiver._server is None:
+    if not webhook_receiver.running:
         webhook_receiver.start()
 
 
