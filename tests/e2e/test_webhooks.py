@@ -1,9 +1,10 @@
 """Signed webhooks on the local stack: the status bus's events reach a real receiver on 127.0.0.1, signed,
 again after a 500, all of them after the receiver was down, and a bad signature shows.
 
-The webhook timings are shortened (tests/e2e/conftest.py: 1 s, then 2 s between attempts). Events are put
-on the stack's status bus as the notify function puts them; ``test_status_events_of_emails_...`` takes the
-whole path from the API.
+The webhook timings are shortened (tests/e2e/conftest.py: 1 s, then 2 s between attempts). Most tests put
+events on the stack's status bus as the notify function puts them, to choose what the receiver gets;
+``test_status_events_of_emails_sent_through_the_api_...`` takes the whole path, from the API through the
+emails table's stream and the notify function.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from mailqueue.webhooks import SIGNATURE_HEADER, InvalidSignature, sign, verify
 from mailqueue_dev.listen import WebhookReceiver
 from mailqueue_dev.local import LocalStack
 
-from tests.e2e.conftest import WEBHOOK_SECRET, wait_for
+from tests.e2e.conftest import WEBHOOK_SECRET, Http, an_email, status_of, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -205,3 +206,38 @@ def test_a_bad_signature_is_answered_401(receiver: WebhookReceiver) -> None:
     assert post(sign(WEBHOOK_SECRET, body, now), data=body.replace(b"delivered", b"bounced")) == 401
     assert post(sign(WEBHOOK_SECRET, body, now - 600)) == 401  # a replay
     assert post("t=1,v1=nothex") == 401
+
+
+# --- the whole path: the API, the table's stream, the bus, the webhook ------------------------------------------
+
+
+def test_status_events_of_emails_sent_through_the_api_arrive_signed_and_in_order(
+    local: LocalStack, http: Http, receiver: WebhookReceiver
+) -> None:
+    addresses = {
+        "delivered": "alice@example.org",
+        "bounced": "bounce@simulator.amazonses.com",
+        "failed": "reader@reject.mailqueue.example",
+    }
+    ids: dict[str, str] = {}
+    for status, address in addresses.items():
+        code, body = http.post("/emails", an_email(to=[address]))
+        assert code == 202, body
+        ids[status] = body["id"]
+    for status, email_id in ids.items():
+        events = wait_for(
+            lambda email_id=email_id, status=status: [
+                e for e in events_for(receiver, email_id) if e["status"] == status
+            ],
+            f"the {status} event of {email_id}",
+        )
+        assert len(events) == 1, events
+        [event] = events
+        assert event["event_id"] == f"{email_id}-{event['sequence']}"
+        # the webhook reports only what the table holds
+        assert status_of(http, email_id) == status
+    for email_id in ids.values():
+        requests = [r for r in receiver.received if r.event and r.event["email_id"] == email_id]
+        assert all(r.verified for r in requests)
+        sequences = [r.event["sequence"] for r in requests if r.event]  # type: ignore[index]
+        assert sequences == sorted(sequences)
