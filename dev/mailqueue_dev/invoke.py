@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m mailqueue_dev.invoke",
         description="Invoke a function of the running local stack with an event file, as sam local invoke -e does.",
     )
-    parser.add_argument("function", help="api, sender, requeue, events, notify or webhook (or a logical id: ApiFunction)")
+    parser.add_argument("function", help="api, sender, requeue, events, notify or webhook (or a logical id)")
     parser.add_argument("event", help="a JSON event file, e.g. events/api/post-email.json; - for stdin")
     parser.add_argument("--state", type=Path, metavar="DIR", help="the stack's state directory (default: .mailqueue)")
     args = parser.parse_args(argv)
