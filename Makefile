@@ -72,7 +72,7 @@ integration: $(STAMP) ## Integration tests (boto3 against moto in server mode)
 	$(BIN)/pytest -q $(XDIST) tests/integration
 
 e2e: $(STAMP) chromium ## End-to-end tests through the local stack's HTTP API, and the console in Chromium
-	$(BIN)/pytest -q $(XDIST) tests/e2e
+	$(BIN)/pytest -q $(XDIST) tests/e2e tests/e2e_webhooks
 
 chaos: $(STAMP) ## 2,000 emails through the local stack under injected faults: nothing lost (figures: docs/reliability.md)
 	$(BIN)/python -m mailqueue_dev.chaos --emails 2000 --json .mailqueue/chaos.json --doc docs/reliability.md

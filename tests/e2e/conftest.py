@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 import pytest
 import requests
-from mailqueue_dev.listen import WebhookReceiver
 from mailqueue_dev.local import LocalStack
 
 from tests.conftest import Verbs
@@ -20,21 +19,8 @@ from tests.conftest import Verbs
 T = TypeVar("T")
 
 
-# The local stack signs its webhooks with this secret (MAILQUEUE_WEBHOOK_SECRET).
-WEBHOOK_SECRET = "e2e-webhook-secret"
-
-
 @pytest.fixture(scope="package")
-def webhook_receiver() -> Iterator[WebhookReceiver]:
-    """A webhook receiver on 127.0.0.1 for the whole package: the local stack POSTs every status event to it.
-    A test may change its ``answer`` (and must put it back), or stop and start it."""
-    receiver = WebhookReceiver(secret=WEBHOOK_SECRET)
-    with receiver:
-        yield receiver
-
-
-@pytest.fixture(scope="package")
-def local(tmp_path_factory: pytest.TempPathFactory, webhook_receiver: WebhookReceiver) -> Iterator[LocalStack]:
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """One local stack for the e2e package, stopped before other tests run (it sets AWS_ENDPOINT_URL)."""
     stack = LocalStack(
         api_port=0,
@@ -45,22 +31,11 @@ def local(tmp_path_factory: pytest.TempPathFactory, webhook_receiver: WebhookRec
         # Fast enough that a batch of 100 goes out in about a second; retries after about a second.
         parameters={"SendRate": "100"},
         # Three attempts: an email SES keeps refusing is failed within seconds.
-        environment={
-            "BACKOFF_BASE_SECONDS": "1",
-            "MAX_ATTEMPTS": "3",
-            # Webhooks retried after 1 s, then 2 s, ten attempts in all (about 18 s); a receiver gets 2 s to answer.
-            "WEBHOOK_BACKOFF_BASE_SECONDS": "1",
-            "WEBHOOK_BACKOFF_MAX_SECONDS": "2",
-            "WEBHOOK_ATTEMPTS": "10",
-            "WEBHOOK_TIMEOUT_SECONDS": "2",
-        },
+        environment={"BACKOFF_BASE_SECONDS": "1", "MAX_ATTEMPTS": "3"},
         # SES's events for each accepted send: emails go on to delivered, bounced or complained.
         ses_events=True,
         # A project directory of its own: the stack says where it runs in <project>/.mailqueue/stack.json.
         state_dir=tmp_path_factory.mktemp("project") / ".mailqueue",
-        # Every published status event, signed, to the package's receiver.
-        webhook_url=webhook_receiver.url("/hooks"),
-        webhook_secret=WEBHOOK_SECRET,
     )
     with stack:
         yield stack

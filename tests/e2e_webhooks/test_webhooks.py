@@ -23,9 +23,11 @@ from mailqueue.webhooks import SIGNATURE_HEADER, InvalidSignature, sign, verify
 from mailqueue_dev.listen import WebhookReceiver
 from mailqueue_dev.local import LocalStack
 
-from tests.e2e.conftest import WEBHOOK_SECRET, Http, an_email, status_of, wait_for
+from tests.e2e.conftest import Http, an_email, status_of, wait_for
+from tests.e2e_webhooks.conftest import WEBHOOK_SECRET
 
-pytestmark = pytest.mark.e2e
+# One worker runs them all (pytest-xdist): one stack with webhooks for the package, started once.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("webhooks")]
 
 
 def put_event(local: LocalStack, email_id: str, sequence: int, status: str) -> dict[str, Any]:
