@@ -67,7 +67,10 @@ MODULES: tuple[Module, ...] = (
             "tests/unit/test_delivery_events.py",
         ),
     ),
-    Module("service", ("tests/unit/test_api.py", "tests/unit/test_enqueue_faults.py")),
+    Module(
+        "service",
+        ("tests/unit/test_api.py", "tests/unit/test_enqueue_faults.py", "tests/unit/test_templates_api.py"),
+    ),
 )
 
 
