@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from mailqueue_dev.ses_simulator import SendRate, SendRateLimit
+
 DEFAULT_REGION = "us-east-1"
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -30,6 +32,8 @@ class Emulator:
     host: str
     port: int
     server: Any
+    # The account's maximum send rate that SES enforces here, when one is set (ses_simulator.SendRate).
+    send_rate: SendRate | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -64,8 +68,12 @@ def secret_of(access_key: str) -> str | None:
 
 
 @contextmanager
-def running(host: str = "127.0.0.1", port: int | None = None) -> Iterator[Emulator]:
-    """Start moto's threaded server, with S3's checks of POST uploads in front (see ``s3_post``); stop it on exit."""
+def running(host: str = "127.0.0.1", port: int | None = None, send_rate: SendRate | None = None) -> Iterator[Emulator]:
+    """Start moto's threaded server, with S3's checks of POST uploads in front (see ``s3_post``); stop it on exit.
+
+    With ``send_rate``, SES answers a SendEmail beyond the account's maximum send rate as SES v2 does
+    (``TooManyRequestsException``, see ``ses_simulator.SendRate``); without it, SES takes every send.
+    """
     from moto.moto_server.werkzeug_app import (  # noqa: PLC0415
         DomainDispatcherApplication,
         MotoRequestHandler,
@@ -78,7 +86,9 @@ def running(host: str = "127.0.0.1", port: int | None = None) -> Iterator[Emulat
 
     class Server(ThreadedMotoServer):
         def _server_entry(self) -> None:
-            app = PostPolicy(DomainDispatcherApplication(create_backend_app), secret_of)
+            app: Any = PostPolicy(DomainDispatcherApplication(create_backend_app), secret_of)
+            if send_rate is not None:
+                app = SendRateLimit(app, send_rate)
             self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
             self._server_ready_event.set()
             self._server.serve_forever()
@@ -86,6 +96,6 @@ def running(host: str = "127.0.0.1", port: int | None = None) -> Iterator[Emulat
     server = Server(ip_address=host, port=port or free_port(host), verbose=False)
     server.start()
     try:
-        yield Emulator(host=host, port=server._port, server=server)
+        yield Emulator(host=host, port=server._port, server=server, send_rate=send_rate)
     finally:
         server.stop()

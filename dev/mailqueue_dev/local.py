@@ -308,6 +308,9 @@ class LocalStack:
     # Where the functions' EMF metric lines go (CloudWatch reads them on Lambda); None leaves them on stdout.
     metrics_file: Path | None = None
     ses_events: bool = False
+    # The SES account's maximum send rate (recipients a second) that the emulated SES enforces, answering
+    # TooManyRequestsException beyond it as SES does; None takes every send.
+    ses_max_send_rate: float | None = None
     # Where the running stack says where it is (stack.json, for the CLI and `invoke`); None writes nothing.
     state_dir: Path | None = None
     # Keep the tables and buckets in state_dir/data across restarts (see mailqueue_dev.snapshot); `clean`
@@ -379,7 +382,8 @@ class LocalStack:
     def _start(self) -> None:
         # moto's web server logs every AWS call at INFO: far too much to read next to the handlers' logs.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self.emulator = self._exit.enter_context(emulator.running(self.host, self.emulator_port))
+        send_rate = ses_simulator.SendRate(self.ses_max_send_rate) if self.ses_max_send_rate else None
+        self.emulator = self._exit.enter_context(emulator.running(self.host, self.emulator_port, send_rate))
         # The emulator's state lives in this process: start from nothing, as a fresh `sam deploy` would.
         self.emulator.reset()
         self._set_environment({**emulator.FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint_url})
@@ -1229,6 +1233,7 @@ def from_environment() -> LocalStack:
         ses_events=os.environ.get("MAILQUEUE_SES_EVENTS", "1").strip() not in {"0", "false", "no", "off"},
         webhook_url=os.environ.get("MAILQUEUE_WEBHOOK_URL", "").strip() or None,
         webhook_secret=os.environ.get("MAILQUEUE_WEBHOOK_SECRET", ""),
+        ses_max_send_rate=_env_float("MAILQUEUE_SES_MAX_SEND_RATE", 0.0) or None,
     )
 
 

@@ -28,6 +28,11 @@ Two more domains make SES refuse the send itself, so that an email ends ``failed
   account, not of the email, so the email is held (``retrying``, its attempt not counted) until the
   account is fixed, and tried again after ``ACCOUNT_ERROR_SECONDS``.
 
+With a maximum send rate set (:class:`SendRate`; ``MAILQUEUE_SES_MAX_SEND_RATE`` for ``make dev``, in
+recipients a second), SendEmail beyond it is answered as SES v2 answers it, ``TooManyRequestsException``
+(HTTP 429, "Maximum sending rate exceeded."), by a WSGI middleware in front of moto (:class:`SendRateLimit`),
+so that every client of the emulator shares the one rate, as every sender shares the account's.
+
 The reserved domains are under ``.example`` (RFC 2606), not ``.test``: the API refuses special-use
 domains such as ``.test``, and ``.example`` is reserved all the same, so no real mailbox is ever hit.
 """
@@ -35,8 +40,13 @@ domains such as ``.test``, and ``.example`` is reserved all the same, so no real
 from __future__ import annotations
 
 import enum
+import io
+import json
+import threading
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
 from email.parser import BytesHeaderParser
@@ -251,3 +261,86 @@ def _header_list(values: Iterable[str]) -> list[str]:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+# --- the account's maximum send rate ---------------------------------------------------------------------------
+
+THROTTLE_CODE = "TooManyRequestsException"
+THROTTLE_MESSAGE = "Maximum sending rate exceeded."
+# SES v2's SendEmail: POST /v2/email/outbound-emails (REST-JSON).
+SEND_EMAIL_PATH = "/v2/email/outbound-emails"
+
+
+@dataclass
+class SendRate:
+    """The account's maximum send rate, as SES enforces it: a bucket of ``burst`` recipients that refills at
+    ``rate`` recipients a second. A send goes through while the bucket holds anything, and takes one unit
+    per recipient (an email to five recipients at a rate of 1 passes, and the next four seconds are
+    throttled, as SES documents); otherwise it is refused with ``TooManyRequestsException`` (HTTP 429,
+    "Maximum sending rate exceeded."), SES v2's answer, and SES takes nothing.
+
+    ``burst`` defaults to one second's worth: SES lets an account exceed its rate "for short bursts".
+    """
+
+    rate: float
+    burst: float | None = None
+    monotonic: Callable[[], float] = time.monotonic
+    accepted: int = 0
+    throttled: int = 0
+    # Monotonic time of every send let through and every send throttled: what `make bench` reads.
+    accepted_at: list[float] = field(default_factory=list)
+    throttled_at: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0:
+            raise ValueError(f"the send rate must be greater than 0, not {self.rate}")
+        self.capacity = self.burst if self.burst is not None else max(1.0, self.rate)
+        self._tokens = self.capacity
+        self._at = self.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self, recipients: int = 1) -> bool:
+        """Whether a send to ``recipients`` goes through now (and, if it does, its units are taken)."""
+        with self._lock:
+            now = self.monotonic()
+            self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens <= 0:
+                self.throttled += 1
+                self.throttled_at.append(now)
+                return False
+            self._tokens -= max(1, recipients)
+            self.accepted += 1
+            self.accepted_at.append(now)
+            return True
+
+
+class SendRateLimit:
+    """WSGI middleware in front of moto's server: SES v2's SendEmail beyond ``limit`` is answered as SES does."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], limit: SendRate) -> None:
+        self.app = app
+        self.limit = limit
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") != SEND_EMAIL_PATH:
+            return self.app(environ, start_response)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        try:
+            params = json.loads(body or b"{}")
+        except ValueError:
+            params = {}
+        if self.limit.take(len(recipients_of(params if isinstance(params, dict) else {}))):
+            environ["wsgi.input"] = io.BytesIO(body)
+            return self.app(environ, start_response)
+        payload = json.dumps({"message": THROTTLE_MESSAGE}).encode()
+        start_response(
+            "429 Too Many Requests",
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(payload))),
+                ("x-amzn-ErrorType", THROTTLE_CODE),
+            ],
+        )
+        return [payload]
