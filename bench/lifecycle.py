@@ -16,7 +16,8 @@ Phases, each waited on until every email in it is ``sent``:
 - ``batch``: one ``POST /emails/batch`` of 100;
 - ``templated``: the same 100 emails rendered from a stored template (saved in ``template-save``),
   each item giving only its recipient and data;
-- ``retry``: a batch whose first SES attempt is throttled: retrying, requeued, sent;
+- ``retry``: a batch whose first SES attempt fails (a 503, transient: a throttle is tried again under
+  the claim instead): retrying, requeued, sent;
 - ``delivery``: SES's Send and Delivery events for each email of the batch, through the events handler;
 - ``throughput``: batches of 100, timed from the first request to the last email sent.
 """
@@ -52,7 +53,7 @@ from bench.emails import BENCH_TEMPLATE, templated_email, typical_email, typical
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE_NAME = "mailqueue"
-THROTTLE_TAG = {"name": "bench", "value": "throttle-once"}
+RETRY_TAG = {"name": "bench", "value": "fail-once"}
 ESM = "EventSourceMapping"
 EVENTS = "EventsFunction"
 # The status events' publisher: with the template's default PublishStatuses, each delivery is one event.
@@ -421,20 +422,20 @@ def _tables(template: dict[str, Any], names: dict[str, str]) -> dict[str, units.
     return tables
 
 
-def _throttle_once(seen: set[str]) -> Callable[..., Any]:
-    """A before-call hook: SES answers TooManyRequests to the first attempt of each email tagged for it."""
+def _fail_once(seen: set[str]) -> Callable[..., Any]:
+    """A before-call hook: SES answers 503 to the first attempt of each email tagged for it."""
 
     def hook(context: dict[str, Any], **_: Any) -> Any:
         params = context.get("bench_params") or {}
         tags = {tag["Name"]: tag["Value"] for tag in params.get("EmailTags", [])}
         email_id = tags.get("email_id")
-        if tags.get(THROTTLE_TAG["name"]) != THROTTLE_TAG["value"] or not email_id or email_id in seen:
+        if tags.get(RETRY_TAG["name"]) != RETRY_TAG["value"] or not email_id or email_id in seen:
             return None
         seen.add(email_id)
-        error = {"Code": "TooManyRequestsException", "Message": "Maximum sending rate exceeded."}
-        return AWSResponse("https://email.local", 429, {}, None), {
+        error = {"Code": "ServiceUnavailable", "Message": "Service is unavailable."}
+        return AWSResponse("https://email.local", 503, {}, None), {
             "Error": error,
-            "ResponseMetadata": {"HTTPStatusCode": 429},
+            "ResponseMetadata": {"HTTPStatusCode": 503},
         }
 
     return hook
@@ -494,7 +495,7 @@ def run(
         for service in ("dynamodb", "sqs", "sesv2", "s3"):
             recorder.attach(aws.client(service))
         aws.client("sesv2").meta.events.register(
-            "before-call.sesv2.SendEmail", _throttle_once(set()), unique_id="bench-throttle"
+            "before-call.sesv2.SendEmail", _fail_once(set()), unique_id="bench-fail-once"
         )
         for function in local.functions.values():
             if function.handler is not None:
@@ -572,7 +573,7 @@ def _phases(
     recorder.quiet()
 
     recorder.phase = "retry"
-    emails["retry"] = batch(retried, tags=[{"name": "kind", "value": "shipping"}, THROTTLE_TAG])
+    emails["retry"] = batch(retried, tags=[{"name": "kind", "value": "shipping"}, RETRY_TAG])
     api_requests["retry"] = 1
     recorder.wait_for(emails["retry"], "sent", timeout)
     recorder.quiet()

@@ -621,24 +621,23 @@ def _not_idle(invocation: Invocation) -> bool:
 def pacing_wait(template: dict[str, Any], active_ms_per_email: float, memory_mb: int) -> dict[str, Any]:
     """The sender's wait for its send-rate slot when the queue is backlogged, at the template's defaults.
 
-    Each invocation sends at most send_rate / (concurrency × queues) emails a second (mailqueue.sending.
-    invocation_rate), so under a backlog every email holds an invocation that long, waiting or working.
+    Each invocation sends at most send_rate / concurrency emails a second (mailqueue.sending.
+    invocation_rate: the invocations of whichever queue has mail share the whole rate), so under a
+    backlog every email holds an invocation that long, waiting or working.
     """
     parameters = template["Parameters"]
     send_rate = float(parameters["SendRate"]["Default"])
     concurrency = int(parameters["SenderMaxConcurrency"]["Default"])
-    queues = Settings().send_queues
-    slot_ms = 1000 * concurrency * queues / send_rate
+    slot_ms = 1000 * concurrency / send_rate
     wait_ms = max(0.0, slot_ms - active_ms_per_email)
     return {
         "send_rate": send_rate,
         "sender_max_concurrency": concurrency,
-        "send_queues": queues,
         "ms_per_email_per_invocation": round(slot_ms, 1),
         "active_ms_per_email": round(active_ms_per_email, 1),
         "wait_ms_per_email": round(wait_ms, 1),
         "gb_seconds_per_email": memory_mb / 1024 * wait_ms / 1000,
-        "send_rate_without_waiting": round(1000 * concurrency * queues / max(active_ms_per_email, 1e-9), 1),
+        "send_rate_without_waiting": round(1000 * concurrency / max(active_ms_per_email, 1e-9), 1),
     }
 
 
@@ -649,6 +648,8 @@ def _rounded(values: dict[str, float], digits: int = 6) -> dict[str, float]:
 # --- capacity -----------------------------------------------------------------------------------------------
 
 DAILY_VOLUMES = (1_000_000, 10_000_000, 100_000_000)
+# The two send queues (normal and high priority): each an event source of SenderMaxConcurrency invocations.
+SEND_QUEUES = 2
 # Headroom over the day's average rate: traffic comes in peaks, and a backlog must drain.
 HEADROOM = 2.0
 
@@ -662,7 +663,7 @@ def capacity(template: dict[str, Any], analysis: dict[str, Any], limits: dict[st
     concurrency = int(parameters["SenderMaxConcurrency"]["Default"])
     api_rate = float(parameters["ApiThrottleRate"]["Default"])
     defaults = Settings()
-    queues, deadline_shards, status_shards = defaults.send_queues, defaults.deadline_shards, defaults.status_shards
+    queues, deadline_shards, status_shards = SEND_QUEUES, defaults.deadline_shards, defaults.status_shards
     requeue_timeout = float(template["Resources"]["RequeueFunction"]["Properties"].get("Timeout", 60))
 
     ms = analysis["lambda_ms_per_email"]
@@ -682,11 +683,11 @@ def capacity(template: dict[str, Any], analysis: dict[str, Any], limits: dict[st
 
     per_second = {
         "SES send rate (SendRate), both queues busy": send_rate,
-        "SES send rate, normal-priority email only (half the rate is kept for the high-priority queue)": (
-            send_rate / queues
+        "SES send rate, one queue with mail (normal or high priority; half of it for normal before 2026-11-30)": (
+            send_rate
         ),
-        "sender invocations (SenderMaxConcurrency per queue x what one works through)": (
-            queues * concurrency * min(send_rate / (concurrency * queues), per_invocation_max)
+        "sender invocations (SenderMaxConcurrency of the queue with mail x what one works through)": (
+            concurrency * min(send_rate / concurrency, per_invocation_max)
         ),
         "Lambda account concurrency, batch path (API and events functions; the sender's is capped apart)": (
             (limit["lambda_concurrent_executions"] - queues * concurrency) / function_seconds["batch"]
@@ -726,9 +727,7 @@ def capacity(template: dict[str, Any], analysis: dict[str, Any], limits: dict[st
         plans[f"{daily:,} a day"] = {
             "average_emails_per_second": round(rate, 1),
             "planned_emails_per_second": round(needed, 1),
-            "SendRate (the account's SES rate, normal priority only: twice the planned rate)": math.ceil(
-                needed * queues
-            ),
+            "SendRate (the account's SES rate)": math.ceil(needed),
             "SenderMaxConcurrency (per queue)": sender_concurrency,
             "ApiThrottleRate if each email is its own request": math.ceil(needed),
             "API requests a second in batches of 100": round(needed / 100, 2),
@@ -851,7 +850,7 @@ def report(results: dict[str, Any]) -> str:
     pacing = a["sender_pacing_at_template_defaults"]
     out.append(
         f"Sender pacing at the template's defaults (SendRate {pacing['send_rate']:g}/s, "
-        f"{pacing['sender_max_concurrency']} x {pacing['send_queues']} invocations): under a backlog each email "
+        f"{pacing['sender_max_concurrency']} invocations per queue): under a backlog each email "
         f"holds an invocation {pacing['ms_per_email_per_invocation']} ms, {pacing['wait_ms_per_email']} ms of it "
         f"waiting: +${pacing['usd_per_million_emails']} per million. No wait from "
         f"{pacing['send_rate_without_waiting']:g} emails/s of send rate up."

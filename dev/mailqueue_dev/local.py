@@ -79,7 +79,10 @@ LOCAL_ENVIRONMENT = {
     # One sender invocation runs at a time, whatever queue fed it (see LocalStack.invoke), so it may use
     # the whole send rate; on Lambda it is shared by MaximumConcurrency invocations on each send queue.
     "SENDER_CONCURRENCY": "1",
-    "SEND_QUEUES": "1",
+    # and a normal-priority invocation waiting for the high-priority queue to empty would hold the turn
+    # the high-priority invocation needs to empty it. (`make bench` measures priority with invocations
+    # that run at once, as on Lambda: bench/send_rate.py.)
+    "HIGH_PRIORITY_FIRST": "0",
 }
 
 

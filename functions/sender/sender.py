@@ -10,6 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailqueue import aws, tracing
 from mailqueue.blobs import BlobStore
 from mailqueue.mailer import Mailer
+from mailqueue.queue import Backlog, priority_of
 from mailqueue.sending import NoTimeLeft, Pacer, Sender, email_id_in, invocation_rate
 from mailqueue.settings import get_settings
 from mailqueue.store import EmailStore
@@ -21,6 +22,8 @@ metrics = Metrics()
 # A batch whose every record failed is reported record by record too, not raised: the same retry, less noise.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 settings = get_settings()
+# Whether the high-priority queue has mail, asked at most once a second: normal-priority mail waits while it does.
+backlog = Backlog(lambda: aws.client("sqs"), settings.high_priority_queue_url)
 sender = Sender(
     settings=settings,
     store=EmailStore(settings, aws.client("dynamodb")),
@@ -30,6 +33,7 @@ sender = Sender(
     pacer=Pacer(invocation_rate(settings)),
     logger=logger,
     metrics=metrics,
+    high_priority=backlog.has_mail if settings.high_priority_first and settings.high_priority_queue_url else None,
 )
 
 
@@ -42,6 +46,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
             record.body,
             time_left=lambda: lambda_context.get_remaining_time_in_millis() / 1000,
             message_id=record.message_id,
+            priority=priority_of(record.event_source_arn, settings),
         )
     except NoTimeLeft:
         raise

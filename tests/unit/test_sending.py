@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import logging
+import math
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from email import message_from_bytes, policy
@@ -20,8 +21,19 @@ from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutErr
 from mailqueue import aws, clock
 from mailqueue.delivery import DeliveryEvents
 from mailqueue.mailer import Mailer
+from mailqueue.queue import Backlog, priority_of
 from mailqueue.render import Rendered
-from mailqueue.sending import NoTimeLeft, Pacer, Result, backoff_seconds, invocation_rate
+from mailqueue.sending import (
+    RESERVE_SECONDS,
+    THROTTLE_RETRIES,
+    YIELD_SECONDS,
+    NoTimeLeft,
+    Pacer,
+    Result,
+    backoff_seconds,
+    invocation_rate,
+    throttle_pause,
+)
 from mailqueue.settings import Settings, get_settings
 from mailqueue.statemachine import Change, Guard, Status, transition
 from mailqueue.store import EmailStore, SuppressionList
@@ -49,6 +61,8 @@ class Sender:
         self.moment = 1000.0
         self.module.sender.pacer.monotonic = lambda: self.moment
         self.module.sender.pacer.sleep = self._sleep
+        # The high-priority queue's backlog is asked again when a second of that clock has passed.
+        self.module.backlog.monotonic = lambda: self.moment
         # Log lines as Powertools formats them (JSON, with the correlation id), kept apart from stdout.
         self.log = io.StringIO()
         self._log_handler = logging.StreamHandler(self.log)
@@ -62,6 +76,12 @@ class Sender:
         assert self.module.sender.mailer._client is self.ses
         self.requests: list[dict[str, Any]] = []
         self.ses.meta.events.register("before-parameter-build.sesv2.SendEmail", self._remember)
+        # Every DynamoDB write the sender makes, by operation.
+        self.writes: list[str] = []
+        dynamodb = aws.client("dynamodb")
+        assert self.module.sender.store is not None
+        for operation in ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"):
+            dynamodb.meta.events.register(f"before-call.dynamodb.{operation}", self._count_write)
 
     def _sleep(self, seconds: float) -> None:
         self.waits.append(seconds)
@@ -77,6 +97,9 @@ class Sender:
     def _remember(self, params: dict[str, Any], **_: Any) -> None:
         self.requests.append(params)
 
+    def _count_write(self, model: Any, **_: Any) -> None:
+        self.writes.append(model.name)
+
     @property
     def calls(self) -> int:
         """SendEmail calls the sender made."""
@@ -87,10 +110,14 @@ class Sender:
         answer: dict[str, Any] = self.module.handler(event, self.context.invocation())
         return answer
 
-    def answer_ses(self, code: str, message: str, status: int = 400) -> None:
-        """SES answers every SendEmail with this error (as its REST-JSON protocol parses)."""
+    def answer_ses(self, code: str, message: str, status: int = 400, times: int | None = None) -> None:
+        """SES answers SendEmail with this error (parsed as REST-JSON), every time or the first ``times``."""
+        answered: list[int] = []
 
-        def respond(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        def respond(**_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
+            if times is not None and len(answered) >= times:
+                return None
+            answered.append(1)
             parsed = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
             return AWSResponse(SES_URL, status, {"x-amzn-ErrorType": code}, None), parsed
 
@@ -444,15 +471,42 @@ def test_a_cancelled_email_is_not_sent(api, stack, sender, capsys):
 # --- the outcome of each SES error --------------------------------------------------------------------------
 
 
-def test_a_throttle_is_retried_with_backoff_without_spending_an_attempt(api, stack, sender, capsys):
+def test_a_throttled_send_is_tried_again_under_its_claim_and_costs_no_write(api, stack, sender, capsys):
     email_id = enqueue(api)
+    sender.module.sender.draw = lambda: 0.5
+    sender.answer_ses("TooManyRequestsException", "Maximum sending rate exceeded.", 429, times=2)
+    writes_before = len(sender.writes)
+
+    assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
+
+    assert sender.calls == 3  # throttled twice, then accepted
+    assert len(outbox()) == 1
+    email = record(stack, email_id)
+    assert email["status"] == "sent"
+    assert email["attempts"] == 1  # the claim's one attempt: the throttles spent none
+    assert [status for status, _ in history(email)] == ["queued", "sending", "sent"]
+    # The claim and the `sent` write, as for an email SES took at once: a throttle writes nothing.
+    assert sender.writes[writes_before:] == ["UpdateItem", "UpdateItem"]
+    # Each throttle paused the sends (full jitter under 1 s, then 2 s: 0.5 and 1.0 with this draw).
+    assert sender.waits[:2] == [pytest.approx(0.5, abs=0.01), pytest.approx(1.0, abs=0.01)]
+    metrics = emitted_metrics(capsys.readouterr().out)
+    assert metrics["SendsThrottled"] == 2
+    assert metrics["EmailsSent"] == 1
+
+
+def test_a_throttle_is_retried_with_backoff_without_spending_an_attempt(api, stack, sender, capsys):
+    """A throttle that outlasts its tries under the claim releases the claim, its attempt given back."""
+    email_id = enqueue(api)
+    sender.module.sender.draw = lambda: 0.5
     sender.answer_ses("TooManyRequestsException", "Maximum sending rate exceeded.", 429)
     before = clock.now()
+    writes_before = len(sender.writes)
 
     assert sender.invoke(receive(stack)) == {"batchItemFailures": []}
 
     after = clock.now()
-    assert sender.calls == 1
+    assert sender.calls == 1 + THROTTLE_RETRIES
+    assert sender.writes[writes_before:] == ["UpdateItem", "UpdateItem"]  # the claim, and its release
     assert outbox() == []
     email = record(stack, email_id)
     assert email["status"] == "retrying"
@@ -742,11 +796,152 @@ def test_no_email_is_claimed_without_time_to_send_it(api, stack, sender):
         sender.module.sender.send(email_id, time_left=lambda: 1.0)
 
 
-def test_invocation_rate_keeps_all_invocations_under_the_send_rate():
-    settings = Settings(send_rate=14, sender_concurrency=4, send_queues=2)
+def test_the_invocations_of_one_queue_share_the_whole_send_rate():
+    settings = Settings(send_rate=14, sender_concurrency=4)
 
-    # Four invocations on each of the two queues may run at once: together they use the whole rate.
-    assert invocation_rate(settings) * settings.sender_concurrency * settings.send_queues == 14
+    # Four invocations of whichever queue has mail: together they use the whole rate, not half of it.
+    assert invocation_rate(settings) * settings.sender_concurrency == 14
+
+
+def test_a_throttle_halves_the_pace_which_grows_back_by_a_tenth_of_the_share_a_second():
+    moment = [0.0]
+    pacer = Pacer(rate=10.0, monotonic=lambda: moment[0], sleep=lambda seconds: None)
+
+    assert pacer.pace() == 10.0  # it starts at its share
+    pacer.throttled(pause=0.0)
+    assert pacer.pace() == 5.0
+    pacer.throttled(pause=0.0)
+    assert pacer.pace() == 2.5
+    moment[0] = 1.0
+    assert pacer.pace() == pytest.approx(3.5)  # + rate / RECOVERY_SECONDS a second
+    moment[0] = 100.0
+    assert pacer.pace() == 10.0  # never above the share
+    for _ in range(20):
+        pacer.throttled(pause=0.0)
+    assert pacer.pace() == pytest.approx(0.5)  # never below FLOOR of the share
+
+
+def test_after_a_throttle_no_send_starts_before_the_pause_and_sends_are_spaced_at_the_slower_pace():
+    moment = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        moment[0] += seconds
+
+    pacer = Pacer(rate=4.0, monotonic=lambda: moment[0], sleep=sleep)
+    pacer.wait()  # at 0: at once, the next slot at 0.25
+    pacer.throttled(pause=1.0)  # at 0: the pace halves to 2 a second, nothing before 1.0
+    assert pacer.delay() == 1.0
+    pacer.wait()
+    pacer.wait()
+
+    assert slept == [pytest.approx(1.0), pytest.approx(1 / pacer.pace(1.0), rel=0.05)]
+
+
+def test_throttle_pauses_have_full_jitter_under_a_doubling_ceiling():
+    assert [throttle_pause(retry, lambda: 0.999999) for retry in range(4)] == [1.0, 2.0, 4.0, 8.0]
+    assert throttle_pause(3, lambda: 0.0) == 0.0
+    assert throttle_pause(1, lambda: 0.5) == 1.0
+
+
+class FakeSqs:
+    def __init__(self, visible: int = 0, in_flight: int = 0, fails: bool = False) -> None:
+        self.visible, self.in_flight, self.fails = visible, in_flight, fails
+        self.calls: list[dict[str, Any]] = []
+
+    def get_queue_attributes(self, **params: Any) -> dict[str, Any]:
+        self.calls.append(params)
+        if self.fails:
+            raise ConnectTimeoutError(endpoint_url="https://sqs.us-east-1.amazonaws.com")
+        return {
+            "Attributes": {
+                "ApproximateNumberOfMessages": str(self.visible),
+                "ApproximateNumberOfMessagesNotVisible": str(self.in_flight),
+            }
+        }
+
+
+def test_a_backlog_counts_waiting_and_in_flight_mail_and_asks_sqs_at_most_once_a_second():
+    moment = [0.0]
+    sqs = FakeSqs()
+    backlog = Backlog(lambda: sqs, "https://sqs/q/high", monotonic=lambda: moment[0])
+
+    assert backlog.has_mail() is False
+    sqs.in_flight = 3  # a sender holds them: they are being sent now
+    moment[0] = 0.9
+    assert backlog.has_mail() is False  # the answer of 0.0, kept
+    moment[0] = 1.0
+    assert backlog.has_mail() is True
+    sqs.in_flight, sqs.visible = 0, 2
+    moment[0] = 2.5
+    assert backlog.has_mail() is True
+    assert len(sqs.calls) == 3
+    assert sqs.calls[0]["QueueUrl"] == "https://sqs/q/high"
+
+
+def test_a_backlog_sqs_cannot_tell_is_taken_as_empty():
+    sqs = FakeSqs(visible=5, fails=True)
+    backlog = Backlog(lambda: sqs, "https://sqs/q/high", monotonic=lambda: 0.0)
+
+    assert backlog.has_mail() is False
+    assert backlog.failures == 1
+
+
+def test_a_record_s_priority_is_its_queue_s():
+    settings = Settings(
+        send_queue_url="https://sqs.us-east-1.amazonaws.com/123456789012/mailqueue-SendQueue",
+        high_priority_queue_url="https://sqs.us-east-1.amazonaws.com/123456789012/mailqueue-HighPrioritySendQueue",
+    )
+
+    assert priority_of("arn:aws:sqs:us-east-1:123456789012:mailqueue-HighPrioritySendQueue", settings) == "high"
+    assert priority_of("arn:aws:sqs:us-east-1:123456789012:mailqueue-SendQueue", settings) == "normal"
+
+
+# --- priority ----------------------------------------------------------------------------------------------
+
+
+def test_normal_priority_mail_waits_unclaimed_while_the_high_priority_queue_has_mail(api, stack, sender):
+    urgent = enqueue(api, priority="high", to=["urgent@example.org"])
+    email_id = enqueue(api)
+    messages = receive(stack)
+    sender.context = LambdaContext(timeout_seconds=30.5)
+
+    answer = sender.invoke(messages)
+
+    # It waited a second at a time for as long as the invocation allowed, then left the message to SQS.
+    assert answer == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
+    assert sender.calls == 0
+    assert record(stack, email_id)["status"] == "queued"
+    assert record(stack, email_id)["attempts"] == 0
+    assert sender.waits == [YIELD_SECONDS] * (math.floor(30.5 - RESERVE_SECONDS - YIELD_SECONDS) + 1)
+    assert sender.module.backlog.calls == len(sender.waits) + 1  # once a second, not once a message
+
+    # The high-priority email goes first; once its message is done, the normal one follows.
+    urgent_messages = receive(stack, "HighPrioritySendQueue")
+    assert sender.invoke(urgent_messages, "HighPrioritySendQueue") == {"batchItemFailures": []}
+    high_queue = stack.names["HighPrioritySendQueue"]
+    boto3.client("sqs").delete_message(QueueUrl=high_queue, ReceiptHandle=urgent_messages[0]["ReceiptHandle"])
+    sender.moment += YIELD_SECONDS
+
+    assert sender.invoke(messages) == {"batchItemFailures": []}
+    assert [record(stack, urgent)["status"], record(stack, email_id)["status"]] == ["sent", "sent"]
+    assert [request["Destination"]["ToAddresses"] for request in sender.requests] == [
+        ["urgent@example.org"],
+        ["alice@example.org"],
+    ]
+
+
+def test_high_priority_mail_never_waits_for_the_other_queue(api, stack, sender):
+    enqueue(api)  # normal mail waiting
+    first = enqueue(api, priority="high", to=["a@example.org"])
+    second = enqueue(api, priority="high", to=["b@example.org"])
+
+    assert sender.invoke(receive(stack, "HighPrioritySendQueue"), "HighPrioritySendQueue") == {"batchItemFailures": []}
+
+    assert [record(stack, first)["status"], record(stack, second)["status"]] == ["sent", "sent"]
+    assert sender.module.backlog.calls == 0
+    assert sender.waits == [pytest.approx(1 / invocation_rate(sender.module.settings))]
 
 
 def test_pacer_spaces_sends():

@@ -7,7 +7,9 @@ moved on is acknowledged and skipped by the sender.
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,8 @@ from mailqueue.settings import Settings
 
 _BATCH_LIMIT = 10
 MAX_DELAY_SECONDS = 900
+# How long a Backlog keeps GetQueueAttributes' answer: a sender asks at most once a second.
+BACKLOG_TTL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,58 @@ def _body(item: Publication) -> str:
 
 def _delay(seconds: int) -> int:
     return max(0, min(MAX_DELAY_SECONDS, int(seconds)))
+
+
+def priority_of(queue_arn: str, settings: Settings) -> str:
+    """The priority of the send queue an SQS record came from (its ``eventSourceARN``): high or normal."""
+    name = queue_arn.rsplit(":", 1)[-1]
+    high = settings.high_priority_queue_url.rstrip("/").rsplit("/", 1)[-1]
+    return "high" if high and name == high else "normal"
+
+
+class Backlog:
+    """Whether a send queue has mail: messages waiting, or in flight (received by a sender, not yet
+    deleted). Messages delayed until their ``send_at`` are not due, and not counted.
+
+    One GetQueueAttributes call, its answer kept ``ttl`` seconds, so a sender asks at most once a second
+    whatever its pace. When SQS cannot answer, the queue is taken as empty: a wrong guess costs SES
+    throttles, which the sender absorbs, while taking it as busy would stall mail on a guess.
+    """
+
+    _ATTRIBUTES = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
+
+    def __init__(
+        self,
+        client: Callable[[], Any],
+        queue_url: str,
+        ttl: float = BACKLOG_TTL_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # The client is built on the first question: a container that never asks never pays for it.
+        self._client = client
+        self.queue_url = queue_url
+        self.ttl = ttl
+        self.monotonic = monotonic
+        self.calls = 0
+        self.failures = 0
+        self._asked_at: float | None = None
+        self._has_mail = False
+
+    def has_mail(self) -> bool:
+        now = self.monotonic()
+        if self._asked_at is not None and now - self._asked_at < self.ttl:
+            return self._has_mail
+        self._asked_at = now
+        self.calls += 1
+        try:
+            answer = self._client().get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=list(self._ATTRIBUTES))
+        except Exception:
+            self.failures += 1
+            self._has_mail = False
+            return False
+        attributes = answer.get("Attributes", {})
+        self._has_mail = sum(int(attributes.get(name, 0)) for name in self._ATTRIBUTES) > 0
+        return self._has_mail
 
 
 def email_id_of(body: str) -> str:

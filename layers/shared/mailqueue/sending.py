@@ -5,8 +5,10 @@
    the email is (cancelled, sent, already sending under another claim, waiting to retry) the
    message is a duplicate or stale: it is acknowledged, logged and counted, never sent again.
 2. **Render** the content record into one MIME message (:mod:`mailqueue.render`).
-3. **Send** once through SES v2 (:mod:`mailqueue.mailer`), paced so that all sender invocations
-   together stay under the account's send rate.
+3. **Send** through SES v2 (:mod:`mailqueue.mailer`), paced so that all sender invocations together
+   stay under the account's send rate (see *Pacing* below). SES answers a throttle before it takes
+   the email: the send is tried again under the same claim after a pause, with no write and no
+   attempt spent, while the claim and the invocation have time for it.
 4. **Record** the outcome with a write guarded by the claim token, rewriting the history from
    the claimed record (trimmed):
 
@@ -24,6 +26,18 @@
               (``AccountErrors``) for an alarm.
    permanent  ``failed`` with SES's code and message
    ========== ================================================================================
+
+``throttled``, in the table's sense, is a throttle that outlasted the tries under the claim: the
+claim is released to ``retrying`` after a backoff with its attempt given back (one write).
+
+**Pacing.** Each container spaces its SES calls at its share of the send rate, ``send_rate /
+sender_concurrency``: the invocations of one send queue together use the whole rate. Whichever queue
+has mail gets it all: a normal-priority invocation waits, before it claims anything, while the
+high-priority queue has mail (waiting or in flight, asked of SQS at most once a second), so high
+priority goes first and the two queues never send at full pace together. SES's throttles steer the
+rest (a high-priority email arriving while normal mail is being sent, a ``SendRate`` above the
+account's): each throttle halves the container's pace, which then grows back by a tenth of its share
+each second (additive increase, multiplicative decrease).
 
 A message that is not a mailqueue message (logged as malformed, with its body) or names no
 stored email is acknowledged and logged: retrying it cannot help. Any other exception
@@ -70,6 +84,17 @@ RESERVE_SECONDS = 20.0
 # An email whose wait ends within this of its content's expiry has its content kept longer.
 KEEP_MARGIN_SECONDS = 86400
 ATTEMPTS_EXHAUSTED = "attempts exhausted"
+# SES calls again under the same claim after a throttle, each after a pause of full jitter under
+# THROTTLE_PAUSE_SECONDS × 2^n (SES counts its rate per second), before the claim is released.
+THROTTLE_RETRIES = 4
+THROTTLE_PAUSE_SECONDS = 1.0
+# After a throttle a container's pace is this much of what it was, never below FLOOR of its share, and
+# grows back by its whole share over RECOVERY_SECONDS.
+DECREASE = 0.5
+FLOOR = 0.05
+RECOVERY_SECONDS = 10.0
+# How long a normal-priority invocation sleeps before it asks again whether the high-priority queue has mail.
+YIELD_SECONDS = 1.0
 # How much of a malformed message's body its log line shows.
 MALFORMED_BODY_LOGGED = 500
 _SENT_OR_LATER = frozenset({Status.SENT, Status.DELIVERED, Status.BOUNCED, Status.COMPLAINED})
@@ -113,10 +138,17 @@ class NoTimeLeft(Exception):
 
 
 def invocation_rate(settings: Settings) -> float:
-    """Emails per second one invocation may send, so that every invocation that can run at once
-    (``sender_concurrency`` per send queue, the template's event source maximum concurrency, on
-    each of the ``send_queues``) stays within the account's send rate together."""
-    return settings.send_rate / (settings.sender_concurrency * settings.send_queues)
+    """Emails per second one invocation may send: its share of the account's send rate among the
+    ``sender_concurrency`` invocations of one send queue (the event source's maximum concurrency).
+    The invocations of one queue together use the whole rate; normal-priority invocations wait while
+    the high-priority queue has mail, so the two queues do not each take it (see *Pacing* above)."""
+    return settings.send_rate / settings.sender_concurrency
+
+
+def throttle_pause(retry: int, draw: Callable[[], float] = random.random) -> float:
+    """The pause before SES is called again after the ``retry``-th throttle (from 0): full jitter under
+    ``THROTTLE_PAUSE_SECONDS × 2^retry``, so that sends throttled together do not come back together."""
+    return round(draw() * THROTTLE_PAUSE_SECONDS * 2.0**retry, 3)
 
 
 def backoff_seconds(attempt: int, settings: Settings, draw: Callable[[], float] = random.random) -> float:
@@ -132,12 +164,25 @@ def backoff_seconds(attempt: int, settings: Settings, draw: Callable[[], float] 
 
 @dataclass
 class Pacer:
-    """Spaces SES calls at least ``1 / rate`` seconds apart, across the invocations of one container."""
+    """Spaces SES calls across the invocations of one container: at most ``rate`` a second (its share of
+    the send rate), less for a while after SES throttles (additive increase, multiplicative decrease)."""
 
     rate: float
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     _next: float = field(default=0.0, init=False)
+    # The pace set by the last throttle, and when: it grows back from there to ``rate``.
+    _pace: float = field(default=0.0, init=False)
+    _paced_at: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        self._pace = self.rate
+
+    def pace(self, now: float | None = None) -> float:
+        """Emails a second at ``now``: ``rate`` unless SES throttled lately, then growing back to it by
+        ``rate / RECOVERY_SECONDS`` each second."""
+        now = self.monotonic() if now is None else now
+        return min(self.rate, self._pace + self.rate * max(0.0, now - self._paced_at) / RECOVERY_SECONDS)
 
     def delay(self) -> float:
         """Seconds until the next send may start."""
@@ -149,7 +194,14 @@ class Pacer:
         slot = max(now, self._next)
         if slot > now:
             self.sleep(slot - now)
-        self._next = slot + 1.0 / self.rate
+        self._next = slot + 1.0 / self.pace(slot)
+
+    def throttled(self, pause: float) -> None:
+        """SES throttled a send: slow down, and let no send start for ``pause`` seconds."""
+        now = self.monotonic()
+        self._pace = max(self.rate * FLOOR, self.pace(now) * DECREASE)
+        self._paced_at = now
+        self._next = max(self._next, now + pause)
 
 
 def email_id_in(body: str) -> str | None:
@@ -174,13 +226,21 @@ class Sender:
     metrics: Metrics
     now: Callable[[], datetime] = clock.now
     draw: Callable[[], float] = random.random
+    # Whether the high-priority queue has mail (mailqueue.queue.Backlog.has_mail): normal-priority mail
+    # waits while it does. None: normal-priority mail never waits.
+    high_priority: Callable[[], bool] | None = None
 
     # --- one message ----------------------------------------------------------------------------------
 
     def handle_message(
-        self, body: str, time_left: Callable[[], float] | None = None, message_id: str | None = None
+        self,
+        body: str,
+        time_left: Callable[[], float] | None = None,
+        message_id: str | None = None,
+        priority: str = "normal",
     ) -> Report:
-        """Handle one send-queue message. ``time_left`` gives the seconds before the function times out."""
+        """Handle one message of the send queue of ``priority``. ``time_left`` gives the seconds before the
+        function times out."""
         email_id = email_id_in(body)
         if email_id is None:
             # Retrying cannot help; say what it was, so that whoever published it can find it.
@@ -191,10 +251,12 @@ class Sender:
             self._count("IgnoredMessages")
             self._count("MalformedMessages")
             return Report(Result.IGNORED, None, "malformed message")
-        return self.send(email_id, time_left)
+        return self.send(email_id, time_left, priority)
 
-    def send(self, email_id: str, time_left: Callable[[], float] | None = None) -> Report:
-        """Claim, render, send and record one email."""
+    def send(self, email_id: str, time_left: Callable[[], float] | None = None, priority: str = "normal") -> Report:
+        """Claim, render, send and record one email (of the send queue of ``priority``)."""
+        if priority != "high":
+            self._yield_to_high_priority(time_left)
         if time_left is not None and time_left() < self.pacer.delay() + RESERVE_SECONDS:
             self.logger.warning("no time left in this invocation: the message returns to the queue")
             raise NoTimeLeft(email_id)
@@ -203,7 +265,6 @@ class Sender:
         claimed = self._claim(email_id, token)
         if isinstance(claimed, Report):
             return claimed
-        attempt = int(claimed["attempts"])
 
         try:
             rendered = self._render(email_id)
@@ -222,11 +283,50 @@ class Sender:
                 self.logger.exception("could not release the claim; it expires on its own")
             raise
 
-        self.pacer.wait()
-        result = self.mailer.send(email_id, rendered)
-        self.metrics.add_metric(name="SesLatency", unit=MetricUnit.Milliseconds, value=result.latency_ms)
-        self.logger.debug("SES answered", extra={"attempt": attempt, "latency_ms": result.latency_ms})
-        return self._record(claimed, token, result)
+        return self._record(claimed, token, self._send_paced(email_id, rendered, claimed, time_left))
+
+    # --- pace -----------------------------------------------------------------------------------------
+
+    def _yield_to_high_priority(self, time_left: Callable[[], float] | None) -> None:
+        """Wait, unclaimed, while the high-priority queue has mail; NoTimeLeft when the invocation's time
+        runs out first (the message returns to its queue, as any message not reached)."""
+        if self.high_priority is None:
+            return
+        started = self.pacer.monotonic()
+        budget = time_left() if time_left is not None else None
+        while self.high_priority():
+            waited = self.pacer.monotonic() - started
+            if budget is not None and budget - waited < YIELD_SECONDS + RESERVE_SECONDS:
+                self.logger.info("the high-priority queue kept its mail: the message returns to the queue")
+                raise NoTimeLeft("waiting for the high-priority queue")
+            self.pacer.sleep(YIELD_SECONDS)
+
+    def _send_paced(
+        self, email_id: str, rendered: Rendered, claimed: dict[str, Any], time_left: Callable[[], float] | None
+    ) -> SendResult:
+        """Send at the pace. A throttle is tried again under the same claim after a pause, with no write:
+        SES refused the call before taking the email, so the claim's one possible acceptance is still to
+        come. The throttle is returned when the tries are spent or the claim or the invocation would run
+        out of time waiting."""
+        retry = 0
+        while True:
+            self.pacer.wait()
+            result = self.mailer.send(email_id, rendered)
+            self.metrics.add_metric(name="SesLatency", unit=MetricUnit.Milliseconds, value=result.latency_ms)
+            self.logger.debug("SES answered", extra={"attempt": claimed["attempts"], "latency_ms": result.latency_ms})
+            if result.outcome is not Outcome.THROTTLED:
+                return result
+            self._count("SendsThrottled")
+            self.pacer.throttled(throttle_pause(retry, self.draw))
+            if retry >= THROTTLE_RETRIES or not self._time_for_another_send(claimed, time_left):
+                return result
+            retry += 1
+
+    def _time_for_another_send(self, claimed: dict[str, Any], time_left: Callable[[], float] | None) -> bool:
+        """Whether another SES call, after the pacer's wait, still ends well inside the claim and the invocation."""
+        needed = self.pacer.delay() + RESERVE_SECONDS
+        claim_left = (clock.parse_iso(str(claimed["deadline"])) - self.now()).total_seconds()
+        return claim_left >= needed and (time_left is None or time_left() >= needed)
 
     # --- claim ----------------------------------------------------------------------------------------
 

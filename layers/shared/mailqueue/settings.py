@@ -21,7 +21,6 @@ _BOUNDS: dict[str, tuple[int, int | None]] = {
     "max_attempts": (1, 20),
     "retention_days": (1, None),
     "sender_concurrency": (1, None),
-    "send_queues": (1, None),
     "queued_grace_seconds": (1, None),
     "claim_seconds": (1, None),
     "unknown_outcome_seconds": (1, None),
@@ -64,12 +63,13 @@ class Settings:
 
     max_attempts: int = 5
     retention_days: int = 30
-    # The account's SES send rate (emails per second) and how many sender invocations share it:
-    # up to ``sender_concurrency`` per send queue (the event source's MaximumConcurrency), on each
-    # of ``send_queues`` queues (normal and high priority).
+    # The account's SES send rate (emails per second) and how many sender invocations share it: up to
+    # ``sender_concurrency`` per send queue (the event source's MaximumConcurrency). Whichever queue
+    # has mail gets the whole rate: normal-priority mail waits while the high-priority queue has some
+    # (``high_priority_first``), so the two queues never send at full pace together.
     send_rate: float = 14.0
     sender_concurrency: int = 2
-    send_queues: int = 2
+    high_priority_first: bool = True
 
     # The floors of the timings below are low enough for a local run that drains in seconds (the chaos
     # run); a deployment keeps the defaults, and claim_seconds above the sender's timeout.
@@ -147,6 +147,8 @@ def _converted(name: str, kind: str, value: Any) -> Any:
             return int(value)
         if kind == "float":
             return float(value)
+        if kind == "bool":
+            return _flag(value)
         if kind == "tuple[str, ...]":
             return _csv(value) if isinstance(value, str) else tuple(str(item) for item in value)
         if kind == "str | None":
@@ -154,6 +156,17 @@ def _converted(name: str, kind: str, value: Any) -> Any:
         return str(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be {kind}, not {value!r}") from None
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError
 
 
 @cache
