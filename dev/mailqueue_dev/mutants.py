@@ -147,6 +147,51 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
     Mutant(
+        "throttle-released-at-once",
+        "a throttle releases the claim at once instead of trying again under it: a write per throttle, a backoff",
+        f"{SHARED}/sending.py",
+        (("THROTTLE_RETRIES = 4\n", "THROTTLE_RETRIES = 0\n"),),
+        (
+            "tests/unit/test_sending.py::test_a_throttled_send_is_tried_again_under_its_claim_and_costs_no_write",
+            CHAOS,
+        ),
+    ),
+    Mutant(
+        "throttle-keeps-the-pace",
+        "a throttle does not slow the container: it goes on calling SES at the pace SES just refused",
+        f"{SHARED}/sending.py",
+        (
+            (
+                "self._pace = max(self.rate * FLOOR, self.pace(now) * DECREASE)",
+                "self._pace = max(self.rate * FLOOR, self.pace(now))",
+            ),
+        ),
+        (
+            "tests/unit/test_sending.py::test_a_throttle_halves_the_pace_which_grows_back_by_a_tenth_of_the_share_a_second",
+        ),
+    ),
+    Mutant(
+        "normal-mail-does-not-yield",
+        "normal-priority mail is sent while the high-priority queue has mail: high priority does not go first",
+        f"{SHARED}/sending.py",
+        (('        if priority != "high":\n            self._yield_to_high_priority(time_left)\n', ""),),
+        (
+            "tests/unit/test_sending.py::test_normal_priority_mail_waits_unclaimed_while_the_high_priority_queue_has_mail",
+        ),
+    ),
+    Mutant(
+        "send-rate-split-between-queues",
+        "each queue's invocations get half the send rate: normal-priority mail alone is sent at half the rate",
+        f"{SHARED}/sending.py",
+        (
+            (
+                "return settings.send_rate / settings.sender_concurrency\n",
+                "return settings.send_rate / (settings.sender_concurrency * 2)\n",
+            ),
+        ),
+        ("tests/unit/test_sending.py::test_the_invocations_of_one_queue_share_the_whole_send_rate",),
+    ),
+    Mutant(
         "unknown-outcome-wait-skipped",
         "after an unknown outcome the email is sent again at once, without waiting for SES's Send event",
         f"{SHARED}/sending.py",
