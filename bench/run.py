@@ -36,7 +36,7 @@ from mailqueue.requeueing import RESERVE_MILLIS
 from mailqueue.settings import Settings
 from mailqueue_dev.template import Stack, load_template
 
-from bench import lifecycle, units
+from bench import lifecycle, send_rate, units
 from bench import webhooks as webhook_bench
 from bench.lifecycle import ESM, EVENTS, NOTIFY, Call, Invocation, LifecycleResult
 
@@ -917,6 +917,7 @@ def report(results: dict[str, Any]) -> str:
             rows,
         )
     )
+    out.append(send_rate.report(results["send_rate"]))
     goals = results["goals"]
     out.append(
         _table(
@@ -968,6 +969,9 @@ def main(argv: list[str] | None = None) -> int:
     print("bench: webhooks …", file=sys.stderr, flush=True)
     webhooks = webhook_bench.run(prices, batches=10 if args.quick else 30)
     layer = layer_size()
+    pace = send_rate.measure(
+        5.0 if args.quick else 15.0, progress=lambda text: print(f"bench: {text}", file=sys.stderr, flush=True)
+    )
     results: dict[str, Any] = {
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"python": sys.version.split()[0], "platform": sys.platform, "cpus": os.cpu_count()},
@@ -978,9 +982,10 @@ def main(argv: list[str] | None = None) -> int:
         "warm_cpu": warm,
         "layer": layer,
         "webhooks": webhooks,
+        "send_rate": pace,
     }
     results["capacity"] = capacity(template, analysis, json.loads(LIMITS.read_text()))
-    results["goals"] = goals(results)
+    results["goals"] = goals(results) + pace["goals"]
     results["bench_seconds"] = round(time.perf_counter() - started, 1)
     args.out.write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
     print(report(results))
