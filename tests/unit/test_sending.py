@@ -839,6 +839,28 @@ def test_after_a_throttle_no_send_starts_before_the_pause_and_sends_are_spaced_a
     assert slept == [pytest.approx(1.0), pytest.approx(1 / pacer.pace(1.0), rel=0.05)]
 
 
+def test_a_send_that_starts_late_keeps_the_schedule_by_up_to_half_a_slot_and_idle_starts_a_new_one():
+    moment = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        moment[0] += seconds
+
+    pacer = Pacer(rate=2.0, monotonic=lambda: moment[0], sleep=sleep)
+    pacer.wait()  # at 0: the next slot at 0.5
+    moment[0] = 0.7  # the work overran the slot by 0.2
+    pacer.wait()  # goes at once; the next slot at 1.0, as scheduled, not at 1.2
+    assert pacer.delay() == pytest.approx(0.3)
+    moment[0] = 1.3  # late by more than half a slot: half a slot of credit
+    pacer.wait()
+    assert pacer.delay() == pytest.approx(0.25)
+    moment[0] = 10.0  # back from idle: a new schedule
+    pacer.wait()
+    assert pacer.delay() == pytest.approx(0.5)
+    assert slept == []
+
+
 def test_throttle_pauses_have_full_jitter_under_a_doubling_ceiling():
     assert [throttle_pause(retry, lambda: 0.999999) for retry in range(4)] == [1.0, 2.0, 4.0, 8.0]
     assert throttle_pause(3, lambda: 0.0) == 0.0

@@ -189,12 +189,19 @@ class Pacer:
         return max(0.0, self._next - self.monotonic())
 
     def wait(self) -> None:
-        """Wait for the next slot and take it."""
+        """Wait for the next slot and take it.
+
+        A send that starts late (the work before it overran its slot) keeps the schedule: the next slot
+        comes up to half a slot sooner, so that jitter in the work does not lose the rate. A container
+        back from idle (late by a slot or more) starts a new schedule, with no burst.
+        """
         now = self.monotonic()
         slot = max(now, self._next)
         if slot > now:
             self.sleep(slot - now)
-        self._next = slot + 1.0 / self.pace(slot)
+        interval = 1.0 / self.pace(slot)
+        late = max(0.0, now - self._next)
+        self._next = slot + interval - (min(late, interval / 2) if late < interval else 0.0)
 
     def throttled(self, pause: float) -> None:
         """SES throttled a send: slow down, and let no send start for ``pause`` seconds."""
