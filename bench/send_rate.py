@@ -18,7 +18,10 @@ design in use and with the static split it replaced (each queue's invocations pa
 
 - normal only: the normal-priority queue has mail, the high-priority queue none;
 - high only: the reverse;
-- both: both queues have mail (high priority should take the rate, normal wait).
+- both: both queues have mail (high priority should take the rate, normal wait);
+
+and, with the design in use only, normal only with ``SEND_RATE`` set at twice the rate SES enforces, so
+that SES throttles.
 
 Beside the rates: SES throttles, DynamoDB writes per email sent (the claim and the outcome: a throttle
 should add none), and GetQueueAttributes calls per email (the high-priority backlog, asked at most once a

@@ -27,8 +27,8 @@
    permanent  ``failed`` with SES's code and message
    ========== ================================================================================
 
-``throttled``, in the table's sense, is a throttle that outlasted the tries under the claim: the
-claim is released to ``retrying`` after a backoff with its attempt given back (one write).
+A throttle that outlasts the tries under the claim (or the time for them) releases the claim: the
+email is ``retrying`` after a backoff, its attempt given back (one write).
 
 **Pacing.** Each container spaces its SES calls at its share of the send rate, ``send_rate /
 sender_concurrency``: the invocations of one send queue together use the whole rate. Whichever queue
