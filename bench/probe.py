@@ -117,6 +117,9 @@ def _canned(operation: str, params: dict[str, Any], samples: dict[str, Any]) -> 
         }
     if operation == "SendEmail":
         return {"MessageId": "0100019a-stub"}
+    if operation == "GetQueueAttributes":
+        # The high-priority queue's backlog, asked by normal-priority senders: empty.
+        return {"Attributes": {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}}
     raise RuntimeError(f"no stub for {operation}")
 
 
