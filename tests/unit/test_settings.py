@@ -53,3 +53,14 @@ def test_a_copy_with_changes_is_checked_too():
     assert Settings().model_copy(update={"max_attempts": 2}).max_attempts == 2
     with pytest.raises(ValueError, match="max_attempts"):
         Settings().model_copy(update={"max_attempts": 0})
+
+
+@pytest.mark.parametrize(("raw", "value"), [("0", False), ("false", False), ("1", True), ("TRUE", True)])
+def test_high_priority_first_is_a_flag(raw, value):
+    assert Settings.from_env({"HIGH_PRIORITY_FIRST": raw}).high_priority_first is value
+    assert Settings.from_env({}).high_priority_first is True
+
+
+def test_a_flag_that_says_neither_is_refused():
+    with pytest.raises(ValueError, match="high_priority_first must be bool"):
+        Settings.from_env({"HIGH_PRIORITY_FIRST": "sometimes"})
