@@ -589,3 +589,54 @@ def test_get_shows_the_email_s_tags_and_a_list_page_leaves_them_out(api, stack, 
     assert status == 200
     assert shown["tags"] == tags
     assert [email["tags"] for email in page["emails"] if email["id"] == body["id"]] == [None]
+
+
+def test_the_suppression_list_pages_through_every_address(api, stack):
+    suppressions = api.module.mailqueue.suppressions
+    addresses = [f"gone{n}@example.org" for n in range(5)]
+    for address in addresses:
+        suppressions.add(address, "permanent bounce (General)", clock.iso(clock.now()))
+
+    listed: list[str] = []
+    cursor: str | None = None
+    for _ in range(len(addresses)):
+        query = "limit=2" + (f"&cursor={cursor}" if cursor else "")
+        status, page = api.get("/suppressions", query=query)
+        assert status == 200
+        assert len(page["suppressions"]) <= 2
+        listed += [suppression["address"] for suppression in page["suppressions"]]
+        cursor = page["cursor"]
+        if cursor is None:
+            break
+
+    assert sorted(listed) == addresses
+
+
+@pytest.mark.parametrize("unread_calls", [1, 5])
+def test_the_suppression_check_reads_what_dynamodb_left_unprocessed_or_refuses(api, stack, unread_calls):
+    api.module.mailqueue.suppressions.add("gone@example.org", "complaint", clock.iso(clock.now()))
+    calls = {"n": 0}
+
+    def leave_unprocessed(parsed: dict[str, Any], model: Any, **_: Any) -> None:
+        # DynamoDB may answer a BatchGetItem with some keys unread (throttled): the first calls read none.
+        calls["n"] += 1
+        if calls["n"] <= unread_calls and model.name == "BatchGetItem":
+            table = stack.names["EmailsTable"]
+            keys = [{"pk": {"S": "suppression"}, "sk": {"S": "gone@example.org"}}]
+            parsed["UnprocessedKeys"] = {table: {"Keys": keys}}
+            parsed["Responses"] = {table: []}
+
+    client = api.module.mailqueue.suppressions._client
+    client.meta.events.register("after-call.dynamodb.BatchGetItem", leave_unprocessed)
+    try:
+        status, body = api.post("/emails", an_email(to=["gone@example.org"]))
+    finally:
+        client.meta.events.unregister("after-call.dynamodb.BatchGetItem", leave_unprocessed)
+
+    if unread_calls < 5:
+        assert status == 422
+        assert assert_error_shape(body, "suppressed_recipient")
+    else:  # never read: refused as unavailable, nothing stored
+        assert status == 503
+        assert assert_error_shape(body, "unavailable")
+        assert table_items(stack) == []

@@ -21,6 +21,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
+from mailqueue.errors import Unavailable
 from mailqueue.ids import shard_of
 from mailqueue.settings import Settings
 
@@ -410,6 +411,9 @@ class SuppressionList:
                 if not request:
                     break
                 time.sleep(0.05 * 2**attempt)
+            else:
+                # An address left unread may be suppressed: refuse rather than send to it unchecked.
+                raise Unavailable("mailqueue could not read its suppression list; nothing was accepted, try again")
         return found
 
     def page(self, limit: int, after: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
