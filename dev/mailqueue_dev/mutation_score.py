@@ -65,6 +65,8 @@ MODULES: tuple[Module, ...] = (
             "tests/unit/test_sending.py",
             "tests/unit/test_requeue.py",
             "tests/unit/test_delivery_events.py",
+            "tests/unit/test_api.py",
+            "tests/unit/test_enqueue_faults.py",
         ),
     ),
     Module(
