@@ -72,6 +72,12 @@ def table(local: LocalStack) -> str:
     return local.stack.names["EmailsTable"]
 
 
+# How long a test waits for a hundred emails to be delivered: a bound on a hang, not a speed claim (the
+# tests never assert on wall-clock time). On two pytest workers of a 2-core machine, each worker's stack
+# and emulator share one core, and a hundred emails take 30 to 45 s there.
+BULK_DELIVERY_TIMEOUT = 120.0
+
+
 def wait_for(condition: Callable[[], T], what: str, timeout: float = 30.0, interval: float = 0.1) -> T:
     """Poll until ``condition()`` returns something truthy; fail saying what never happened."""
     deadline = time.monotonic() + timeout

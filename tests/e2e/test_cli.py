@@ -17,7 +17,7 @@ from mailqueue_dev import cli, ses_simulator
 from mailqueue_dev.local import LocalStack, banner
 from mailqueue_dev.running import RunningStack
 
-from tests.e2e.conftest import Http, all_in, an_email, outbox_file, wait_for
+from tests.e2e.conftest import BULK_DELIVERY_TIMEOUT, Http, all_in, an_email, outbox_file, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -72,7 +72,11 @@ def test_send_a_file_of_emails_and_count_them(local: LocalStack, tmp_path: Path,
     assert [item["index"] for item in summary["results"] if item.get("error")] == [7]
     ids = [item["id"] for item in summary["results"] if item.get("id")]
     wait_for(lambda: all(outbox_file(local, email_id).exists() for email_id in ids), "119 emails in the outbox")
-    wait_for(lambda: all_in(dynamodb, table, ids, "delivered"), "the 119 emails to be delivered", timeout=40)
+    wait_for(
+        lambda: all_in(dynamodb, table, ids, "delivered"),
+        "the 119 emails to be delivered",
+        timeout=BULK_DELIVERY_TIMEOUT,
+    )
 
     code, out, _ = mailqueue(local, "--json", "stats")
     assert code == cli.EXIT_OK

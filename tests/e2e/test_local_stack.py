@@ -16,6 +16,7 @@ from mailqueue import aws
 from mailqueue_dev.local import LocalStack
 
 from tests.e2e.conftest import (
+    BULK_DELIVERY_TIMEOUT,
     Http,
     all_in,
     an_email,
@@ -97,7 +98,11 @@ def test_a_batch_of_100_is_all_delivered(local: LocalStack, http: Http, dynamodb
     assert (answer["accepted"], answer["rejected"]) == (100, 0)
     ids = [result["id"] for result in answer["results"]]
 
-    wait_for(lambda: all_in(dynamodb, table, ids, "delivered"), "all 100 emails to be delivered", timeout=40)
+    wait_for(
+        lambda: all_in(dynamodb, table, ids, "delivered"),
+        "all 100 emails to be delivered",
+        timeout=BULK_DELIVERY_TIMEOUT,
+    )
     for index, email_id in enumerate(ids):
         message = parse_eml(local, email_id)
         assert message["To"] == f"customer{index}@example.org"

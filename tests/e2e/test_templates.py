@@ -13,7 +13,7 @@ import pytest
 from mailqueue_dev import cli
 from mailqueue_dev.local import LocalStack
 
-from tests.e2e.conftest import Http, all_in, outbox_file, parse_eml, wait_for, wait_for_status
+from tests.e2e.conftest import BULK_DELIVERY_TIMEOUT, Http, all_in, outbox_file, parse_eml, wait_for, wait_for_status
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,11 @@ def test_one_batch_call_personalises_a_template_for_100_recipients(
     assert code == 202, answer
     assert (answer["accepted"], answer["rejected"]) == (100, 0)
     ids = [result["id"] for result in answer["results"]]
-    wait_for(lambda: all_in(dynamodb, table, ids, "delivered"), "all 100 templated emails to be delivered", timeout=60)
+    wait_for(
+        lambda: all_in(dynamodb, table, ids, "delivered"),
+        "all 100 templated emails to be delivered",
+        timeout=BULK_DELIVERY_TIMEOUT,
+    )
     for index, email_id in enumerate(ids):
         message = parse_eml(local, email_id)
         assert message["To"] == f"reader{index}@example.org"
