@@ -9,6 +9,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -150,3 +151,12 @@ def parse_eml(local: LocalStack, email_id: str) -> EmailMessage:
     message = message_from_bytes(outbox_file(local, email_id).read_bytes(), policy=policy.default)
     assert isinstance(message, EmailMessage)
     return message
+
+
+@pytest.fixture
+def lift(http: Http) -> Iterator[list[str]]:
+    """Addresses a test puts on the suppression list, lifted after it whatever happened."""
+    addresses: list[str] = []
+    yield addresses
+    for address in addresses:
+        http.delete(f"/suppressions/{quote(address, safe='@')}")

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import requests
@@ -169,15 +168,6 @@ def test_overview_counts_match_the_apis_and_refresh_on_their_own(page: Page, htt
     page.set_viewport_size(PHONE)
     shot(page, "overview-phone")
     assert fits(page)
-
-
-@pytest.fixture
-def lift(http: Http) -> Iterator[list[str]]:
-    """Addresses a test puts on the suppression list, lifted after it whatever happened."""
-    addresses: list[str] = []
-    yield addresses
-    for address in addresses:
-        http.delete(f"/suppressions/{quote(address, safe='@')}")
 
 
 def test_a_bounced_emails_timeline_shows_the_bounce_diagnostic(page: Page, http: Http, console: ConsoleServer) -> None:

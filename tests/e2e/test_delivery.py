@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from collections.abc import Iterator
-from urllib.parse import quote
 
 import pytest
 from mailqueue_dev import cli
@@ -34,15 +32,6 @@ def suppressed(http: Http) -> dict[str, dict[str, str]]:
     code, page = http.get("/suppressions", params={"limit": 100})
     assert code == 200, page
     return {entry["address"]: entry for entry in page["suppressions"]}
-
-
-@pytest.fixture
-def lift(http: Http) -> Iterator[list[str]]:
-    """Addresses a test puts on the suppression list, lifted after it whatever happened."""
-    addresses: list[str] = []
-    yield addresses
-    for address in addresses:
-        http.delete(f"/suppressions/{quote(address, safe='@')}")
 
 
 def test_a_bounce_suppresses_the_address_until_it_is_lifted(local: LocalStack, http: Http, lift: list[str]) -> None:

@@ -8,9 +8,7 @@ for what the table holds, each email's in the order of its sequence.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 from mailqueue_dev.local import LocalStack
@@ -47,14 +45,6 @@ class Subscriber:
 @pytest.fixture
 def subscriber(local: LocalStack) -> Subscriber:
     return Subscriber(local)
-
-
-@pytest.fixture
-def lift(http: Http) -> Iterator[list[str]]:
-    addresses: list[str] = []
-    yield addresses
-    for address in addresses:
-        http.delete(f"/suppressions/{quote(address, safe='@')}")
 
 
 def test_delivered_bounced_complained_and_failed_emails_produce_their_events_in_order(
