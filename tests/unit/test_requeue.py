@@ -73,13 +73,19 @@ def enqueue(api: ApiClient, **overrides: Any) -> str:
 
 
 def set_deadline(email_id: str, deadline: datetime) -> None:
-    """Write the deadline directly: a scheduled or queued email's deadline passing, without waiting for it."""
+    """Write the deadline directly: a scheduled or queued email's deadline passing, without waiting for it.
+
+    The email goes into by-deadline as well, as one whose deadline lay past its horizon would be: these tests
+    are about acting on what that index holds (tests/unit/test_sweep.py finds the others)."""
     aws.client("dynamodb").update_item(
         TableName=settings().table_name,
         Key=EmailStore.key(email_id),
-        UpdateExpression="SET #deadline = :deadline",
-        ExpressionAttributeNames={"#deadline": "deadline"},
-        ExpressionAttributeValues={":deadline": {"S": clock.iso(deadline)}},
+        UpdateExpression="SET #deadline = :deadline, #shard = :shard",
+        ExpressionAttributeNames={"#deadline": "deadline", "#shard": "shard"},
+        ExpressionAttributeValues={
+            ":deadline": {"S": clock.iso(deadline)},
+            ":shard": {"N": str(store().deadline_shard(email_id))},
+        },
     )
 
 
@@ -91,6 +97,18 @@ def claim(email_id: str, deadline: datetime, attempts: int | None = None) -> Non
     else:
         change.set["attempts"] = attempts
     transition(store(), email_id, Guard({Status.QUEUED}), change, ago(300))
+    index_deadline(email_id)
+
+
+def index_deadline(email_id: str) -> None:
+    """Put the email into by-deadline, as one whose deadline lay past its horizon would be (see set_deadline)."""
+    aws.client("dynamodb").update_item(
+        TableName=settings().table_name,
+        Key=EmailStore.key(email_id),
+        UpdateExpression="SET #shard = :shard",
+        ExpressionAttributeNames={"#shard": "shard"},
+        ExpressionAttributeValues={":shard": {"N": str(store().deadline_shard(email_id))}},
+    )
 
 
 def back_off(email_id: str, deadline: datetime, attempts: int | None = None) -> None:
@@ -474,7 +492,7 @@ def test_a_queued_email_requeued_again_and_again_keeps_a_bounded_history(api):
     email_id = enqueue(api)
     now = clock.now()
     for _ in range(20):
-        now = clock.parse_iso(record(email_id)["deadline"]) + timedelta(seconds=1)
+        now = acted_on_at(email_id)
         assert requeuer().run(plenty, now=now).requeued_total == 1
 
     history = record(email_id)["history"]
@@ -540,9 +558,18 @@ def deliver(stack: Any, context: Any) -> None:
 
 
 def requeue_when_due(email_id: str) -> None:
-    """A requeue run just after the email's deadline, however far ahead it is."""
-    due = clock.parse_iso(record(email_id)["deadline"]) + timedelta(seconds=1)
-    requeuer().run(plenty, now=due)
+    """A requeue run just after the requeue function would act on the email, however far ahead that is: its
+    deadline, or for an email that by-deadline does not hold, its sweep point (see mailqueue.sweeping)."""
+    requeuer().run(plenty, now=acted_on_at(email_id))
+
+
+def acted_on_at(email_id: str) -> datetime:
+    """A moment just after the requeue function would act on the email: see requeue_when_due."""
+    current = record(email_id)
+    due = clock.parse_iso(current["deadline"])
+    if "shard" not in current:
+        due = max(due, store().sweep_point(email_id))
+    return due + timedelta(seconds=1)
 
 
 def ses_error(code: str, status: int, message: str) -> tuple[AWSResponse, dict[str, Any]]:

@@ -1,7 +1,8 @@
 """What the requeue function does: act on every live email whose deadline has passed.
 
-Each live email carries a ``deadline`` (see :mod:`mailqueue.statemachine`), and the sparse
-``by-deadline`` index holds only live emails, so a run reads exactly what is due:
+Each live email carries a ``deadline`` (see :mod:`mailqueue.statemachine`). A run reads what is due
+from the sparse ``by-deadline`` index, then sweeps the emails on their normal path, which that index
+does not hold (see :mod:`mailqueue.sweeping`); either way, the run acts the same:
 
 ========== ========================================= =====================================================
 status     the deadline that passed                  what the run does
@@ -35,6 +36,7 @@ from mailqueue.queue import Publication, SendQueue
 from mailqueue.settings import Settings
 from mailqueue.statemachine import Change, Guard, Status, transition
 from mailqueue.store import ConditionFailed, EmailStore
+from mailqueue.sweeping import Sweep
 
 # Items per index query.
 PAGE_SIZE = 100
@@ -92,6 +94,8 @@ class RequeueSummary:
     skipped: int = 0
     # Index items read.
     examined: int = 0
+    # Emails the sweep examined (see mailqueue.sweeping): those not in by-deadline are found this way.
+    swept: int = 0
     # True when the run stopped for lack of time with due emails left for the next run.
     stopped_early: bool = False
 
@@ -107,6 +111,7 @@ class RequeueSummary:
             "publish_failures": self.publish_failures,
             "skipped": self.skipped,
             "examined": self.examined,
+            "swept": self.swept,
             "stopped_early": self.stopped_early,
         }
 
@@ -161,6 +166,11 @@ class Requeuer:
                         return run.summary
                     if cursors[shard] is None:
                         del cursors[shard]
+            swept = Sweep(self.store, self.page_size).run(
+                run.now, lambda item: self._act_swept(run, item), run.out_of_time
+            )
+            run.summary.swept += swept.examined
+            run.summary.stopped_early = swept.stopped_early
         finally:
             # Whatever was queued is published, also when the run stops early or fails midway:
             # otherwise it would wait for its new deadline.
@@ -175,6 +185,12 @@ class Requeuer:
             run.summary.examined += 1
             self._act(run, item)
         return True
+
+    def _act_swept(self, run: _Run, record: dict[str, Any]) -> None:
+        """Act on a due email the sweep found (see mailqueue.sweeping)."""
+        self._act(run, record)
+        if len(run.pending) >= PUBLISH_AT:
+            self._publish(run)
 
     def _act(self, run: _Run, item: dict[str, Any]) -> None:
         email_id: str = item["pk"]

@@ -56,7 +56,7 @@ from mailqueue.problems import failure_of, field_problems
 from mailqueue.queue import MAX_DELAY_SECONDS, Publication, SendQueue
 from mailqueue.settings import Settings
 from mailqueue.statemachine import SEQUENCE, Change, Guard, Status, history_entry, transition
-from mailqueue.store import CONTENT, IDEMPOTENCY_KEY, ConditionFailed, EmailStore, SuppressionList
+from mailqueue.store import CONTENT, IDEMPOTENCY_KEY, TIMED, ConditionFailed, EmailStore, SuppressionList
 
 if TYPE_CHECKING:
     from mailqueue.templates import TemplateLibrary, TemplateRef
@@ -261,8 +261,7 @@ class Mailqueue:
             "pk": email_id,
             "sk": "status",
             "status": status.value,
-            "status_shard": self.store.status_shard(email_id, status),
-            "shard": self.store.deadline_shard(email_id),
+            **self.store.index_attributes(email_id, status, deadline),
             "deadline": clock.iso(deadline),
             "priority": request.priority,
             "attempts": 0,
@@ -431,11 +430,13 @@ class Mailqueue:
             raise InvalidParameter.on("status", f"must be one of {', '.join(s.value for s in Status)}") from None
         if not 1 <= limit <= 100:
             raise InvalidParameter.on("limit", "must be between 1 and 100")
-        before = decode_cursor(cursor) if cursor is not None else None
-        records = self.store.list_by_status(wanted.value, limit + 1, before)
-        page = records[:limit]
-        next_cursor = encode_cursor(page[-1]["pk"]) if len(records) > limit else None
-        return EmailList(emails=[view(record) for record in page], cursor=next_cursor)
+        # Scheduled and retrying emails list by deadline, the others newest first (see EmailStore.list_by_status).
+        name = "due_after" if wanted.value in TIMED else "before"
+        position = decode_cursor(cursor, name) if cursor is not None else None
+        records, resume = self.store.list_by_status(wanted.value, limit, position)
+        return EmailList(
+            emails=[view(record) for record in records], cursor=encode_cursor(resume, name) if resume else None
+        )
 
     # --- cancel and retry -----------------------------------------------------------------------------
 
@@ -667,9 +668,20 @@ def decode_cursor(cursor: str, name: str = "before") -> str:
         or not value
         or len(value.encode()) > MAX_KEY_BYTES
         or (name == "before" and not is_email_id(value))
+        or (name == "due_after" and not _is_deadline_position(value))
     ):
         raise InvalidParameter.on("cursor", "is not a cursor this API returned")
     return value
+
+
+def _is_deadline_position(value: str) -> bool:
+    """``"<deadline> <id>"``: where a list by deadline goes on from."""
+    deadline, _, email_id = value.partition(" ")
+    try:
+        clock.parse_iso(deadline)
+    except ValueError:
+        return False
+    return is_email_id(email_id)
 
 
 def validation_failure(error: ValidationError) -> InvalidEmail:

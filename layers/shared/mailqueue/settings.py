@@ -23,6 +23,7 @@ _BOUNDS: dict[str, tuple[int, int | None]] = {
     "sender_concurrency": (1, None),
     "queued_grace_seconds": (1, None),
     "claim_seconds": (1, None),
+    "sweep_lag_seconds": (1, None),
     "unknown_outcome_seconds": (1, None),
     "account_error_seconds": (1, None),
     "backoff_base_seconds": (1, None),
@@ -77,6 +78,10 @@ class Settings:
     queued_grace_seconds: int = 900
     # How long a claim lasts: longer than the sender's timeout, so only a dead sender's claim expires.
     claim_seconds: int = 180
+    # The sweep's margins (see mailqueue.sweeping): an email whose deadline lies within the grace and one lag
+    # of its id's time is found by the sweep, which examines it one more lag later (clock differences
+    # between functions, an enqueue's write landing late, the index catching up).
+    sweep_lag_seconds: int = 30
     # How long an email whose send had an unknown outcome waits for SES's Send event to settle it.
     unknown_outcome_seconds: int = 900
     # How long an email waits when the account or configuration, not the email, is at fault.

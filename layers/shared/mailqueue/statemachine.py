@@ -16,7 +16,6 @@ which the requeue function acts on them. Terminal emails carry none, and get a T
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -128,6 +127,8 @@ class Guard:
 def transition(store: EmailStore, email_id: str, guard: Guard, change: Change, now: datetime) -> dict[str, Any]:
     """Move an email to ``change.to`` if ``guard`` still holds. Returns the new status record.
 
+    This checks the change against the diagram; the store writes it (one conditional UpdateItem).
+
     Raises :class:`IllegalTransition` for a transition the diagram does not allow, and
     :class:`mailqueue.store.ConditionFailed` (with the current record) when the guard no longer holds.
     """
@@ -139,79 +140,4 @@ def transition(store: EmailStore, email_id: str, guard: Guard, change: Change, n
     if not change.to.live and change.deadline is not None:
         raise IllegalTransition(f"a {change.to} email has no deadline")
 
-    names: dict[str, str] = {
-        f"#{name}": name
-        for name in ("status", "history", "updated_at", "status_shard", "deadline", "expires_at", "attempts")
-    }
-    values: dict[str, Any] = {
-        ":to": change.to.value,
-        ":status_shard": store.status_shard(email_id, change.to),
-        ":now": clock.iso(now),
-    }
-    sets = ["#status = :to", "#status_shard = :status_shard", "#updated_at = :now"]
-    removes = []
-    for index, attribute in enumerate(change.remove):
-        names[f"#remove{index}"] = attribute
-        removes.append(f"#remove{index}")
-
-    entry = history_entry(change.to, now, change.reason)
-    if change.history is not None:
-        values[":history"] = [*trimmed(change.history), entry]
-        sets.append("#history = :history")
-    else:
-        values[":entry"] = [entry]
-        values[":empty"] = []
-        sets.append("#history = list_append(if_not_exists(#history, :empty), :entry)")
-
-    if change.deadline is not None:
-        values[":deadline"] = clock.iso(change.deadline)
-        sets.append("#deadline = :deadline")
-        removes.append("#expires_at")
-    else:
-        removes.append("#deadline")
-        values[":expires_at"] = clock.epoch(clock.after(now, store.settings.retention_days * 86400))
-        sets.append("#expires_at = :expires_at")
-    if change.attempts_delta:
-        values[":attempts_delta"] = change.attempts_delta
-        sets.append("#attempts = #attempts + :attempts_delta")
-    for index, (attribute, value) in enumerate(change.set.items()):
-        names[f"#set{index}"] = attribute
-        values[f":set{index}"] = value
-        sets.append(f"#set{index} = :set{index}")
-
-    statuses = sorted({Status(source).value for source in guard.statuses})
-    placeholders = []
-    for index, value in enumerate(statuses):
-        values[f":from{index}"] = value
-        placeholders.append(f":from{index}")
-    conditions = [f"#status IN ({', '.join(placeholders)})"]
-    if guard.claim_token is not None:
-        values[":claim_token"] = guard.claim_token
-        names["#claim_token"] = "claim_token"  # noqa: S105 - an attribute name
-        conditions.append("#claim_token = :claim_token")
-    if guard.deadline is not None:
-        values[":seen_deadline"] = guard.deadline
-        conditions.append("#deadline = :seen_deadline")
-    if guard.updated_at is not None:
-        values[":seen_updated_at"] = guard.updated_at
-        conditions.append("#updated_at = :seen_updated_at")
-    if guard.attempts_below is not None:
-        values[":attempts_below"] = guard.attempts_below
-        conditions.append("#attempts < :attempts_below")
-    if guard.attempts_at_least is not None:
-        values[":attempts_at_least"] = guard.attempts_at_least
-        conditions.append("#attempts >= :attempts_at_least")
-
-    expression = "SET " + ", ".join(sets)
-    if removes:
-        expression += " REMOVE " + ", ".join(dict.fromkeys(removes))
-    # The email's sequence counts every change, in the same write (see mailqueue.notifications); ADD starts
-    # a record that has none (enqueued before sequences existed) from zero.
-    names["#seq"] = SEQUENCE
-    values[":one"] = 1
-    expression += " ADD #seq :one"
-    condition = " AND ".join(conditions)
-    # DynamoDB refuses placeholders that the expressions do not use.
-    used = f"{expression} {condition}"
-    names = {key: value for key, value in names.items() if re.search(re.escape(key) + r"\b", used)}
-    return store.update_status(email_id, expression, condition, names, values)
+    return store.apply(email_id, guard, change, now)

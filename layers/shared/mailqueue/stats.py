@@ -62,7 +62,7 @@ class Stats:
 
     def held(self) -> HeldEmails:
         """The held emails among the newest ``held_read_limit`` retrying ones."""
-        listed = self.store.list_by_status(Status.RETRYING.value, self.held_read_limit + 1, None)
+        listed, _ = self.store.list_by_status(Status.RETRYING.value, self.held_read_limit + 1, None)
         read = listed[: self.held_read_limit]
         held = []
         for item in read:

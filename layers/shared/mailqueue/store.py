@@ -7,23 +7,36 @@ Each email is two items under one partition key (its id):
   written once at enqueue and read once per attempt; compressed when that saves write units
   (:mod:`mailqueue.packing`), in S3 when too large for an item.
 
-Indexes, both projecting only what their query returns:
-- ``by-deadline`` (``shard``, ``deadline``): sparse, holding live emails only; the requeue function
-  reads what is due, shard by shard.
-- ``by-status`` (``status_shard``, ``pk``): listing by status, newest first (ids are ULIDs),
-  write-sharded so that a busy status is not one hot partition.
+A write costs a unit in every index whose key or projected attributes it changes, so an email on its
+normal path (enqueued, claimed, sent, delivered) moves no index after its enqueue:
+
+- ``by-arrival`` (``arrival_shard``, ``pk``), keys only: every email, entered once at enqueue with keys
+  that never change. The requeue function sweeps it (see :mod:`mailqueue.sweeping`): each email is
+  examined once, after its sweep point (its id's time + the queued grace + twice ``sweep_lag_seconds``),
+  which finds every live email whose deadline lies before its horizon (its id's time + the grace + the
+  lag). It also lists the common statuses, newest first.
+- ``by-deadline`` (``shard``, ``deadline``): sparse, holding the live emails whose deadline the sweep
+  would find too late: scheduled and retrying ones (their deadline is when to send), and any whose
+  deadline lies past the horizon (a late claim, a requeued email, a delayed one). Such an email keeps
+  ``shard`` while it is live; the requeue function reads what is due, shard by shard.
+- ``by-status`` (``status_shard``, ``pk``): sparse, listing the statuses an operator looks for among
+  many (failed, bounced, complained, cancelled), newest first, write-sharded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from mailqueue import clock
 from mailqueue.errors import Unavailable
-from mailqueue.ids import shard_of
+from mailqueue.ids import created_ms, shard_of
 from mailqueue.settings import Settings
+from mailqueue.statemachine import SEQUENCE, Change, Guard, Status, history_entry, trimmed
 
 STATUS = "status"
 CONTENT = "content"
@@ -31,8 +44,17 @@ CONTENT = "content"
 IDS = "ids"
 # The status record's attribute holding the Idempotency-Key an email was enqueued with, when it was.
 IDEMPOTENCY_KEY = "idempotency_key"
+# The partition of the sweep's cursors, one item per by-arrival shard.
+SWEEP = "sweep"
 DEADLINE_INDEX = "by-deadline"
 STATUS_INDEX = "by-status"
+ARRIVAL_INDEX = "by-arrival"
+# Statuses listed through ``by-status``: rare among all emails, so a scan of every email would not find them.
+STATUS_INDEXED = frozenset({"failed", "bounced", "complained", "cancelled"})
+# Live statuses whose deadline is when to act, not a timeout: the sweep would find them too late.
+TIMED = frozenset({"scheduled", "retrying"})
+# The most emails one listing call examines when it scans rather than reads an index of its status.
+_LIST_SCAN_LIMIT = 1_000
 _BATCH_WRITE_LIMIT = 25
 _UNPROCESSED_RETRIES = 5
 # A TransactWriteItems call takes 100 actions: two per email settled.
@@ -112,6 +134,31 @@ class EmailStore:
 
     def status_shard(self, email_id: str, status: str) -> str:
         return f"{status}#{shard_of(email_id, self.settings.status_shards)}"
+
+    def arrival_shard(self, email_id: str) -> int:
+        return shard_of(email_id, self.settings.deadline_shards)
+
+    def horizon(self, email_id: str) -> datetime:
+        """The latest deadline the sweep finds in time: the id's time, the queued grace and the lag."""
+        seconds = self.settings.queued_grace_seconds + self.settings.sweep_lag_seconds
+        return clock.after(clock.from_epoch_ms(created_ms(email_id)), seconds)
+
+    def sweep_point(self, email_id: str) -> datetime:
+        """When the sweep examines the email: a lag past its horizon, for clocks, late writes and index lag."""
+        return clock.after(self.horizon(email_id), self.settings.sweep_lag_seconds)
+
+    def needs_deadline_index(self, email_id: str, status: str, deadline: datetime) -> bool:
+        """Whether a live email must be in ``by-deadline``: the sweep would not find it in time."""
+        return status in TIMED or deadline > self.horizon(email_id)
+
+    def index_attributes(self, email_id: str, status: str, deadline: datetime | None) -> dict[str, Any]:
+        """The index keys a new status record carries (see the module's docstring)."""
+        attributes: dict[str, Any] = {"arrival_shard": self.arrival_shard(email_id)}
+        if deadline is not None and self.needs_deadline_index(email_id, status, deadline):
+            attributes["shard"] = self.deadline_shard(email_id)
+        if status in STATUS_INDEXED:
+            attributes["status_shard"] = self.status_shard(email_id, status)
+        return attributes
 
     @staticmethod
     def key(email_id: str, kind: str = STATUS) -> dict[str, Any]:
@@ -278,8 +325,27 @@ class EmailStore:
         answer = self._client.query(**params)
         return [self._decode(item) for item in answer.get("Items", [])], answer.get("LastEvaluatedKey")
 
-    def list_by_status(self, status: str, limit: int, before_id: str | None) -> list[dict[str, Any]]:
-        """The newest ``limit`` emails in ``status`` older than ``before_id``, merged across shards."""
+    def list_by_status(self, status: str, limit: int, position: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """Up to ``limit`` emails in ``status`` after ``position``, and the position to go on from (None at the end).
+
+        Each status lists through the index that holds it best:
+        - failed, bounced, complained, cancelled (``STATUS_INDEXED``): ``by-status``, newest first; the
+          position is the last id shown.
+        - scheduled and retrying (``TIMED``, always in ``by-deadline``): the next to be acted on first,
+          by deadline; the position is ``"<deadline> <id>"``.
+        - queued, sending, sent, delivered: ``by-arrival``, newest first, examining up to
+          ``_LIST_SCAN_LIMIT`` emails a call; a page can hold fewer than ``limit`` and still have a
+          position to go on from.
+        """
+        if status in STATUS_INDEXED:
+            return self._list_by_status_index(status, limit, position)
+        if status in TIMED:
+            return self._list_by_deadline(status, limit, position)
+        return self._list_by_arrival(status, limit, position)
+
+    def _list_by_status_index(
+        self, status: str, limit: int, before: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         found: list[dict[str, Any]] = []
         for shard in range(self.settings.status_shards):
             params: dict[str, Any] = {
@@ -288,29 +354,164 @@ class EmailStore:
                 "KeyConditionExpression": "status_shard = :shard",
                 "ExpressionAttributeValues": {":shard": {"S": f"{status}#{shard}"}},
                 "ScanIndexForward": False,
-                "Limit": limit,
+                "Limit": limit + 1,
             }
-            if before_id:
+            if before:
                 params["KeyConditionExpression"] += " AND pk < :before"
-                params["ExpressionAttributeValues"][":before"] = {"S": before_id}
+                params["ExpressionAttributeValues"][":before"] = {"S": before}
             found.extend(self._decode(item) for item in self._client.query(**params).get("Items", []))
         found.sort(key=lambda item: item["pk"], reverse=True)
-        return found[:limit]
+        return found[:limit], (str(found[limit - 1]["pk"]) if len(found) > limit else None)
+
+    def _list_by_arrival(self, status: str, limit: int, before: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        found: list[dict[str, Any]] = []
+        examined = 0
+        while True:
+            heads = [self._newest_arrivals(shard, before, _GET_LIMIT) for shard in range(self.settings.deadline_shards)]
+            # Every shard's ids above the highest last id of a shard with more were read: those are complete.
+            bound = max((ids[-1] for ids, more in heads if more), default=None)
+            candidates = sorted(
+                (email_id for ids, _ in heads for email_id in ids if bound is None or email_id >= bound), reverse=True
+            )
+            records = self.records(candidates, consistent=False)
+            for email_id in candidates:
+                record = records.get(email_id)
+                if record is not None and record.get("status") == status:
+                    found.append(record)
+                    if len(found) == limit:
+                        more = email_id != candidates[-1] or bound is not None
+                        return found, (email_id if more else None)
+            examined += len(candidates)
+            if bound is None:
+                return found, None
+            before = candidates[-1]
+            if examined >= _LIST_SCAN_LIMIT:
+                return found, before
+
+    def _list_by_deadline(self, status: str, limit: int, after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        start = tuple(after.split(" ", 1)) if after else ("", "")
+        found: list[tuple[str, str]] = []
+        # The position up to which every shard was read; a shard cut short by the scan limit lowers it.
+        complete: tuple[str, str] | None = None
+        for shard in range(self.settings.deadline_shards):
+            matches, last = self._due_with_status(shard, status, start, limit + 1)
+            found.extend(matches)
+            if last is not None and (complete is None or last < complete):
+                complete = last
+        found = sorted(position for position in found if complete is None or position <= complete)
+        page = found[:limit]
+        resume: str | None = None
+        if len(found) > limit:
+            resume = " ".join(page[-1])
+        elif complete is not None:
+            resume = " ".join(complete)
+        records = self.records([email_id for _, email_id in page], consistent=False)
+        return [records[email_id] for _, email_id in page if email_id in records], resume
+
+    def _due_with_status(
+        self, shard: int, status: str, start: tuple[str, ...], wanted: int
+    ) -> tuple[list[tuple[str, str]], tuple[str, str] | None]:
+        """(deadline, id) of up to ``wanted`` emails of ``shard`` in ``status`` after ``start``, by deadline,
+        and the last position read when the shard was not read to its end."""
+        found: list[tuple[str, str]] = []
+        examined = 0
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": DEADLINE_INDEX,
+            "KeyConditionExpression": "#shard = :shard",
+            "FilterExpression": "#status = :status",
+            "ExpressionAttributeNames": {"#shard": "shard", "#status": "status"},
+            "ExpressionAttributeValues": {":shard": {"N": str(shard)}, ":status": {"S": status}},
+            "Limit": _GET_LIMIT,
+        }
+        if start[0]:
+            params["KeyConditionExpression"] += " AND #deadline >= :start"
+            params["ExpressionAttributeNames"]["#deadline"] = "deadline"
+            params["ExpressionAttributeValues"][":start"] = {"S": start[0]}
+        while True:
+            answer = self._client.query(**params)
+            examined += int(answer.get("ScannedCount", 0))
+            for item in answer.get("Items", []):
+                position = (item["deadline"]["S"], item["pk"]["S"])
+                if position > start:
+                    found.append(position)
+            last_key = answer.get("LastEvaluatedKey")
+            if not last_key:
+                return found, None
+            if len(found) >= wanted or examined >= _LIST_SCAN_LIMIT:
+                return found, (last_key["deadline"]["S"], last_key["pk"]["S"])
+            params["ExclusiveStartKey"] = last_key
+
+    def _newest_arrivals(self, shard: int, before: str | None, limit: int) -> tuple[list[str], bool]:
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": ARRIVAL_INDEX,
+            "KeyConditionExpression": "arrival_shard = :shard",
+            "ExpressionAttributeValues": {":shard": {"N": str(shard)}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if before:
+            params["KeyConditionExpression"] += " AND pk < :before"
+            params["ExpressionAttributeValues"][":before"] = {"S": before}
+        answer = self._client.query(**params)
+        return [item["pk"]["S"] for item in answer.get("Items", [])], "LastEvaluatedKey" in answer
+
+    def arrivals(self, shard: int, after: str, until: str, limit: int) -> tuple[list[str], bool]:
+        """Ids in ``by-arrival`` of ``shard`` above ``after`` and up to ``until``, oldest first, and whether
+        there are more."""
+        answer = self._client.query(
+            TableName=self.table,
+            IndexName=ARRIVAL_INDEX,
+            KeyConditionExpression="arrival_shard = :shard AND pk BETWEEN :after AND :until",
+            ExpressionAttributeValues={":shard": {"N": str(shard)}, ":after": {"S": after}, ":until": {"S": until}},
+            Limit=limit,
+        )
+        ids = [item["pk"]["S"] for item in answer.get("Items", []) if item["pk"]["S"] != after]
+        return ids, "LastEvaluatedKey" in answer
+
+    def records(self, email_ids: list[str], consistent: bool) -> dict[str, dict[str, Any]]:
+        """The status records that exist among ``email_ids``, by id (BatchGetItem, 100 a call)."""
+        return self._batch_get(email_ids, STATUS, None, consistent)
+
+    def sweep_cursor(self, shard: int) -> str:
+        """The last id the sweep examined in ``shard``; ``"0"``, below every id, before the first sweep."""
+        answer = self._client.get_item(
+            TableName=self.table, Key=self.key(SWEEP, f"arrival#{shard}"), ConsistentRead=True
+        )
+        return str(answer["Item"]["swept_to"]["S"]) if "Item" in answer else "0"
+
+    def advance_sweep(self, shard: int, to: str) -> None:
+        """Move the sweep's cursor forward to ``to`` (never back: two runs at once may both advance it)."""
+        with contextlib.suppress(self._client.exceptions.ConditionalCheckFailedException):
+            self._client.update_item(
+                TableName=self.table,
+                Key=self.key(SWEEP, f"arrival#{shard}"),
+                UpdateExpression="SET swept_to = :to",
+                ConditionExpression="attribute_not_exists(swept_to) OR swept_to < :to",
+                ExpressionAttributeValues={":to": {"S": to}},
+            )
 
     def contents(self, email_ids: list[str], attributes: tuple[str, ...]) -> dict[str, dict[str, Any]]:
         """``attributes`` of the content records of ``email_ids`` that exist, by id (eventually consistent reads:
         a content record is written once, before its status record)."""
+        return self._batch_get(email_ids, CONTENT, attributes, consistent=False)
+
+    def _batch_get(
+        self, email_ids: list[str], kind: str, attributes: tuple[str, ...] | None, consistent: bool
+    ) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         pending = list(dict.fromkeys(email_ids))
-        names = {f"#a{index}": name for index, name in enumerate(("pk", *attributes))}
         for start in range(0, len(pending), _GET_LIMIT):
-            request: dict[str, Any] = {
-                self.table: {
-                    "Keys": [self.key(email_id, CONTENT) for email_id in pending[start : start + _GET_LIMIT]],
-                    "ProjectionExpression": ", ".join(names),
-                    "ExpressionAttributeNames": names,
-                }
+            wanted: dict[str, Any] = {
+                "Keys": [self.key(email_id, kind) for email_id in pending[start : start + _GET_LIMIT]],
+                "ConsistentRead": consistent,
             }
+            if attributes is not None:
+                names = {f"#a{index}": name for index, name in enumerate(("pk", *attributes))}
+                wanted["ProjectionExpression"] = ", ".join(names)
+                wanted["ExpressionAttributeNames"] = names
+            request: dict[str, Any] = {self.table: wanted}
             for attempt in range(_UNPROCESSED_RETRIES):
                 answer = self._client.batch_get_item(RequestItems=request)
                 for item in answer.get("Responses", {}).get(self.table, []):
@@ -321,10 +522,83 @@ class EmailStore:
                     break
                 time.sleep(0.05 * 2**attempt)
             else:
-                raise RuntimeError(f"DynamoDB left {len(request[self.table]['Keys'])} content records unread")
+                raise RuntimeError(f"DynamoDB left {len(request[self.table]['Keys'])} {kind} records unread")
         return found
 
     # --- conditional updates --------------------------------------------------------------------------
+
+    def apply(self, email_id: str, guard: Guard, change: Change, now: datetime) -> dict[str, Any]:
+        """Write ``change`` to the status record if ``guard`` holds: one conditional UpdateItem.
+
+        Returns the new record; raises :class:`ConditionFailed` with the current one when the guard fails.
+        """
+        update = _Expression()
+        update.set("status", change.to.value)
+        update.set("updated_at", clock.iso(now))
+        entry = history_entry(change.to, now, change.reason)
+        if change.history is not None:
+            update.set("history", [*trimmed(change.history), entry])
+        else:
+            # The caller did not read the history: append, and the next sender outcome trims it.
+            update.sets.append(
+                f"{update.name('history')} = list_append(if_not_exists({update.name('history')}, "
+                f"{update.value([])}), {update.value([entry])})"
+            )
+        if change.to in STATUS_INDEXED:
+            update.set("status_shard", self.status_shard(email_id, change.to))
+        else:
+            update.remove("status_shard")
+        if change.deadline is not None:
+            update.set("deadline", clock.iso(change.deadline))
+            update.remove("expires_at")
+            # An email once in by-deadline stays there while live: it never leaves the index early.
+            if self.needs_deadline_index(email_id, change.to, change.deadline):
+                update.set("shard", self.deadline_shard(email_id))
+        else:
+            update.remove("deadline")
+            update.remove("shard")
+            update.set("expires_at", clock.epoch(clock.after(now, self.settings.retention_days * 86400)))
+        if change.attempts_delta:
+            attempts = update.name("attempts")
+            update.sets.append(f"{attempts} = {attempts} + {update.value(change.attempts_delta)}")
+        for attribute, value in change.set.items():
+            update.set(attribute, value)
+        for attribute in change.remove:
+            update.remove(attribute)
+        # The email's sequence counts every change, in the same write (see mailqueue.notifications); ADD starts
+        # a record that has none (enqueued before sequences existed) from zero.
+        update.adds.append(f"{update.name(SEQUENCE)} {update.value(1)}")
+
+        statuses = [update.value(value) for value in sorted({Status(source).value for source in guard.statuses})]
+        conditions = [f"{update.name('status')} IN ({', '.join(statuses)})"]
+        for attribute, operator, seen in (
+            ("claim_token", "=", guard.claim_token),
+            ("deadline", "=", guard.deadline),
+            ("updated_at", "=", guard.updated_at),
+            ("attempts", "<", guard.attempts_below),
+            ("attempts", ">=", guard.attempts_at_least),
+        ):
+            if seen is not None:
+                conditions.append(f"{update.name(attribute)} {operator} {update.value(seen)}")
+        return self.update_status(email_id, update.text(), " AND ".join(conditions), update.names, update.values)
+
+    def index_deadline(self, email_id: str, status: str, deadline: str) -> tuple[bool, dict[str, Any] | None]:
+        """Put a live email into ``by-deadline`` if it is still ``status`` with ``deadline``.
+
+        For the sweep meeting an email whose deadline has not passed (see :mod:`mailqueue.sweeping`).
+        Returns whether it was put there, and when not, the email's current record.
+        """
+        try:
+            self.update_status(
+                email_id,
+                "SET #shard = :shard",
+                "#status = :status AND #deadline = :deadline",
+                {"#shard": "shard", "#status": "status", "#deadline": "deadline"},
+                {":shard": self.deadline_shard(email_id), ":status": status, ":deadline": deadline},
+            )
+        except ConditionFailed as failed:
+            return False, failed.current
+        return True, None
 
     def update_status(
         self, email_id: str, expression: str, condition: str, names: dict[str, str], values: dict[str, Any]
@@ -344,6 +618,44 @@ class EmailStore:
             old = getattr(error, "response", {}).get("Item")
             raise ConditionFailed(self._decode(old) if old else None) from None
         return self._decode(answer["Attributes"])
+
+
+class _Expression:
+    """An UpdateExpression and its placeholders, built clause by clause."""
+
+    def __init__(self) -> None:
+        self.sets: list[str] = []
+        self.removes: list[str] = []
+        self.adds: list[str] = []
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+
+    def name(self, attribute: str) -> str:
+        placeholder = "#" + re.sub(r"\W", "_", attribute)
+        self.names[placeholder] = attribute
+        return placeholder
+
+    def value(self, value: Any) -> str:
+        placeholder = f":v{len(self.values)}"
+        self.values[placeholder] = value
+        return placeholder
+
+    def set(self, attribute: str, value: Any) -> None:
+        self.sets.append(f"{self.name(attribute)} = {self.value(value)}")
+
+    def remove(self, attribute: str) -> None:
+        self.removes.append(self.name(attribute))
+
+    def text(self) -> str:
+        # An attribute both set and removed (a caller's remove of what the change sets) is set.
+        assigned = {clause.split(" = ", 1)[0] for clause in self.sets}
+        removes = [name for name in dict.fromkeys(self.removes) if name not in assigned]
+        text = "SET " + ", ".join(self.sets)
+        if removes:
+            text += " REMOVE " + ", ".join(removes)
+        if self.adds:
+            text += " ADD " + ", ".join(self.adds)
+        return text
 
 
 def decoded(item: dict[str, Any]) -> dict[str, Any]:
