@@ -46,6 +46,8 @@ IDS = "ids"
 IDEMPOTENCY_KEY = "idempotency_key"
 # The partition of the sweep's cursors, one item per by-arrival shard.
 SWEEP = "sweep"
+# The sweep's cursor before its first sweep: below every id.
+SWEEP_START = "0"
 DEADLINE_INDEX = "by-deadline"
 STATUS_INDEX = "by-status"
 ARRIVAL_INDEX = "by-arrival"
@@ -459,27 +461,29 @@ class EmailStore:
 
     def arrivals(self, shard: int, after: str, until: str, limit: int) -> tuple[list[str], bool]:
         """Ids in ``by-arrival`` of ``shard`` above ``after`` and up to ``until``, oldest first, and whether
-        there are more."""
-        answer = self._client.query(
-            TableName=self.table,
-            IndexName=ARRIVAL_INDEX,
-            KeyConditionExpression="arrival_shard = :shard AND pk BETWEEN :after AND :until",
-            ExpressionAttributeValues={":shard": {"N": str(shard)}, ":after": {"S": after}, ":until": {"S": until}},
-            Limit=limit,
-        )
-        ids = [item["pk"]["S"] for item in answer.get("Items", []) if item["pk"]["S"] != after]
-        return ids, "LastEvaluatedKey" in answer
+        there may be more."""
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": ARRIVAL_INDEX,
+            "KeyConditionExpression": "arrival_shard = :shard AND pk <= :until",
+            "ExpressionAttributeValues": {":shard": {"N": str(shard)}, ":until": {"S": until}},
+            "Limit": limit,
+        }
+        if after != SWEEP_START:
+            params["ExclusiveStartKey"] = {"arrival_shard": {"N": str(shard)}, **self.key(after)}
+        answer = self._client.query(**params)
+        return [item["pk"]["S"] for item in answer.get("Items", [])], "LastEvaluatedKey" in answer
 
     def records(self, email_ids: list[str], consistent: bool) -> dict[str, dict[str, Any]]:
         """The status records that exist among ``email_ids``, by id (BatchGetItem, 100 a call)."""
         return self._batch_get(email_ids, STATUS, None, consistent)
 
     def sweep_cursor(self, shard: int) -> str:
-        """The last id the sweep examined in ``shard``; ``"0"``, below every id, before the first sweep."""
+        """The last id the sweep examined in ``shard``; ``SWEEP_START``, below every id, before the first sweep."""
         answer = self._client.get_item(
             TableName=self.table, Key=self.key(SWEEP, f"arrival#{shard}"), ConsistentRead=True
         )
-        return str(answer["Item"]["swept_to"]["S"]) if "Item" in answer else "0"
+        return str(answer["Item"]["swept_to"]["S"]) if "Item" in answer else SWEEP_START
 
     def advance_sweep(self, shard: int, to: str) -> None:
         """Move the sweep's cursor forward to ``to`` (never back: two runs at once may both advance it)."""
