@@ -325,21 +325,45 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "any-status-may-move",
         "a transition is not guarded by the current status: racing actors both win",
-        f"{SHARED}/statemachine.py",
+        f"{SHARED}/store.py",
         (
             (
-                "    conditions = [f\"#status IN ({', '.join(placeholders)})\"]\n",
-                '    conditions = ["attribute_exists(#status)"]\n',
+                "        conditions = [f\"{update.name('status')} IN ({', '.join(statuses)})\"]\n",
+                "        conditions = [f\"attribute_exists({update.name('status')})\"]\n",
             ),
         ),
         ("tests/unit/test_statemachine.py", "tests/unit/test_sending.py", PROPERTY),
     ),
     Mutant(
         "terminal-keeps-its-deadline",
-        "a terminal email keeps its deadline: the requeue function finds it again",
-        f"{SHARED}/statemachine.py",
-        (('        removes.append("#deadline")\n', ""),),
+        "a terminal email keeps its deadline and stays in by-deadline: the requeue function finds it again",
+        f"{SHARED}/store.py",
+        (('            update.remove("deadline")\n            update.remove("shard")\n', ""),),
         ("tests/unit/test_statemachine.py", PROPERTY, CHAOS),
+    ),
+    Mutant(
+        "no-sweep",
+        "the requeue function reads only by-deadline: an email on its normal path whose message is lost, or whose"
+        " sender died, stays live forever",
+        f"{SHARED}/requeueing.py",
+        (("lambda item: self._act_swept(run, item)", "lambda item: None"),),
+        ("tests/unit/test_sweep.py", CHAOS),
+    ),
+    Mutant(
+        "late-claim-left-to-the-sweep",
+        "an email whose deadline lies past its horizon stays out of by-deadline: the sweep, having passed it, never"
+        " comes back",
+        f"{SHARED}/store.py",
+        (("return status in TIMED or deadline > self.horizon(email_id)", "return status in TIMED"),),
+        ("tests/unit/test_sweep.py", CHAOS),
+    ),
+    Mutant(
+        "sweep-acts-before-the-deadline",
+        "the sweep acts on a live email whose deadline has not passed: a sender still at work loses its claim and"
+        " the email goes out twice",
+        f"{SHARED}/sweeping.py",
+        (('            if clock.parse_iso(record["deadline"]) <= now:\n', "            if True:\n"),),
+        ("tests/unit/test_sweep.py",),
     ),
     Mutant(
         "ses-client-retries",

@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from mailqueue import clock
 
-from tests.conftest import an_email
+from tests.conftest import ApiClient, an_email
 
 
 def receive_all(stack, queue: str = "SendQueue") -> list[dict[str, Any]]:
@@ -364,6 +364,64 @@ def test_listing_pages_newest_first_with_an_opaque_cursor(api, stack):
 
     assert seen == sorted(ids, reverse=True)
     assert pages == 3
+
+
+def list_all(api: ApiClient, status: str, limit: int) -> tuple[list[str], int]:
+    """Every id a list of ``status`` shows, page after page, and how many pages it took."""
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        query = f"status={status}&limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        answer, page = api.get("/emails", query=query)
+        assert answer == 200, page
+        seen += [email["id"] for email in page["emails"]]
+        pages += 1
+        cursor = page.get("cursor")
+        if not cursor:
+            return seen, pages
+
+
+def test_a_list_that_scans_goes_on_from_where_its_scan_stopped(api, stack, monkeypatch):
+    # Queued emails are found by scanning every email newest first, a bounded number per call: among
+    # many emails of other statuses, a page may come back short, or empty, with a cursor to go on.
+    monkeypatch.setattr("mailqueue.store._LIST_SCAN_LIMIT", 2)
+    queued: list[str] = []
+    for index in range(30):
+        email_id = api.post("/emails", an_email(subject=f"n{index}"))[1]["id"]
+        if index % 3:
+            assert api.request("DELETE", f"/emails/{email_id}")[0] == 200
+        else:
+            queued.append(email_id)
+
+    seen, pages = list_all(api, "queued", limit=2)
+
+    assert seen == sorted(queued, reverse=True)
+    # More pages than 10 emails take 2 at a time: some pages stopped short of the limit, with a cursor.
+    assert pages > 5
+
+
+def test_scheduled_emails_list_the_next_due_first(api, stack):
+    now = clock.now()
+    due = {
+        api.post("/emails", an_email(send_at=clock.iso(clock.after(now, 3600 * hours))))[1]["id"]: hours
+        for hours in (5, 2, 9, 1, 7)
+    }
+
+    seen, pages = list_all(api, "scheduled", limit=2)
+
+    assert seen == sorted(due, key=due.__getitem__)
+    assert pages == 3
+
+
+def test_cancelled_emails_list_newest_first_from_their_index(api, stack):
+    ids = [api.post("/emails", an_email())[1]["id"] for _ in range(3)]
+    for email_id in ids:
+        assert api.request("DELETE", f"/emails/{email_id}")[0] == 200
+
+    seen, _ = list_all(api, "cancelled", limit=2)
+
+    assert seen == sorted(ids, reverse=True)
 
 
 @pytest.mark.parametrize("query", ["status=bogus", "status=queued&limit=0", "status=queued&cursor=%21%21", ""])

@@ -113,8 +113,9 @@ def test_held_emails_are_read_up_to_a_bound(api, stack, sender, monkeypatch):
     assert status == 200, body
     held = body["held"]
     assert (held["count"], held["read"], held["capped"]) == (2, 2, True)
-    # The newest first, as the lists show them
-    assert [email["id"] for email in held["emails"]] == sorted(ids, reverse=True)[:2]
+    # The next to be tried first, as the list of retrying emails shows them
+    deadlines = {email_id: api.get(f"/emails/{email_id}")[1]["deadline"] for email_id in ids}
+    assert [email["id"] for email in held["emails"]] == sorted(ids, key=lambda i: (deadlines[i], i))[:2]
 
 
 def test_a_dead_letter_queue_out_of_reach_is_a_503_in_the_error_shape(api, stack):

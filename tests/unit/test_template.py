@@ -20,7 +20,7 @@ from mailqueue import settings as settings_module
 from mailqueue.delivery import OUTCOMES
 from mailqueue.settings import Settings
 from mailqueue.statemachine import Status
-from mailqueue.store import DEADLINE_INDEX, STATUS_INDEX, SUPPRESSION_PARTITION
+from mailqueue.store import ARRIVAL_INDEX, DEADLINE_INDEX, STATUS_INDEX, SUPPRESSION_PARTITION
 from mailqueue.templates import HEADS
 from mailqueue_dev.template import TEMPLATE, Stack, build, load_template
 from moto import mock_aws
@@ -307,7 +307,21 @@ def test_the_table_keys_indexes_and_ttl_are_those_the_store_uses() -> None:
         {"AttributeName": "status_shard", "KeyType": "HASH"},
         {"AttributeName": "pk", "KeyType": "RANGE"},
     ]
-    assert attribute_types == {"pk": "S", "sk": "S", "shard": "N", "deadline": "S", "status_shard": "S"}
+    # Keys only, and keys that never change: an email's writes after its enqueue touch it no more.
+    assert keys[ARRIVAL_INDEX] == [
+        {"AttributeName": "arrival_shard", "KeyType": "HASH"},
+        {"AttributeName": "pk", "KeyType": "RANGE"},
+    ]
+    projections = {index["IndexName"]: index["Projection"] for index in table["GlobalSecondaryIndexes"]}
+    assert projections[ARRIVAL_INDEX] == {"ProjectionType": "KEYS_ONLY"}
+    assert attribute_types == {
+        "pk": "S",
+        "sk": "S",
+        "shard": "N",
+        "deadline": "S",
+        "status_shard": "S",
+        "arrival_shard": "N",
+    }
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
@@ -510,9 +524,11 @@ ALLOWED_ACTIONS = {
         "kms:Decrypt",
         "kms:GenerateDataKey",
     },
+    # BatchGetItem: the status records the sweep examines, a hundred at a time
     "RequeueFunction": {
         "dynamodb:Query",
         "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",
         "dynamodb:UpdateItem",
         "sqs:SendMessage",
         "kms:Decrypt",
@@ -598,7 +614,14 @@ def test_data_access_is_scoped_to_the_stack_resources() -> None:
             for resource in as_list(statement["Resource"])
         ]
 
-    assert resources("RequeueFunction", "dynamodb:Query") == [{"Fn::Sub": "${EmailsTable.Arn}/index/by-deadline"}]
+    assert resources("RequeueFunction", "dynamodb:Query") == [
+        {"Fn::Sub": "${EmailsTable.Arn}/index/by-deadline"},
+        {"Fn::Sub": "${EmailsTable.Arn}/index/by-arrival"},
+    ]
+    # Listing: each status through its index, never a query of the table outside its conditioned partitions
+    assert resources("ApiFunction", "dynamodb:Query")[:3] == [
+        {"Fn::Sub": f"${{EmailsTable.Arn}}/index/{index}"} for index in ("by-status", "by-deadline", "by-arrival")
+    ]
     assert {ref(r) for r in resources("SenderFunction", "dynamodb:UpdateItem")} == {"EmailsTable"}
     assert {ref(r) for r in resources("SenderFunction", "sqs:ReceiveMessage")} == {"SendQueue", "HighPrioritySendQueue"}
     assert {ref(r) for r in resources("ApiFunction", "sqs:SendMessage")} == {"SendQueue", "HighPrioritySendQueue"}
@@ -622,8 +645,9 @@ def test_data_access_is_scoped_to_the_stack_resources() -> None:
     [
         # the events function writes whole items only to the suppression list
         ("EventsFunction", {"dynamodb:PutItem"}),
-        # the API reads in batches, queries the table (not an index) and deletes only there
-        ("ApiFunction", {"dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:DeleteItem"}),
+        # the API queries the table (not an index) and deletes only there (it reads status records in batches,
+        # to list them, as it reads one with GetItem)
+        ("ApiFunction", {"dynamodb:Query", "dynamodb:DeleteItem"}),
     ],
 )
 def test_suppression_list_access_is_limited_to_its_partition(function_id: str, actions: set[str]) -> None:

@@ -293,7 +293,11 @@ def test_each_table_has_its_keys_indexes_and_ttl(deployed: Deployed) -> None:
         described = dynamodb.describe_time_to_live(TableName=table["TableName"])["TimeToLiveDescription"]
         assert (described["TimeToLiveStatus"], described["AttributeName"]) == ("ENABLED", ttl["AttributeName"])
     emails = tables["EmailsTable"]["Properties"]
-    assert {index["IndexName"] for index in emails["GlobalSecondaryIndexes"]} == {"by-deadline", "by-status"}
+    assert {index["IndexName"] for index in emails["GlobalSecondaryIndexes"]} == {
+        "by-arrival",
+        "by-deadline",
+        "by-status",
+    }
     assert emails["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
 
 

@@ -32,6 +32,8 @@ class Timings:
     # Longer than a live sender ever holds a claim here, even on a busy machine: as on AWS, where the
     # claim outlasts the function's timeout, only a dead sender's claim expires.
     claim_seconds: int = 8
+    # The sweep's margin (deployed: 30 s): an email on its normal path is swept 2 lags past its grace.
+    sweep_lag_seconds: int = 2
     unknown_outcome_seconds: int = 2
     account_error_seconds: int = 2
     backoff_base_seconds: int = 1
@@ -46,6 +48,7 @@ class Timings:
         return {
             "QUEUED_GRACE_SECONDS": str(self.queued_grace_seconds),
             "CLAIM_SECONDS": str(self.claim_seconds),
+            "SWEEP_LAG_SECONDS": str(self.sweep_lag_seconds),
             "UNKNOWN_OUTCOME_SECONDS": str(self.unknown_outcome_seconds),
             "ACCOUNT_ERROR_SECONDS": str(self.account_error_seconds),
             "BACKOFF_BASE_SECONDS": str(self.backoff_base_seconds),

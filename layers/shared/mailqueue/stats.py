@@ -4,10 +4,10 @@
 - the dead letters: one GetQueueAttributes call per dead-letter queue;
 - the held emails: emails an error of the SES account or configuration holds (sending paused, an
   identity not verified). The sender records them as ``retrying``, the last step of their history
-  saying ``held:`` (see ``mailqueue.sending``). The by-status index does not project the history, so
-  the newest retrying emails are listed from it (one query a shard) and read one by one, up to
-  ``held_read_limit`` of them: a bounded cost (about 80 read units at most), and a lower bound, said
-  so, when more emails are retrying.
+  saying ``held:`` (see ``mailqueue.sending``). The retrying emails are listed as ``GET /emails``
+  lists them (from ``by-deadline``, the next to be tried first, whole status records read in
+  batches), up to ``held_read_limit`` of them: a bounded cost (about 50 read units at most), and a
+  lower bound, said so, when more emails are retrying.
 """
 
 from __future__ import annotations
@@ -61,15 +61,10 @@ class Stats:
         )
 
     def held(self) -> HeldEmails:
-        """The held emails among the newest ``held_read_limit`` retrying ones."""
+        """The held emails among the first ``held_read_limit`` retrying ones, the next to be tried first."""
         listed, _ = self.store.list_by_status(Status.RETRYING.value, self.held_read_limit + 1, None)
         read = listed[: self.held_read_limit]
-        held = []
-        for item in read:
-            # Eventually consistent: half the cost, and a step a second old tells the same.
-            record = self.store.get(str(item["pk"]), consistent=False)
-            if record is not None and is_held(record):
-                held.append(record)
+        held = [record for record in read if is_held(record)]
         by_code = Counter(_code(record) or "unknown" for record in held)
         return HeldEmails(
             count=len(held),

@@ -369,7 +369,8 @@ class EmailStore:
         found: list[dict[str, Any]] = []
         examined = 0
         while True:
-            heads = [self._newest_arrivals(shard, before, _GET_LIMIT) for shard in range(self.settings.deadline_shards)]
+            page = max(1, min(_GET_LIMIT, _LIST_SCAN_LIMIT - examined))
+            heads = [self._newest_arrivals(shard, before, page) for shard in range(self.settings.deadline_shards)]
             # Every shard's ids above the highest last id of a shard with more were read: those are complete.
             bound = max((ids[-1] for ids, more in heads if more), default=None)
             candidates = sorted(
