@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
 import time
 from typing import Any
@@ -101,7 +102,10 @@ def _canned(operation: str, params: dict[str, Any], samples: dict[str, Any]) -> 
         item["pk"] = params["Key"]["pk"]
         return {"Item": item}
     if operation == "UpdateItem":
-        status = params["ExpressionAttributeValues"][":to"]["S"]
+        # The value the update sets the status to: "#status = :v0, ..." (see EmailStore.apply).
+        placeholder = re.search(r"#status = (:\w+)", params["UpdateExpression"])
+        assert placeholder is not None, params["UpdateExpression"]
+        status = params["ExpressionAttributeValues"][placeholder.group(1)]["S"]
         item = dict(samples[status])
         item["pk"] = params["Key"]["pk"]
         return {"Attributes": item}

@@ -500,6 +500,10 @@ def analyse(life: LifecycleResult, template: dict[str, Any], prices: dict[str, A
             n["retry"],
         ),
         "SES events: Send and Delivery (events function)": (select(life, "delivery", {EVENTS}), n["delivery"]),
+        "sweep: each email examined once (requeue function)": (
+            select(life, "sweep", {"RequeueFunction"}),
+            max(1, life.swept),
+        ),
     }
     calls = {label: calls_per_email(sel, count) for label, (sel, count) in selections.items()}
     pieces = {label: per_email(sel, count) for label, (sel, count) in selections.items()}
@@ -523,7 +527,11 @@ def analyse(life: LifecycleResult, template: dict[str, Any], prices: dict[str, A
     idle_run = per_email(idle_selection, max(1, len(idle)))
 
     send = pieces["send (sender + event source)"]
-    delivery = pieces["SES events: Send and Delivery (events function)"]
+    # Every email is swept once, whatever its path: its share of the requeue function's sweep goes with delivery.
+    delivery = (
+        pieces["SES events: Send and Delivery (events function)"]
+        + pieces["sweep: each email examined once (requeue function)"]
+    )
     retry_extra = pieces["retried email: first attempt, requeue and second attempt"] + send.scaled(-1)
     pacing = pacing_wait(template, durations["send (sender + event source)"], memory["SenderFunction"])
     paths = {
@@ -672,6 +680,8 @@ def capacity(template: dict[str, Any], analysis: dict[str, Any], limits: dict[st
     paths = analysis["paths_per_email"]
     wru_per_email = paths["batch"]["dynamodb_wru"]
     spread = analysis["index_wru_per_email_by_partition_group"]
+    # Index write units per email on the normal path, busiest partition group of each index (0: untouched).
+    arrival_group = max(spread.get("EmailsTable/by-arrival", {"shard": 0.0}).values())
     deadline_group = max(spread.get("EmailsTable/by-deadline", {"shard": 0.0}).values())
     status_group = max(spread.get("EmailsTable/by-status", {"-": 0.0}).values())
     suppression_rru = analysis["capacity_per_email"]["enqueue a batch of 100 (POST /emails/batch)"]["dynamodb_rru"]
@@ -702,12 +712,18 @@ def capacity(template: dict[str, Any], analysis: dict[str, Any], limits: dict[st
         ),
         "DynamoDB on-demand table quota (40,000 WRU/s)": limit["dynamodb_on_demand_table_wru_per_second"]
         / wru_per_email,
-        f"DynamoDB by-deadline index partitions ({deadline_shards} shards)": (
-            limit["dynamodb_partition_wru_per_second"] * deadline_shards / max(deadline_group, 1e-9)
-        ),
-        f"DynamoDB by-status index, busiest status ({status_shards} shards)": (
-            limit["dynamodb_partition_wru_per_second"] * status_shards / max(status_group, 1e-9)
-        ),
+        **{
+            f"DynamoDB {index} index partitions ({shards} shards)": (
+                limit["dynamodb_partition_wru_per_second"] * shards / group
+            )
+            for index, shards, group in (
+                ("by-arrival", deadline_shards, arrival_group),
+                ("by-deadline", deadline_shards, deadline_group),
+                ("by-status, busiest status", status_shards, status_group),
+            )
+            # An index the normal path does not write sets no ceiling on it.
+            if group > 0
+        },
         "DynamoDB suppression list partition (one recipient an email)": (
             limit["dynamodb_partition_rru_per_second"] / max(suppression_rru, 1e-9)
         ),
@@ -735,7 +751,7 @@ def capacity(template: dict[str, Any], analysis: dict[str, Any], limits: dict[st
                 queues * sender_concurrency + needed * function_seconds["single"]
             ),
             "DynamoDB write units a second": round(needed * wru_per_email),
-            "DEADLINE_SHARDS": max(deadline_shards, math.ceil(needed * deadline_group / 1000)),
+            "DEADLINE_SHARDS": max(deadline_shards, math.ceil(needed * max(arrival_group, deadline_group) / 1000)),
             "STATUS_SHARDS": max(status_shards, math.ceil(needed * status_group / 1000)),
             "suppression list reads a second (RRU, one recipient an email)": round(needed * suppression_rru),
             "infrastructure USD a day, batch path": round(
@@ -756,6 +772,7 @@ def capacity(template: dict[str, Any], analysis: dict[str, Any], limits: dict[st
             "sender_ms_per_email": active_ms,
             "emails_per_second_one_sender_invocation": round(per_invocation_max, 1),
             "dynamodb_wru_per_email": wru_per_email,
+            "by_arrival_wru_per_email_busiest_group": arrival_group,
             "by_deadline_wru_per_email_busiest_group": deadline_group,
             "by_status_wru_per_email_busiest_group": status_group,
             "suppression_rru_per_email": suppression_rru,

@@ -674,7 +674,11 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("id")
     status.set_defaults(run=cmd_status)
 
-    listing = commands.add_parser("list", parents=[common], help="emails in one status, newest first")
+    listing = commands.add_parser(
+        "list",
+        parents=[common],
+        help="emails in one status (next due first for scheduled and retrying, else newest first)",
+    )
     listing.add_argument("--status", required=True, choices=STATUSES)
     listing.add_argument("--limit", type=_page_size, default=20, metavar="1-100")
     listing.add_argument("--cursor")

@@ -149,7 +149,11 @@ def get_email(email_id: str) -> EmailView:
     return mailqueue.get(email_id)
 
 
-@app.get("/emails", responses=answers(200, "A page of emails", EmailList), summary="Emails in one status, newest first")
+@app.get(
+    "/emails",
+    responses=answers(200, "A page of emails", EmailList),
+    summary="Emails in one status (scheduled and retrying: next due first; the others newest first)",
+)
 def list_emails(
     status: Annotated[str, Query(description="One of scheduled, queued, sending, retrying, sent, delivered, …")],
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
