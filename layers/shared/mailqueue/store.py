@@ -538,7 +538,9 @@ class EmailStore:
         Returns the new record; raises :class:`ConditionFailed` with the current one when the guard fails.
         """
         update = _Expression()
-        update.set("status", change.to.value)
+        # Named placeholders for the status and the guards: the request says what it does (the chaos run's
+        # fault hooks and the bench's stubs read them).
+        update.set("status", change.to.value, "to")
         update.set("updated_at", clock.iso(now))
         entry = history_entry(change.to, now, change.reason)
         if change.history is not None:
@@ -574,17 +576,20 @@ class EmailStore:
         # a record that has none (enqueued before sequences existed) from zero.
         update.adds.append(f"{update.name(SEQUENCE)} {update.value(1)}")
 
-        statuses = [update.value(value) for value in sorted({Status(source).value for source in guard.statuses})]
+        statuses = [
+            update.value(value, f"from{index}")
+            for index, value in enumerate(sorted({Status(source).value for source in guard.statuses}))
+        ]
         conditions = [f"{update.name('status')} IN ({', '.join(statuses)})"]
-        for attribute, operator, seen in (
-            ("claim_token", "=", guard.claim_token),
-            ("deadline", "=", guard.deadline),
-            ("updated_at", "=", guard.updated_at),
-            ("attempts", "<", guard.attempts_below),
-            ("attempts", ">=", guard.attempts_at_least),
+        for attribute, operator, seen, name in (
+            ("claim_token", "=", guard.claim_token, "claim_token"),
+            ("deadline", "=", guard.deadline, "seen_deadline"),
+            ("updated_at", "=", guard.updated_at, "seen_updated_at"),
+            ("attempts", "<", guard.attempts_below, "attempts_below"),
+            ("attempts", ">=", guard.attempts_at_least, "attempts_at_least"),
         ):
             if seen is not None:
-                conditions.append(f"{update.name(attribute)} {operator} {update.value(seen)}")
+                conditions.append(f"{update.name(attribute)} {operator} {update.value(seen, name)}")
         return self.update_status(email_id, update.text(), " AND ".join(conditions), update.names, update.values)
 
     def index_deadline(self, email_id: str, status: str, deadline: str) -> tuple[bool, dict[str, Any] | None]:
@@ -640,13 +645,14 @@ class _Expression:
         self.names[placeholder] = attribute
         return placeholder
 
-    def value(self, value: Any) -> str:
-        placeholder = f":v{len(self.values)}"
+    def value(self, value: Any, name: str | None = None) -> str:
+        """A placeholder for ``value``: ``:name`` when given (what a request's reader looks for), else numbered."""
+        placeholder = f":{name}" if name else f":v{len(self.values)}"
         self.values[placeholder] = value
         return placeholder
 
-    def set(self, attribute: str, value: Any) -> None:
-        self.sets.append(f"{self.name(attribute)} = {self.value(value)}")
+    def set(self, attribute: str, value: Any, name: str | None = None) -> None:
+        self.sets.append(f"{self.name(attribute)} = {self.value(value, name)}")
 
     def remove(self, attribute: str) -> None:
         self.removes.append(self.name(attribute))
