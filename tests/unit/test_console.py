@@ -484,3 +484,15 @@ def test_the_server_listens_on_loopback_only(api: FakeApi) -> None:
         answer = requests.get(f"{server.url}static/console.css", timeout=10)
         assert answer.status_code == 200
         assert answer.headers["Content-Type"].startswith("text/css")
+
+
+def test_a_list_of_short_pages_that_go_on_is_read_up_to_a_bound(api: FakeApi) -> None:
+    # A status the API lists by scanning can answer empty pages that still carry a cursor (few such emails
+    # among many): the console stops after a bounded number of requests and says there may be more.
+    api.answers[("GET", "/emails")] = (200, {"emails": [], "cursor": "more"})
+    client = ConsoleClient(cli.Api("http://127.0.0.1:3000", transport=api))
+
+    found, more = client.all_emails("sending", cap=300)
+
+    assert (found, more) == ([], True)
+    assert api.calls.count(("GET", "/emails")) == 6

@@ -74,21 +74,27 @@ class ConsoleClient:
         return body
 
     def emails(self, status: str, limit: int = 20, cursor: str | None = None) -> Page:
-        """One page of emails in ``status``, newest first."""
+        """One page of emails in ``status``, in the API's order (newest first; scheduled, retrying: next due first)."""
         body = self._call("GET", "/emails", {"status": status, "limit": limit, "cursor": cursor}).body
         return Page(list(body.get("emails") or []), body.get("cursor"))
 
     def all_emails(self, status: str, cap: int) -> tuple[list[dict[str, Any]], bool]:
-        """The newest emails in ``status``, up to about ``cap`` of them; True when there are more."""
+        """The first emails in ``status``, up to about ``cap`` of them; True when there may be more.
+
+        A page of a status the API lists by scanning can be short, even empty, and still go on (see the
+        API's list route): the requests are capped as well, at twice what ``cap`` emails take.
+        """
         found: list[dict[str, Any]] = []
         cursor: str | None = None
+        requests = 0
         while True:
             page = self.emails(status, BATCH_SIZE, cursor)
+            requests += 1
             found += page.items
             cursor = page.cursor
             if not cursor:
                 return found, False
-            if len(found) >= cap:
+            if len(found) >= cap or requests >= 2 * max(1, cap // BATCH_SIZE):
                 return found, True
 
     def cancel(self, email_id: str) -> Outcome:

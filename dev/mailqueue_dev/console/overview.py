@@ -1,11 +1,12 @@
 """The queue at a glance: counts by status and recent emails from the API's lists, the rest from GET /stats.
 
-The API lists emails by status, newest first, 100 a page, each with its status, times, first recipient
-and subject (not its history nor its last error). The overview pages through each status up to a cap
-and counts what it read, so a status past the cap is shown as "at least" and so are the figures drawn
-from it. The send rate needs the time of each email's ``sent`` step, in its history: the emails SES
-accepted in the last minute are among those updated in the last minute (an email's update time is never
-before its send), and those are read one by one, up to a cap of their own.
+The API lists emails by status (newest first; scheduled and retrying ones next due first), 100 a page,
+each with its status, times, first recipient and subject (not its history nor its last error). The
+overview pages through each status up to a cap and counts what it read, so a status past the cap is
+shown as "at least" and so are the figures drawn from it. The send rate needs the time of each email's
+``sent`` step, in its history: the emails SES accepted in the last minute are among those updated in the
+last minute (an email's update time is never before its send), and those are read one by one, up to a
+cap of their own.
 
 GET /stats gives what the lists cannot: the stack's SendRate, the dead letters, and the emails an error
 of the SES account or configuration holds. Against an API without that route (a stack deployed before
