@@ -433,9 +433,10 @@ def test_the_history_stays_within_its_bound_on_the_events_path(api, handler):
     )
     assert len(store.get(email_id)["history"]) == HISTORY_LIMIT
 
-    # When SES's events settle it and follow it
+    # When SES's events settle it and follow it, the history never outgrows its bound on the way
     for name in ("send", "delivery", "bounce-permanent", "complaint"):
         handler(sample(name, email_id))
+        assert len(store.get(email_id)["history"]) <= HISTORY_LIMIT, name
 
     # Then the history keeps its first entry and the latest ones, never more than the bound
     email = store.get(email_id)
@@ -443,3 +444,39 @@ def test_the_history_stays_within_its_bound_on_the_events_path(api, handler):
     assert len(email["history"]) <= HISTORY_LIMIT
     assert email["history"][0]["reason"] == "accepted"
     assert [entry["status"] for entry in email["history"]][-4:] == ["sent", "delivered", "bounced", "complained"]
+
+
+def test_a_sent_email_s_delivery_is_one_guarded_write_and_no_read(api, context):
+    module = load_handler("ses_events")
+    email_id = email_in(api, Status.SENT)
+    client = module.events.store._client
+    calls: list[str] = []
+
+    def count(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    client.meta.events.register("before-call.dynamodb", count, unique_id="count-delivery-calls")
+    try:
+        result = module.handler(sample("delivery", email_id), context.invocation())
+    finally:
+        client.meta.events.unregister("before-call.dynamodb", unique_id="count-delivery-calls")
+
+    assert result == {"event_type": "Delivery", "email_id": email_id, "result": "applied"}
+    assert calls == ["UpdateItem"]
+    email = read(api, email_id)
+    assert email["status"] == "delivered"
+    assert email["ses_message_id"] == "0100-first"
+    assert [entry["status"] for entry in email["history"]][-2:] == ["sent", "delivered"]
+
+
+def test_a_delivery_that_finds_the_email_elsewhere_settles_from_the_record_its_write_returned(api, context):
+    # The sender has not recorded the send yet (SES's delivery came first): the blind write fails, and the
+    # record it returns shows the email sending; a delivery proves SES accepted it, so it is settled.
+    module = load_handler("ses_events")
+    email_id = email_in(api, Status.SENDING)
+
+    result = module.handler(sample("delivery", email_id), context.invocation())
+
+    assert result["result"] == "applied"
+    email = read(api, email_id)
+    assert [entry["status"] for entry in email["history"]][-3:] == ["sending", "sent", "delivered"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from mailqueue import clock
 from mailqueue.ids import is_email_id
-from mailqueue.statemachine import Change, Guard, Status, transition
+from mailqueue.statemachine import HISTORY_LIMIT, Change, Guard, Status, transition
 from mailqueue.store import ConditionFailed, EmailStore, SuppressionList
 
 # Statuses an event may move an email out of, and where to.
@@ -135,8 +135,21 @@ class DeliveryEvents:
                 "foreign" if event_type not in OUTCOMES else "unknown-email",
                 suppressed=suppressed,
             )
+        record: dict[str, Any] | None = None
+        known = False
+        if event_type == "Delivery":
+            # Most events are a sent email's delivery: one guarded write, no read first. When the email is
+            # elsewhere (or its history full), the failed write returns the record to settle from.
+            try:
+                record = self._deliver_blind(email_id, detail, now)
+            except ConditionFailed as failed:
+                record, known = failed.current, True
+            else:
+                return Outcome(event_type, email_id, "applied", record["status"], suppressed=suppressed)
         for _ in range(SETTLE_ATTEMPTS):
-            record = self.store.get(email_id)
+            if not known:
+                record = self.store.get(email_id)
+            known = False
             if record is None:
                 return Outcome(event_type, email_id, "unknown-email", suppressed=suppressed)
             try:
@@ -181,6 +194,16 @@ class DeliveryEvents:
         record = self._write(record, target, reason, extra, now)
         bounce_type = extra.get("bounce", {}).get("type")
         return Outcome(event_type, email_id, "applied", record["status"], bounce_type, suppressed)
+
+    def _deliver_blind(self, email_id: str, detail: dict[str, Any], now: datetime) -> dict[str, Any]:
+        """sent -> delivered without a read: the history appended, guarded to stay within its bound."""
+        message_id = str(detail.get("mail", {}).get("messageId", ""))
+        change = Change(
+            Status.DELIVERED,
+            reason=_reason("Delivery", detail)[0],
+            set_if_absent={"ses_message_id": message_id} if message_id else {},
+        )
+        return transition(self.store, email_id, Guard({Status.SENT}, history_below=HISTORY_LIMIT), change, now)
 
     def _write(
         self,

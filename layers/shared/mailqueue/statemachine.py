@@ -105,6 +105,8 @@ class Change:
     deadline: datetime | None = None
     attempts_delta: int = 0
     set: dict[str, Any] = field(default_factory=dict)
+    # Attributes written only where the record has none yet.
+    set_if_absent: dict[str, Any] = field(default_factory=dict)
     remove: tuple[str, ...] = ()
     # When the caller holds the current history (it has the claim), it rewrites it trimmed;
     # otherwise the entry is appended, and the next sender outcome trims it.
@@ -122,6 +124,8 @@ class Guard:
     updated_at: str | None = None
     attempts_below: int | None = None
     attempts_at_least: int | None = None
+    # The history holds fewer entries than this: one can be appended without reading it, within its bound.
+    history_below: int | None = None
 
 
 def transition(store: EmailStore, email_id: str, guard: Guard, change: Change, now: datetime) -> dict[str, Any]:

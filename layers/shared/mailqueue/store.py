@@ -570,6 +570,9 @@ class EmailStore:
             update.sets.append(f"{attempts} = {attempts} + {update.value(change.attempts_delta)}")
         for attribute, value in change.set.items():
             update.set(attribute, value)
+        for attribute, value in change.set_if_absent.items():
+            name = update.name(attribute)
+            update.sets.append(f"{name} = if_not_exists({name}, {update.value(value)})")
         for attribute in change.remove:
             update.remove(attribute)
         # The email's sequence counts every change, in the same write (see mailqueue.notifications); ADD starts
@@ -590,6 +593,9 @@ class EmailStore:
         ):
             if seen is not None:
                 conditions.append(f"{update.name(attribute)} {operator} {update.value(seen, name)}")
+        if guard.history_below is not None:
+            history_size = f"size({update.name('history')})"
+            conditions.append(f"{history_size} < {update.value(guard.history_below, 'history_below')}")
         return self.update_status(email_id, update.text(), " AND ".join(conditions), update.names, update.values)
 
     def index_deadline(self, email_id: str, status: str, deadline: str) -> tuple[bool, dict[str, Any] | None]:
