@@ -57,7 +57,8 @@ FUNCTIONS = (
 
 GOALS = {
     "batch_path_usd_per_million": 5.0,
-    "single_path_usd_per_million": 10.0,
+    "single_path_usd_per_million": 7.0,
+    "dynamodb_wru_per_email_life": 6.0,
     "init_to_floor_ratio": 1.3,
     "sender_cpu_ms_per_email": 1.0,
 }
@@ -546,6 +547,12 @@ def analyse(life: LifecycleResult, template: dict[str, Any], prices: dict[str, A
     pacing_cost = units.cost_per_million(units.Usage(lambda_gb_seconds=pacing["gb_seconds_per_email"]), prices)
     ses = units.ses_cost_per_million(prices)
     totals = {name: sum(lines.values()) for name, lines in costs.items()}
+    provisioned = {
+        name: round(sum(units.provisioned_cost_per_million(usage, prices).values()), 3) for name, usage in paths.items()
+    }
+    # An email's own writes over its normal life (enqueued in a batch, sent, delivered), without the sweep's
+    # cursor, which is written once a page of up to 100 emails per shard, not per email.
+    own_life = pieces["enqueue a batch of 100 (POST /emails/batch)"] + send + pieces[_EVENTS_STEP]
 
     return {
         "emails_per_phase": n,
@@ -563,6 +570,8 @@ def analyse(life: LifecycleResult, template: dict[str, Any], prices: dict[str, A
             label: round(sum(units.cost_per_million(usage, prices).values()), 4) for label, usage in pieces.items()
         },
         "cost_totals_usd_per_million_emails": {name: round(total, 3) for name, total in totals.items()},
+        "cost_totals_usd_per_million_emails_provisioned_dynamodb": provisioned,
+        "dynamodb_wru_per_email_life": round(own_life.dynamodb_wru, 3),
         "ses_usd_per_million_emails": ses,
         "infra_share_of_ses_fee": {name: round(total / ses, 4) for name, total in totals.items()},
         "retried_email_extra_usd_per_million": round(sum(units.cost_per_million(retry_extra, prices).values()), 3),
@@ -847,6 +856,8 @@ def report(results: dict[str, Any]) -> str:
     services = list(next(iter(costs.values())))
     rows = [[service, *(f"{costs[path][service]:.3f}" for path in costs)] for service in services]
     rows.append(["TOTAL infrastructure", *(f"{a['cost_totals_usd_per_million_emails'][p]:.3f}" for p in costs)])
+    provisioned = a["cost_totals_usd_per_million_emails_provisioned_dynamodb"]
+    rows.append(["  with DynamoDB provisioned (70% use)", *(f"{provisioned[p]:.3f}" for p in costs)])
     rows.append(["  share of SES's fee", *(f"{100 * a['infra_share_of_ses_fee'][p]:.1f}%" for p in costs)])
     rows.append(["SES ($0.10 per 1,000)", *(f"{a['ses_usd_per_million_emails']:.2f}" for _ in costs)])
     out.append(_table("Cost per million emails (USD, us-east-1, " + results["prices_as_of"] + ")", ["", *costs], rows))
@@ -956,6 +967,9 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     checks += [
         (f"init / floor, {name}", c["ratio"], GOALS["init_to_floor_ratio"]) for name, c in results["cold_start"].items()
     ]
+    checks.append(
+        ("DynamoDB WRU per email life", a["dynamodb_wru_per_email_life"], GOALS["dynamodb_wru_per_email_life"])
+    )
     sender = results["warm_cpu"]["sender, batches of 10"]["cpu_ms_per_email"]
     checks.append(("sender CPU ms per email", sender, GOALS["sender_cpu_ms_per_email"]))
     return [

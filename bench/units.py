@@ -266,6 +266,25 @@ def cost_per_million(usage: Usage, prices: Mapping[str, Any]) -> dict[str, float
     }
 
 
+# Auto scaling's usual target: provisioned units are paid for whether used or not.
+PROVISIONED_UTILIZATION = 0.7
+
+
+def provisioned_cost_per_million(usage: Usage, prices: Mapping[str, Any]) -> dict[str, float]:
+    """``cost_per_million`` with DynamoDB on provisioned capacity, a steady load at ``PROVISIONED_UTILIZATION``:
+    a unit a second for an hour is 3,600 units, of which that share is used."""
+    costs = cost_per_million(usage, prices)
+    units_per_unit_hour = 3600 * PROVISIONED_UTILIZATION
+    million = 1_000_000
+    costs["DynamoDB writes"] = (
+        usage.dynamodb_wru * million / units_per_unit_hour * price(prices, "dynamodb_provisioned_per_wcu_hour")
+    )
+    costs["DynamoDB reads"] = (
+        usage.dynamodb_rru * million / units_per_unit_hour * price(prices, "dynamodb_provisioned_per_rcu_hour")
+    )
+    return costs
+
+
 def ses_cost_per_million(prices: Mapping[str, Any]) -> float:
     """SES's own fee for a million emails."""
     return 1000 * price(prices, "ses_per_thousand_emails")

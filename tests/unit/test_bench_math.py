@@ -282,3 +282,18 @@ def test_each_record_the_notify_function_is_handed_is_one_status_event():
     assert usage.status_events == pytest.approx(1.0)
     assert usage.lambda_requests == pytest.approx(0.2)
     assert usage.eventbridge_events == 0
+
+
+def test_provisioned_capacity_prices_dynamodb_by_unit_hours_at_seventy_percent_use():
+    usage = Usage(dynamodb_wru=6, dynamodb_rru=4, lambda_requests=2)
+    on_demand = units.cost_per_million(usage, PRICES)
+
+    provisioned = units.provisioned_cost_per_million(usage, PRICES)
+
+    # A million write units at 70% of a provisioned unit: 1e6 / (3,600 x 0.7) unit-hours of $0.00065.
+    assert provisioned["DynamoDB writes"] == pytest.approx(6 * 1e6 / 2520 * 0.00065)
+    assert provisioned["DynamoDB reads"] == pytest.approx(4 * 1e6 / 2520 * 0.00013)
+    assert provisioned["DynamoDB writes"] < on_demand["DynamoDB writes"]
+    assert {k: v for k, v in provisioned.items() if not k.startswith("DynamoDB")} == {
+        k: v for k, v in on_demand.items() if not k.startswith("DynamoDB")
+    }
