@@ -699,6 +699,7 @@ def capacity(template: dict[str, Any], analysis: dict[str, Any], limits: dict[st
         "single": (ms["enqueue one (POST /emails)"] + ms[_EVENTS_STEP]) / 1000,
     }
     requeue_ms = ms["requeue of a retried email (requeue function)"]
+    sweep_ms = ms["sweep: each email examined once (requeue function)"]
 
     per_second = {
         "SES send rate (SendRate), both queues busy": send_rate,
@@ -738,6 +739,10 @@ def capacity(template: dict[str, Any], analysis: dict[str, Any], limits: dict[st
         ),
         "requeue function, scheduled and retried emails (one run a minute)": (
             (requeue_timeout - RESERVE_SECONDS) * 1000 / requeue_ms / 60
+        ),
+        # Every email is swept once: a run must examine a minute's enqueues in its time.
+        "requeue function's sweep, every email examined once (one run a minute)": (
+            (requeue_timeout - RESERVE_SECONDS) * 1000 / max(sweep_ms, 1e-9) / 60
         ),
     }
     ceilings = {
@@ -786,6 +791,7 @@ def capacity(template: dict[str, Any], analysis: dict[str, Any], limits: dict[st
             "by_status_wru_per_email_busiest_group": status_group,
             "suppression_rru_per_email": suppression_rru,
             "requeue_ms_per_email": requeue_ms,
+            "sweep_ms_per_email": sweep_ms,
         },
         "ceilings_at_defaults": ceilings,
         "binding_ceiling_at_defaults": min(ceilings, key=lambda name: ceilings[name]["emails_per_second"]),
