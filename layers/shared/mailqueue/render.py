@@ -3,7 +3,8 @@
 Every email is sent as SES v2 ``Raw`` content, so there is one path for all of them and the local
 outbox holds byte for byte what SES got. The message is built with ``EmailMessage`` under the SMTP
 policy: CRLF line endings, headers folded to 78 characters, non-ASCII subjects, display names and
-custom header values as RFC 2047 encoded words, non-ASCII attachment names as RFC 2231 parameters,
+custom header values as RFC 2047 encoded words (a subject or custom header that needs any is written
+as encoded words whole, see ``_set_text``), non-ASCII attachment names as RFC 2231 parameters,
 and bodies quoted-printable or base64 whenever they are not short-lined ASCII, so no line of the
 message is ever longer than SMTP's 998 characters.
 
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
-from email.headerregistry import Address, HeaderRegistry
+from email.charset import Charset
+from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 from typing import Any
@@ -31,6 +35,12 @@ from mailqueue.packing import unpack
 
 # Lines longer than this break SMTP (RFC 5321 §4.5.3.1.6: 998 characters plus CRLF).
 MAX_LINE = 998
+# Header lines are folded at this length (RFC 5322 §2.1.1), and no encoded word is longer than 75 (RFC 2047 §2).
+HEADER_LINE = 78
+ENCODED_WORD_MAX = 75
+_UTF8 = Charset("utf-8")
+# Unfolding (RFC 5322 §2.2.3): each line break followed by whitespace is removed.
+_UNFOLD = re.compile(r"\r\n(?=[ \t])")
 
 
 class _HeaderClasses(HeaderRegistry):
@@ -59,7 +69,8 @@ class _HeaderClasses(HeaderRegistry):
 
 # The SMTP policy (CRLF, folding at 78), with the registry above. Address headers are written
 # already folded (see ``_mailboxes``) and kept as written.
-_POLICY = policy.SMTP.clone(header_factory=_HeaderClasses(), refold_source="none")
+_HEADERS = _HeaderClasses()
+_POLICY = policy.SMTP.clone(header_factory=_HEADERS, refold_source="none")
 
 
 class RenderError(Exception):
@@ -136,9 +147,9 @@ def _render(
         message.set_raw("Cc", _mailboxes(cc))
     if reply_to:
         message.set_raw("Reply-To", _mailboxes(reply_to))
-    message["Subject"] = _header_text("the subject", content["subject"])
+    _set_text(message, "Subject", _header_text("the subject", content["subject"]))
     for name, value in (content.get("headers") or {}).items():
-        message[name] = _header_text(f"the header {name}", value, allow_tab=True)
+        _set_text(message, name, _header_text(f"the header {name}", value, allow_tab=True))
 
     text, html = content.get("text"), content.get("html")
     if text is None and html is not None:
@@ -200,6 +211,44 @@ def _header_text(what: str, value: Any, allow_tab: bool = False) -> str:
     if problem:
         raise RenderError(f"{what} {problem}")
     return text
+
+
+def _set_text(message: EmailMessage, name: str, text: str) -> None:
+    """Set header ``name`` to ``text`` (checked by ``_header_text``) so that readers show exactly ``text``.
+
+    Folded by the email package when its folding only puts line breaks before whitespace (unfolding then
+    gives ``text`` back). Otherwise its folding can change what readers show: when it needs encoded words
+    (non-ASCII text, or a word too long for a line), the space before an encoded word at a line break is
+    lost or doubled, or two encoded words are written with nothing between them; after a header name of
+    76 characters, the value starts on the next line and reads with a leading space (Python 3.11 and 3.13
+    alike). Such a value is written as encoded words only, from its first character to its last, one a
+    line: every space is inside a word, and the line breaks between words are dropped by every RFC 2047
+    reader (§6.2). Structured headers (addresses, dates) are left to the package's own rules.
+    """
+    if not issubclass(_HEADERS[name], UnstructuredHeader):
+        message[name] = text
+        return
+    if text.isascii():  # non-ASCII text always needs encoded words (and the package's folding of them is slow)
+        header = _HEADERS(name, text)
+        folded = header.fold(policy=_POLICY)
+        # The value must start on the header's own line: Python's parser reads the break before it as a space.
+        value_line = folded.startswith(f"{name}: ")
+        if value_line and _UNFOLD.sub("", folded.removesuffix(_POLICY.linesep)) == f"{name}: {text}":
+            message[name] = header  # the email package keeps a header object given for its own name
+            return
+    message.set_raw(name, "\n ".join(_encoded_words(len(name) + 2, text)))
+
+
+def _encoded_words(taken: int, text: str) -> list[str]:
+    """``text`` as UTF-8 encoded words, the first fitting after ``taken`` characters of its line, the others
+    each on a line of its own (after one space): never a multi-byte character split between two words."""
+    # A long header name leaves little room on the first line: it then runs past 78 characters (a SHOULD
+    # of RFC 5322), far below SMTP's 998.
+    first = max(min(HEADER_LINE - taken, ENCODED_WORD_MAX), ENCODED_WORD_MAX // 2)
+    rest = min(HEADER_LINE - 1, ENCODED_WORD_MAX)
+    words = _UTF8.header_encode_lines(text, itertools.chain([first], itertools.repeat(rest)))
+    # None stands for a first line with no room for a word: the first word is then written on it all the same.
+    return [word for word in words if word is not None]
 
 
 def _mailboxes(boxes: list[Address]) -> str:
