@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-SERVICES = ("dynamodb", "sqs", "sesv2", "s3")
+SERVICES = ("dynamodb", "sqs", "sesv2", "s3", "events", "secretsmanager")
 
 
 def init(module: str) -> dict[str, Any]:

@@ -53,6 +53,7 @@ FUNCTIONS = (
     ("RequeueFunction", "requeue", "functions/requeue"),
     (EVENTS, "ses_events", "functions/events"),
     (NOTIFY, "notify", "functions/notify"),
+    ("WebhookFunction", "webhook", "functions/webhook"),
 )
 
 GOALS = {
