@@ -1,7 +1,9 @@
 """The HTTP API: accept emails, show them, cancel and retry them. Routes only; the work is in mailqueue.service."""
 
+from collections.abc import Callable
+from functools import cache
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 from urllib.parse import unquote
 
 from aws_lambda_powertools import Logger, Metrics
@@ -11,22 +13,11 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyInconsistentStateError,
-    IdempotencyPersistenceLayerError,
-    IdempotencyValidationError,
-)
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 from mailqueue import aws, budget, tracing
 from mailqueue.blobs import BlobStore
-from mailqueue.errors import FieldError, IdempotencyConflict, MailqueueError
+from mailqueue.errors import FieldError, IdempotencyConflict, MailqueueError, Unavailable
 from mailqueue.models import (
     BatchRequest,
     BatchResult,
@@ -51,6 +42,9 @@ from mailqueue.web import error_payload, refusal
 from pydantic import BaseModel
 from template_routes import template_router
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
+
 logger = Logger()
 # Powertools' Tracer where the function is traced (botocore alone), a stand-in that imports nothing elsewhere.
 tracer = tracing.tracer()
@@ -71,13 +65,6 @@ app.include_router(template_router(templates))
 # Every AWS call of a request is checked against the time left before API Gateway gives up (mailqueue.budget).
 for _service in ("dynamodb", "sqs", "s3"):
     budget.watch(aws.client(_service))
-# A key is the caller's own: two callers using the same key neither collide nor see each other's answers.
-idempotency = IdempotencyConfig(
-    event_key_jmespath="[caller, key]", payload_validation_jmespath="body", expires_after_seconds=24 * 3600
-)
-idempotency_store = DynamoDBPersistenceLayer(
-    table_name=settings.idempotency_table_name, boto3_client=aws.client("dynamodb")
-)
 
 # Each status and the codes it carries (error.code; each detail has its own code too).
 ERRORS: dict[int, Any] = {
@@ -123,7 +110,7 @@ IdempotencyKey = Annotated[
 @app.post("/emails", responses=answers(202, "Accepted", EnqueueResult), summary="Enqueue one email")
 def enqueue(email: Annotated[EmailRequest, Body()], idempotency_key: IdempotencyKey = None) -> Response[EnqueueResult]:
     if idempotency_key:
-        answer = _enqueue_once(request=_keyed(idempotency_key))
+        answer = _once(lambda idempotent: idempotent.enqueue, idempotency_key)
     else:
         answer = mailqueue.enqueue(email, caller=_caller()).model_dump()
     metrics.add_metric(name="EmailsAccepted", unit=MetricUnit.Count, value=1)
@@ -137,7 +124,7 @@ def enqueue_batch(
     batch: Annotated[BatchRequest, Body()], idempotency_key: IdempotencyKey = None
 ) -> Response[BatchResult]:
     if idempotency_key:
-        answer = _enqueue_batch_once(request=_keyed(idempotency_key))
+        answer = _once(lambda idempotent: idempotent.enqueue_batch, idempotency_key)
     else:
         answer = mailqueue.enqueue_batch(batch.emails, caller=_caller()).model_dump()
     metrics.add_metric(name="EmailsAccepted", unit=MetricUnit.Count, value=answer["accepted"])
@@ -227,6 +214,60 @@ def openapi() -> Response[str]:
 
 # Powertools replays the first answer; the key also binds the emails' ids (Mailqueue.enqueue), so that a
 # repeat after a failure of the idempotency record itself finds the email stored the first time.
+# Powertools' idempotency utility is imported by the first request that carries a key, not at init.
+
+
+class Idempotent(NamedTuple):
+    config: "IdempotencyConfig"
+    store: "DynamoDBPersistenceLayer"
+    enqueue: Callable[..., dict[str, Any]]
+    enqueue_batch: Callable[..., dict[str, Any]]
+
+
+@cache
+def idempotent() -> Idempotent:
+    """The idempotent enqueues, built once per container on the first request with an Idempotency-Key."""
+    from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+
+    # A key is the caller's own: two callers using the same key neither collide nor see each other's answers.
+    config = IdempotencyConfig(
+        event_key_jmespath="[caller, key]", payload_validation_jmespath="body", expires_after_seconds=24 * 3600
+    )
+    store = DynamoDBPersistenceLayer(table_name=settings.idempotency_table_name, boto3_client=aws.client("dynamodb"))
+    once = idempotent_function(data_keyword_argument="request", persistence_store=store, config=config)
+    return Idempotent(config, store, once(_enqueue_once), once(_enqueue_batch_once))
+
+
+def _once(enqueue: Callable[[Idempotent], Callable[..., dict[str, Any]]], key: str) -> dict[str, Any]:
+    """The first answer for this caller's key and body, or the enqueue's own; the utility's errors as ours."""
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (  # noqa: PLC0415
+        IdempotencyAlreadyInProgressError,
+        IdempotencyInconsistentStateError,
+        IdempotencyPersistenceLayerError,
+        IdempotencyValidationError,
+    )
+
+    chosen = idempotent()
+    chosen.config.register_lambda_context(app.lambda_context)
+    try:
+        return enqueue(chosen)(request=_keyed(key))
+    except (IdempotencyValidationError, IdempotencyAlreadyInProgressError) as error:
+        message = (
+            "this Idempotency-Key was used with another body in the last 24 hours"
+            if isinstance(error, IdempotencyValidationError)
+            else "a request with this Idempotency-Key is still in progress; try again shortly"
+        )
+        raise IdempotencyConflict(message, [FieldError("Idempotency-Key", message, IdempotencyConflict.code)]) from None
+    except (IdempotencyPersistenceLayerError, IdempotencyInconsistentStateError):
+        # The idempotency record could not be read or written, before the email was stored or after: either
+        # way a repeat with the same key finds the same email (its id is bound to the key), never a second.
+        logger.exception("the idempotency record could not be kept")
+        message = "mailqueue could not keep this Idempotency-Key's record; send the request again with the same key"
+        raise Unavailable(message, [FieldError("Idempotency-Key", message)]) from None
 
 
 def _keyed(key: str) -> dict[str, Any]:
@@ -241,14 +282,12 @@ def _caller() -> str:
     return str(iam.get("userArn") or iam.get("callerId") or claims.get("sub") or claims.get("client_id") or "")
 
 
-@idempotent_function(data_keyword_argument="request", persistence_store=idempotency_store, config=idempotency)
 def _enqueue_once(request: dict[str, Any]) -> dict[str, Any]:
     key = f"{request['caller']}\n{request['key']}"
     email = EmailRequest.model_validate(request["body"])
     return mailqueue.enqueue(email, key=key, caller=request["caller"], idempotency_key=request["key"]).model_dump()
 
 
-@idempotent_function(data_keyword_argument="request", persistence_store=idempotency_store, config=idempotency)
 def _enqueue_batch_once(request: dict[str, Any]) -> dict[str, Any]:
     key = f"{request['caller']}\nbatch\n{request['key']}"
     emails = BatchRequest.model_validate(request["body"]).emails
@@ -291,26 +330,6 @@ def _invalid_request(error: RequestValidationError) -> Response[Any]:
     return _error(failure.http_status, failure.code, failure.message, failure.details)
 
 
-@app.exception_handler([IdempotencyValidationError, IdempotencyAlreadyInProgressError])
-def _idempotency_conflict(error: Exception) -> Response[Any]:
-    message = (
-        "this Idempotency-Key was used with another body in the last 24 hours"
-        if isinstance(error, IdempotencyValidationError)
-        else "a request with this Idempotency-Key is still in progress; try again shortly"
-    )
-    conflict = IdempotencyConflict(message, [FieldError("Idempotency-Key", message, IdempotencyConflict.code)])
-    return _error(HTTPStatus.CONFLICT, conflict.code, conflict.message, conflict.details)
-
-
-@app.exception_handler([IdempotencyPersistenceLayerError, IdempotencyInconsistentStateError])
-def _idempotency_unavailable(error: Exception) -> Response[Any]:
-    # The idempotency record could not be read or written, before the email was stored or after: either
-    # way a repeat with the same key finds the same email (its id is bound to the key), never a second.
-    logger.exception("the idempotency record could not be kept")
-    message = "mailqueue could not keep this Idempotency-Key's record; send the request again with the same key"
-    return _error(HTTPStatus.SERVICE_UNAVAILABLE, "unavailable", message, [FieldError("Idempotency-Key", message)])
-
-
 @app.exception_handler([BotoCoreError, ClientError])
 def _aws_unavailable(error: Exception) -> Response[Any]:
     logger.exception("AWS call failed")
@@ -341,7 +360,6 @@ def _not_found(_: NotFoundError) -> Response[Any]:
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    idempotency.register_lambda_context(context)
     # API Gateway's limit (the function's timeout, 30 seconds, is no shorter).
     with budget.answering():
         return refusal(event) or app.resolve(event, context)

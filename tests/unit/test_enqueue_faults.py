@@ -167,14 +167,14 @@ def fail_idempotency_calls(api: Any, operation: str) -> list[int]:
             calls.append(1)
             raise ClientError({"Error": {"Code": "InternalServerError", "Message": "down"}}, operation)
 
-    api.module.idempotency_store.client.meta.events.register(
+    api.module.idempotent().store.client.meta.events.register(
         f"before-parameter-build.dynamodb.{operation}", fail, unique_id="failing-idempotency-table"
     )
     return calls
 
 
 def heal_idempotency_calls(api: Any, operation: str) -> None:
-    api.module.idempotency_store.client.meta.events.unregister(
+    api.module.idempotent().store.client.meta.events.unregister(
         f"before-parameter-build.dynamodb.{operation}", unique_id="failing-idempotency-table"
     )
 

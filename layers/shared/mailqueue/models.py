@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -135,7 +134,7 @@ def _check_numbers(value: Any) -> None:
 class Mailbox(BaseModel):
     """One address, with its display name if it had one."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     name: str = ""
     address: str
@@ -161,6 +160,9 @@ class Mailbox(BaseModel):
             raise ValueError(f"address {ENCODED_WORD_REFUSAL}")
         if len(name) > 256:
             raise ValueError("display name is longer than 256 characters")
+        # Imported on the first address checked: it compiles its grammar (a tenth of the API's init).
+        from email_validator import EmailNotValidError, validate_email  # noqa: PLC0415
+
         try:
             checked = validate_email(address.strip(), check_deliverability=False, allow_smtputf8=False)
         except EmailNotValidError as error:
@@ -185,7 +187,7 @@ HeaderValue = Annotated[str, StringConstraints(max_length=998)]
 
 
 class Tag(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     name: str = Field(description="ASCII letters, digits, _ and -; at most 256 characters.")
     value: str = Field(description="ASCII letters, digits, _ and -; at most 256 characters.")
@@ -201,7 +203,7 @@ class Tag(BaseModel):
 class Attachment(BaseModel):
     """A file, either inline (base64 ``content``) or uploaded first through ``POST /attachments`` (``s3_key``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     filename: str = Field(min_length=1, max_length=255)
     content_type: str = Field(default="application/octet-stream", description="A MIME type, e.g. application/pdf.")
@@ -264,7 +266,7 @@ class Attachment(BaseModel):
 class EmailRequest(BaseModel):
     """One email to send."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", populate_by_name=True)
 
     from_: str = Field(
         alias="from",
@@ -454,13 +456,13 @@ class EmailRequest(BaseModel):
 class BatchRequest(BaseModel):
     """Up to 100 emails; each is validated on its own, so one bad email does not sink the others."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     emails: list[dict[str, Any]] = Field(min_length=1, max_length=100, description="Each item is an EmailRequest.")
 
 
 class UploadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     filename: str = Field(min_length=1, max_length=255)
     content_type: str = "application/octet-stream"
@@ -488,12 +490,16 @@ class UploadRequest(BaseModel):
 
 
 class SkippedRecipient(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     field: str = Field(description="to, cc or bcc.")
     address: str
     reason: str = Field(description="Why the address is on the suppression list.")
 
 
 class EnqueueResult(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     id: str
     status: str = Field(description="queued (sent as soon as the send rate allows) or scheduled (send_at later).")
     published: bool = Field(
@@ -514,6 +520,8 @@ class EnqueueResult(BaseModel):
 
 
 class BatchItemResult(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     index: int
     id: str | None = None
     status: str | None = None
@@ -523,24 +531,32 @@ class BatchItemResult(BaseModel):
 
 
 class BatchResult(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     accepted: int
     rejected: int
     results: list[BatchItemResult]
 
 
 class HistoryEntry(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     status: str
     at: str
     reason: str | None = None
 
 
 class Recipients(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     to: list[str] = Field(default_factory=list)
     cc: list[str] = Field(default_factory=list)
     bcc: list[str] = Field(default_factory=list)
 
 
 class EmailView(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     id: str
     status: str
     priority: str
@@ -581,11 +597,15 @@ class EmailView(BaseModel):
 
 
 class EmailList(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     emails: list[EmailView]
     cursor: str | None = Field(default=None, description="Pass it back to get the next page; absent on the last.")
 
 
 class UploadTicket(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     s3_key: str = Field(description="Name it in an email's attachments; only the caller that asked for it can.")
     upload_url: str
     method: str = "POST"
@@ -603,6 +623,8 @@ class UploadTicket(BaseModel):
 
 
 class Suppression(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     address: str
     reason: str
     added_at: str
@@ -610,22 +632,30 @@ class Suppression(BaseModel):
 
 
 class SuppressionPage(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     suppressions: list[Suppression]
     cursor: str | None = None
 
 
 class DeadLetterCount(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     queue: str = Field(description="send, high_priority (the two send queues' dead-letter queues) or events.")
     messages: int = Field(description="Messages in it (SQS's approximate count), those being read included.")
 
 
 class HeldEmail(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     id: str
     to: str | None = Field(default=None, description="The first recipient.")
     code: str | None = Field(default=None, description="SES's error that holds it (its last_error's code).")
 
 
 class HeldEmails(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     count: int = Field(description="Held emails among those read.")
     read: int = Field(description="The retrying emails read to find them, newest first.")
     capped: bool = Field(description="True when more retrying emails exist than were read: count is a lower bound.")
@@ -634,6 +664,8 @@ class HeldEmails(BaseModel):
 
 
 class QueueStats(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     at: str = Field(description="When these figures were read (ISO 8601, UTC).")
     send_rate: float = Field(description="The stack's SendRate: the most emails a second the sender sends.")
     dead_letters: int = Field(description="Messages in all the dead-letter queues.")
@@ -652,18 +684,24 @@ ERROR_CODES = (
 
 
 class ErrorDetail(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     field: str = Field(description="The field or parameter, as the request wrote it: attachments[0].filename.")
     message: str = Field(description="What is wrong with it, and a hint where one helps (did you mean reply_to?).")
     code: str = Field(default="invalid_field", description=f"The kind of mistake: one of {ERROR_CODES}.")
 
 
 class ErrorBody(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     code: str = Field(description=f"The kind of mistake (that of the first detail, if any): one of {ERROR_CODES}.")
     message: str
     details: list[ErrorDetail] = Field(default_factory=list)
 
 
 class ErrorResponse(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     error: ErrorBody
 
 

@@ -28,7 +28,7 @@ TemplateName = Annotated[
 class TemplateRequest(BaseModel):
     """A template's parts, each a Jinja2 template. Saving it makes a new version."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     subject: str = Field(
         min_length=1,
@@ -60,6 +60,8 @@ class TemplateRequest(BaseModel):
 class TemplateView(BaseModel):
     """One version of a template."""
 
+    model_config = ConfigDict(defer_build=True)
+
     name: str
     version: int
     subject: str
@@ -69,6 +71,8 @@ class TemplateView(BaseModel):
 
 
 class TemplateSummary(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     name: str
     latest_version: int
     created_at: str
@@ -76,6 +80,8 @@ class TemplateSummary(BaseModel):
 
 
 class TemplateList(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     templates: list[TemplateSummary]
     cursor: str | None = Field(default=None, description="Pass it back to get the next page; absent on the last.")
 
@@ -83,7 +89,7 @@ class TemplateList(BaseModel):
 class PreviewRequest(BaseModel):
     """The data to render a template with; nothing is sent."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     data: dict[str, Any] = Field(default_factory=dict, description="The template's variables.")
     version: int | None = Field(default=None, ge=1, description="A version; the latest when left out.")
@@ -91,6 +97,8 @@ class PreviewRequest(BaseModel):
 
 class Preview(BaseModel):
     """A template rendered with data, as an email would carry it."""
+
+    model_config = ConfigDict(defer_build=True)
 
     template: str
     template_version: int
