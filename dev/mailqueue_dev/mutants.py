@@ -316,8 +316,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "functions/api/api.py",
         (
             (
-                "    if idempotency_key:\n        answer = _enqueue_once(",
-                "    if False:\n        answer = _enqueue_once(",
+                "    if idempotency_key:\n        answer = _once(lambda idempotent: idempotent.enqueue,",
+                "    if False:\n        answer = _once(lambda idempotent: idempotent.enqueue,",
             ),
         ),
         ("tests/unit/test_api.py",),
