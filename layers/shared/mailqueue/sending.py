@@ -121,6 +121,75 @@ class Report:
     record: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What the sender does after SES answered one call (:func:`decide`).
+
+    ``result`` is what the write makes of the email; ``None``: no write, SES is called again under the same
+    claim (a throttle, with tries and time left for another). A retrying email (``wait_seconds`` set) waits
+    that long; ``attempt_counted`` False gives its attempt back.
+    """
+
+    result: Result | None
+    reason: str = ""
+    wait_seconds: float | None = None
+    attempt_counted: bool = True
+
+    @property
+    def status(self) -> Status | None:
+        """The status written, or None when SES is called again first."""
+        return None if self.result is None else _STATUS_OF[self.result]
+
+
+_STATUS_OF = {
+    Result.SENT: Status.SENT,
+    Result.RETRYING: Status.RETRYING,
+    Result.UNKNOWN: Status.RETRYING,
+    Result.HELD: Status.RETRYING,
+    Result.FAILED: Status.FAILED,
+}
+SEND_AGAIN = Decision(None, "throttled by SES: called again under the same claim")
+
+
+def decide(
+    classified: Classified,
+    attempt: int,
+    settings: Settings,
+    jitter: float,
+    throttles: int = THROTTLE_RETRIES,
+    time_for_another_send: bool = False,
+) -> Decision:
+    """The sender's decision after SES answered ``classified`` at ``attempt`` (from 1) of the email.
+
+    ``jitter`` (uniform in [0, 1)) places a backoff in its window; ``throttles`` counts the throttles
+    already answered under this claim, and ``time_for_another_send`` says whether the claim and the
+    invocation have room for one more call. A pure function: the sender applies what it returns.
+    """
+    outcome, code, limit = classified.outcome, classified.code, settings.max_attempts
+    if outcome is Outcome.ACCEPTED:
+        return Decision(Result.SENT, "accepted by SES")
+    if outcome is Outcome.THROTTLED and throttles < THROTTLE_RETRIES and time_for_another_send:
+        return SEND_AGAIN
+    if outcome is Outcome.TRANSIENT and attempt < limit:
+        delay = backoff_seconds(attempt, settings, lambda: jitter)
+        return Decision(Result.RETRYING, f"{code}: attempt {attempt} of {limit}, next in {delay:.0f}s", delay)
+    if outcome is Outcome.THROTTLED:
+        # A throttle says nothing about the email: wait, without spending an attempt.
+        delay = backoff_seconds(attempt, settings, lambda: jitter)
+        reason = f"{code}: throttled by SES, attempt not counted, next in {delay:.0f}s"
+        return Decision(Result.RETRYING, reason, delay, attempt_counted=False)
+    if outcome is Outcome.UNKNOWN:
+        # Even at the last attempt: SES may have the email, and only a live email can still be
+        # settled as sent by its Send event. The requeue function fails it if none comes.
+        reason = f"outcome unknown ({code}): waiting for SES's Send event before sending again"
+        return Decision(Result.UNKNOWN, reason, float(settings.unknown_outcome_seconds))
+    if outcome is Outcome.ACCOUNT:
+        reason = f"{HELD_PREFIX} {code} is an account or configuration error; attempt not counted"
+        return Decision(Result.HELD, reason, float(settings.account_error_seconds), attempt_counted=False)
+    why = f"{code} at the last attempt ({attempt} of {limit})" if outcome is Outcome.TRANSIENT else code
+    return Decision(Result.FAILED, f"failed: {why}")
+
+
 class NotAccepted(RenderError):
     """The API refused the email (503) while its status write was in doubt; the write landed after all."""
 
@@ -325,7 +394,8 @@ class Sender:
                 return result
             self._count("SendsThrottled")
             self.pacer.throttled(throttle_pause(retry, self.draw))
-            if retry >= THROTTLE_RETRIES or not self._time_for_another_send(claimed, time_left):
+            room = retry < THROTTLE_RETRIES and self._time_for_another_send(claimed, time_left)
+            if decide(result.classified, int(claimed["attempts"]), self.settings, 0.0, retry, room) is not SEND_AGAIN:
                 return result
             retry += 1
 
@@ -451,63 +521,33 @@ class Sender:
     def _record(self, claimed: dict[str, Any], token: str, result: SendResult) -> Report:
         email_id: str = claimed["pk"]
         attempt = int(claimed["attempts"])
-        limit = self.settings.max_attempts
         now = self.now()
         outcome, code = result.outcome, result.classified.code
         # This sender holds the claim, so it rewrites the history it read, trimmed to size.
         history = list(claimed.get("history", []))
-        last_error = {"last_error": result.classified.as_error()}
-        released = ("claim_token",)
-
-        def wait(reason: str, seconds: float, counted: bool = True) -> Change:
-            """Back to retrying until ``seconds`` from now; an attempt not counted is given back."""
-            return Change(
-                Status.RETRYING,
-                reason=reason,
-                deadline=clock.after(now, seconds),
-                attempts_delta=0 if counted else -1,
-                set=last_error,
-                remove=released,
-                history=history,
-            )
-
-        if outcome is Outcome.ACCEPTED:
-            report_as = Result.SENT
+        decision = decide(result.classified, attempt, self.settings, self.draw())
+        report_as, status = decision.result, decision.status
+        # Only _send_paced sees a decision to call SES again; what reaches the record is written.
+        assert report_as is not None
+        assert status is not None
+        if report_as is Result.SENT:
             change = Change(
                 Status.SENT,
-                reason="accepted by SES",
+                reason=decision.reason,
                 set={"ses_message_id": result.message_id},
                 remove=("claim_token", "last_error"),
                 history=history,
             )
-        elif outcome is Outcome.TRANSIENT and attempt < limit:
-            report_as = Result.RETRYING
-            delay = backoff_seconds(attempt, self.settings, self.draw)
-            change = wait(f"{code}: attempt {attempt} of {limit}, next in {delay:.0f}s", delay)
-        elif outcome is Outcome.THROTTLED:
-            # A throttle says nothing about the email: wait, without spending an attempt.
-            report_as = Result.RETRYING
-            delay = backoff_seconds(attempt, self.settings, self.draw)
-            change = wait(f"{code}: throttled by SES, attempt not counted, next in {delay:.0f}s", delay, counted=False)
-        elif outcome is Outcome.UNKNOWN:
-            # Even at the last attempt: SES may have the email, and only a live email can still be
-            # settled as sent by its Send event. The requeue function fails it if none comes.
-            report_as = Result.UNKNOWN
-            change = wait(
-                f"outcome unknown ({code}): waiting for SES's Send event before sending again",
-                self.settings.unknown_outcome_seconds,
-            )
-        elif outcome is Outcome.ACCOUNT:
-            report_as = Result.HELD
-            change = wait(
-                f"{HELD_PREFIX} {code} is an account or configuration error; attempt not counted",
-                self.settings.account_error_seconds,
-                counted=False,
-            )
         else:
-            report_as = Result.FAILED
-            why = f"{code} at the last attempt ({attempt} of {limit})" if outcome is Outcome.TRANSIENT else code
-            change = Change(Status.FAILED, reason=f"failed: {why}", set=last_error, remove=released, history=history)
+            change = Change(
+                status,
+                reason=decision.reason,
+                deadline=None if decision.wait_seconds is None else clock.after(now, decision.wait_seconds),
+                attempts_delta=0 if decision.attempt_counted else -1,
+                set={"last_error": result.classified.as_error()},
+                remove=("claim_token",),
+                history=history,
+            )
 
         if change.deadline is not None:
             self._keep_content(claimed, change, now)
