@@ -11,7 +11,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from mailqueue.render import MAX_LINE, RenderError, load_content, render
+from mailqueue.render import _POLICY, MAX_LINE, RenderError, _check_decoded_headers, load_content, render
 
 NOW = datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC)
 EMAIL_ID = "01JP0000000000000000000000"
@@ -388,3 +388,14 @@ ATTACK_BCC = "=?utf-8?q?x=0D=0ABcc:_victim@example.net?="
 def test_encoded_words_and_line_separators_in_stored_content_are_never_written(overrides: dict[str, Any]) -> None:
     with pytest.raises(RenderError, match="must not contain"):
         render(EMAIL_ID, content(**overrides), NOW, no_uploads)
+
+
+@pytest.mark.parametrize("value", ["=?utf-8?q?a=0Ab?=", "=?utf-8?q?Bcc=3A_x=0D=0A?="])
+def test_a_header_that_decodes_into_a_line_break_is_refused(value: str) -> None:
+    # Defence in depth behind the checks of each value: whatever header the email package holds, decoded as
+    # it writes it, carries no line break. The stored text cannot get here (encoded words are refused first).
+    part = EmailMessage(policy=_POLICY)
+    part["X-Note"] = value
+
+    with pytest.raises(RenderError, match="X-Note header would carry a line break"):
+        _check_decoded_headers(part)

@@ -267,8 +267,9 @@ def _mailboxes(boxes: list[Address]) -> str:
 def _check_decoded_headers(part: EmailMessage) -> None:
     """No header the email package holds (decoded, as it writes it) carries a line break or a control
     character: whatever decoding happened on the way in, nothing it produced can shape the message."""
-    for name, value in part.items():
-        if isinstance(value, str):
+    # As stored, not parsed again: a header object is a str too, so only the type tells a value written raw.
+    for name, value in part.raw_items():
+        if type(value) is str:
             continue  # written by _mailboxes, from values checked before
         if header_text_problem(str(value).replace("\t", " "), allow_tab=True) not in (None, ENCODED_WORD_REFUSAL):
             raise RenderError(f"the {name} header would carry a line break or a control character")
