@@ -27,6 +27,9 @@
    permanent  ``failed`` with SES's code and message
    ========== ================================================================================
 
+Which of these follows an SES answer is :func:`decide`'s, a pure function of the answer, the attempt
+and the settings (and, for a throttle, the tries and time left under the claim); the sender applies it.
+
 A throttle that outlasts the tries under the claim (or the time for them) releases the claim: the
 email is ``retrying`` after a backoff, its attempt given back (one write).
 
