@@ -270,7 +270,7 @@ def _check_decoded_headers(part: EmailMessage) -> None:
     # As stored, not parsed again: a header object is a str too, so only the type tells a value written raw.
     for name, value in part.raw_items():
         if type(value) is str:
-            continue  # written by _mailboxes, from values checked before
+            continue  # written raw (_mailboxes, _set_text), from values checked before
         if header_text_problem(str(value).replace("\t", " "), allow_tab=True) not in (None, ENCODED_WORD_REFUSAL):
             raise RenderError(f"the {name} header would carry a line break or a control character")
 
