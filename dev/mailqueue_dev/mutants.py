@@ -136,8 +136,8 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{SHARED}/sending.py",
         (
             (
-                'attempt not counted, next in {delay:.0f}s", delay, counted=False)',
-                'attempt not counted, next in {delay:.0f}s", delay)',
+                "return Decision(Result.RETRYING, reason, delay, attempt_counted=False)",
+                "return Decision(Result.RETRYING, reason, delay)",
             ),
         ),
         (
@@ -197,8 +197,8 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{SHARED}/sending.py",
         (
             (
-                "                self.settings.unknown_outcome_seconds,\n",
-                "                self.settings.unknown_outcome_seconds * 0,\n",
+                "float(settings.unknown_outcome_seconds))",
+                "float(settings.unknown_outcome_seconds * 0))",
             ),
         ),
         (
@@ -213,8 +213,8 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{SHARED}/sending.py",
         (
             (
-                "                self.settings.account_error_seconds,\n                counted=False,\n",
-                "                self.settings.account_error_seconds,\n",
+                "float(settings.account_error_seconds), attempt_counted=False)",
+                "float(settings.account_error_seconds))",
             ),
         ),
         (
