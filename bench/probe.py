@@ -188,20 +188,22 @@ def warm(module: str, samples_path: str, emails: int, invocations: int) -> dict[
     handler_module = importlib.import_module(module)
     _stub(samples)
     handler = handler_module.handler
+    # A fresh context per invocation (context.invocation()): one shared context would run out of time
+    # after 30 s, and the sender would then leave every message to SQS unsent (NoTimeLeft).
     context = LambdaContext(function_name=f"bench-{module}", timeout_seconds=30)
     events = [_events(module, emails) for _ in range(invocations)]
 
     # First invocation: what a cold container pays after its init, for work the import left to it.
     started = time.perf_counter()
-    first = handler(events[0][0], context)
+    first = handler(events[0][0], context.invocation())
     first_ms = (time.perf_counter() - started) * 1000
     _check(module, first)
     for event, _ in events[: max(3, invocations // 5)]:
-        handler(event, context)
+        handler(event, context.invocation())
 
     cpu_started, wall_started = time.process_time(), time.perf_counter()
     for event, _ in events:
-        handler(event, context)
+        handler(event, context.invocation())
     cpu = time.process_time() - cpu_started
     wall = time.perf_counter() - wall_started
     total_emails = sum(count for _, count in events)
@@ -209,7 +211,7 @@ def warm(module: str, samples_path: str, emails: int, invocations: int) -> dict[
     profile = cProfile.Profile()
     profile.enable()
     for event, _ in events:
-        handler(event, context)
+        handler(event, context.invocation())
     profile.disable()
     by_category: dict[str, float] = {}
     stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
