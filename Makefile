@@ -109,6 +109,10 @@ deploy: build ## sam deploy with samconfig.toml; the first time: make deploy GUI
 bench: $(STAMP) ## Measure what an email costs and how fast the functions start (bench/results.json, docs/performance.md)
 	$(BIN)/python -m bench.run
 
+.PHONY: bench-release
+bench-release: $(STAMP) ## Measure the release of scheduled email: calls, CPU and emails a second (bench/release.json, docs/capacity.md)
+	$(BIN)/python -m bench.release --json bench/release.json
+
 clean: ## Remove the virtualenv, caches, build output and the local outbox
 	rm -rf $(VENV) $(VENV313) $(TOOLS) .aws-sam .mailqueue .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -20,16 +20,25 @@ fails, the email is queued with its new deadline, and a later run publishes it t
 
 A run pages through the shards in turn and stops before the function's time runs out, leaving
 what it did not reach for the next run (it is still due, so nothing is skipped).
+
+Within a page, the run acts on up to ``requeue_concurrency`` emails at once (threads sharing the
+boto3 clients, which are thread-safe): a release waits on DynamoDB's latency, not on the CPU, so
+acting one email at a time would leave the function idle most of the run. Each email is still one
+guarded write by one thread; the page's publications are sent once every write of the page has
+returned, high priority first, in SendMessageBatch calls made at once as well (see docs/capacity.md).
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from mailqueue import clock
 from mailqueue.queue import Publication, SendQueue
@@ -48,6 +57,8 @@ PUBLISH_AT = 10
 RESERVE_MILLIS = 10_000
 
 GIVEN_UP_REASON = "attempts exhausted"
+
+_Item = TypeVar("_Item")
 
 
 class Reason(StrEnum):
@@ -126,9 +137,47 @@ class _Run:
     reserve_millis: int
     summary: RequeueSummary = field(default_factory=RequeueSummary)
     pending: list[Publication] = field(default_factory=list)
+    # The threads that act on a page's emails at once; None: one at a time, in the caller's thread.
+    pool: ThreadPoolExecutor | None = None
+    # Held for every change to ``summary`` and ``pending``, which the pool's threads share.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def out_of_time(self) -> bool:
         return self.remaining_millis() < self.reserve_millis
+
+    def each(self, work: Callable[[_Item], bool], items: Iterable[_Item]) -> bool:
+        """``work`` on every item, at once on the pool if there is one; False when any returned False.
+
+        Every item's work has returned before this does, also when one raised (the first exception is
+        raised then): a write in flight is never left behind by the publish that follows.
+        """
+        if self.pool is None:
+            return all([work(item) for item in items])
+        futures: list[Future[bool]] = [self.pool.submit(work, item) for item in items]
+        wait(futures)
+        return all([future.result() for future in futures])
+
+    def count_examined(self) -> None:
+        with self.lock:
+            self.summary.examined += 1
+
+    def count_skipped(self) -> None:
+        with self.lock:
+            self.summary.skipped += 1
+
+    def requeued(self, reason: Reason, publication: Publication) -> None:
+        with self.lock:
+            self.summary.requeued[reason] += 1
+            self.pending.append(publication)
+
+    def gave_up(self) -> None:
+        with self.lock:
+            self.summary.given_up += 1
+
+    def take_pending(self) -> list[Publication]:
+        with self.lock:
+            pending, self.pending = self.pending, []
+        return pending
 
 
 @dataclass
@@ -147,7 +196,12 @@ class Requeuer:
         ``remaining_millis`` is the Lambda context's ``get_remaining_time_in_millis``.
         """
         now = now or clock.now()
-        run = _Run(now, clock.iso(now), remaining_millis, self.reserve_millis)
+        concurrency = self.settings.requeue_concurrency
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="requeue") if concurrency > 1 else _no_pool() as pool:
+            run = _Run(now, clock.iso(now), remaining_millis, self.reserve_millis, pool=pool)
+            return self._run(run)
+
+    def _run(self, run: _Run) -> RequeueSummary:
         # Shards are read a page at a time in turn, so that a run cut short by time leaves every
         # shard equally behind rather than starving the last ones.
         cursors: dict[int, dict[str, Any] | None] = dict.fromkeys(range(self.settings.deadline_shards))
@@ -179,12 +233,15 @@ class Requeuer:
 
     def _act_on_page(self, run: _Run, items: list[dict[str, Any]]) -> bool:
         """Act on one page of due items; False when time ran out before the page was done."""
-        for item in items:
+
+        def act_in_time(item: dict[str, Any]) -> bool:
             if run.out_of_time():
                 return False
-            run.summary.examined += 1
+            run.count_examined()
             self._act(run, item)
-        return True
+            return True
+
+        return run.each(act_in_time, items)
 
     def _act_swept(self, run: _Run, record: dict[str, Any]) -> None:
         """Act on a due email the sweep found (see mailqueue.sweeping)."""
@@ -200,7 +257,7 @@ class Requeuer:
             reason = _REASON_OF[status]
         except (KeyError, ValueError):
             # Only live emails have a deadline; anything else in the index is not ours to move.
-            run.summary.skipped += 1
+            run.count_skipped()
             return
         attempts = int(item.get("attempts", 0))
         gives_up = status in {Status.SENDING, Status.RETRYING} and attempts >= self.settings.max_attempts
@@ -211,7 +268,7 @@ class Requeuer:
                 self._requeue(run, email_id, status, reason, seen_deadline, item.get("priority", "normal"))
         except ConditionFailed:
             # Someone else acted first (the sender, a cancel, another run): the email moved on.
-            run.summary.skipped += 1
+            run.count_skipped()
 
     def _requeue(
         self, run: _Run, email_id: str, status: Status, reason: Reason, seen_deadline: str, priority: str
@@ -232,12 +289,11 @@ class Requeuer:
             # history), so rewrite the history trimmed, from a strongly consistent read.
             current = self.store.get(email_id)
             if current is None or current.get("status") != status or current.get("deadline") != seen_deadline:
-                run.summary.skipped += 1
+                run.count_skipped()
                 return
             change.history = list(current.get("history", []))
         transition(self.store, email_id, guard, change, run.now)
-        run.summary.requeued[reason] += 1
-        run.pending.append(Publication(email_id, priority))
+        run.requeued(reason, Publication(email_id, priority))
 
     def _give_up(self, run: _Run, email_id: str, status: Status, seen_deadline: str) -> None:
         guard = Guard(statuses={status}, deadline=seen_deadline, attempts_at_least=self.settings.max_attempts)
@@ -246,12 +302,26 @@ class Requeuer:
             change.set = {"last_error": dict(_CLAIM_EXPIRED_ERROR)}
         # A retrying email keeps the last_error its sender recorded: that is why it was retrying.
         transition(self.store, email_id, guard, change, run.now)
-        run.summary.given_up += 1
+        run.gave_up()
 
     def _publish(self, run: _Run) -> None:
-        if not run.pending:
-            return
-        # High priority first, so that a slow or failing publish delays the normal queue, not the urgent one.
-        publications = sorted(run.pending, key=lambda publication: publication.priority != "high")
-        run.pending = []
-        run.summary.publish_failures += len(self.queue.publish(publications))
+        pending = run.take_pending()
+        # High priority first, so that a slow or failing publish delays the normal queue, not the urgent
+        # one: its batches are all sent before the first normal-priority batch is.
+        for priority in ("high", "normal"):
+            publications = [
+                publication for publication in pending if (publication.priority == "high") == (priority == "high")
+            ]
+            batches = [publications[start : start + PUBLISH_AT] for start in range(0, len(publications), PUBLISH_AT)]
+            run.each(lambda batch: self._publish_batch(run, batch), batches)
+
+    def _publish_batch(self, run: _Run, publications: list[Publication]) -> bool:
+        failed = len(self.queue.publish(publications))
+        with run.lock:
+            run.summary.publish_failures += failed
+        return True
+
+
+@contextmanager
+def _no_pool() -> Iterator[None]:
+    yield None

@@ -30,6 +30,7 @@ _BOUNDS: dict[str, tuple[int, int | None]] = {
     "backoff_max_seconds": (1, None),
     "deadline_shards": (1, 64),
     "status_shards": (1, 64),
+    "requeue_concurrency": (1, 64),
     "inline_content_limit": (1_000, 390_000),
 }
 
@@ -91,6 +92,9 @@ class Settings:
 
     deadline_shards: int = 4
     status_shards: int = 4
+    # How many due emails one requeue run acts on at once (threads; 1: one at a time). Each waits on a
+    # DynamoDB write, so the release rate grows with it until the function's CPU is busy (docs/capacity.md).
+    requeue_concurrency: int = 16
     # Content larger than this (bytes of the content record) goes to S3 instead of DynamoDB.
     inline_content_limit: int = 300_000
 

@@ -1,0 +1,173 @@
+"""`make bench-release`: what releasing scheduled email costs, and how fast one requeue run releases it.
+
+    .venv/bin/python -m bench.release [--emails N] [--json PATH]
+
+In a fresh emulator (moto server mode, in this process) with the template's resources, ``N`` emails are
+enqueued scheduled for one moment and ``N`` more for a minute later. A requeue run (the function's
+domain code, :class:`mailqueue.requeueing.Requeuer`) at the first moment releases the first ones one at
+a time (``REQUEUE_CONCURRENCY`` 1); a run at the second moment releases the others at the default
+concurrency. For each: the wall time, the release rate, the AWS calls per email (counted on the
+clients), and for the one-at-a-time run the CPU the function's own thread spent per email
+(``time.thread_time``: moto's work, in its own threads, is not counted).
+
+The sweep (:mod:`mailqueue.sweeping`) is held back (``SWEEP_LAG_SECONDS`` far ahead): it examines each
+email once, whatever its path, and is measured by ``make bench``; here only the release from
+``by-deadline`` is.
+
+Locally moto answers a write in a few milliseconds of this machine's CPU, shared with the function's
+threads, so the local rate is a floor; docs/capacity.md works out the rate on AWS from these figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from mailqueue import aws, clock
+from mailqueue.blobs import BlobStore
+from mailqueue.queue import SendQueue
+from mailqueue.requeueing import Requeuer
+from mailqueue.service import Mailqueue
+from mailqueue.settings import Settings, get_settings
+from mailqueue.store import EmailStore, SuppressionList
+from mailqueue_dev import emulator as emulator_module
+from mailqueue_dev.template import build
+
+from bench.send_rate import _environment
+
+EMAILS = 1000
+# Far enough that no email of the bench reaches its sweep point (see the module's docstring).
+SWEEP_LAG_SECONDS = 86_400
+
+
+def _email(index: int, send_at: str) -> dict[str, Any]:
+    return {
+        "from": "Shop <app@example.com>",
+        "to": [f"customer{index}@example.org"],
+        "subject": f"Your receipt {index}",
+        "text": "Thanks for your order.",
+        "send_at": send_at,
+    }
+
+
+class Calls:
+    """AWS calls made through the clients, by operation."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def watch(self, client: Any) -> None:
+        client.meta.events.register("before-call", self._count)
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.counts[model.name] += 1
+
+
+def _release(settings: Settings, calls: Calls, at: Any, cpu: Callable[[], float]) -> dict[str, Any]:
+    dynamodb, sqs = aws.client("dynamodb"), aws.client("sqs")
+    requeuer = Requeuer(settings, EmailStore(settings, dynamodb), SendQueue(settings, sqs))
+    calls.counts.clear()
+    began, began_cpu = time.perf_counter(), cpu()
+    summary = requeuer.run(lambda: 3_600_000, now=at)
+    seconds, cpu_seconds = time.perf_counter() - began, cpu() - began_cpu
+    released = summary.requeued_total
+    return {
+        "concurrency": settings.requeue_concurrency,
+        "released": released,
+        "publish_failures": summary.publish_failures,
+        "seconds": round(seconds, 2),
+        "emails_per_second": round(released / seconds, 1),
+        "cpu_ms_per_email_main_thread": round(1000 * cpu_seconds / max(released, 1), 2),
+        "calls_per_email": {name: round(count / max(released, 1), 3) for name, count in sorted(calls.counts.items())},
+    }
+
+
+def measure(emails: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    with _environment(), emulator_module.running() as emulator:
+        emulator.reset()
+        os.environ.update({**emulator_module.FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": emulator.endpoint_url})
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+            os.environ.pop(name, None)
+        session = emulator.session()
+        stack = build(session, overrides={"LogLevel": "WARNING"})
+        session.client("sesv2", endpoint_url=emulator.endpoint_url).create_email_identity(EmailIdentity="example.com")
+        for logical_id in stack.resources("AWS::Serverless::Function"):
+            os.environ.update(stack.function_environment(logical_id))
+        os.environ["SWEEP_LAG_SECONDS"] = str(SWEEP_LAG_SECONDS)
+        get_settings.cache_clear()
+        aws.forget()
+        settings = get_settings()
+        service = Mailqueue(
+            settings=settings,
+            store=EmailStore(settings, aws.client("dynamodb")),
+            queue=SendQueue(settings, aws.client("sqs")),
+            blobs=BlobStore(settings, aws.client("s3")),
+            suppressions=SuppressionList(settings, aws.client("dynamodb")),
+        )
+        first = clock.now().replace(microsecond=0) + timedelta(hours=1)
+        second = first + timedelta(minutes=1)
+        for moment in (first, second):
+            progress(f"enqueueing {emails} emails scheduled for {clock.iso(moment)}")
+            for start in range(0, emails, 100):
+                batch = [_email(index, clock.iso(moment)) for index in range(start, min(emails, start + 100))]
+                result = service.enqueue_batch(batch)
+                assert all(item.id for item in result.results), "the bench's emails must all be accepted"
+
+        calls = Calls()
+        calls.watch(aws.client("dynamodb"))
+        calls.watch(aws.client("sqs"))
+        progress("releasing the first moment's emails one at a time")
+        one = _release(settings.model_copy({"requeue_concurrency": 1}), calls, first, time.thread_time)
+        progress(f"releasing the second moment's emails {settings.requeue_concurrency} at a time")
+        many = _release(settings, calls, second, time.thread_time)
+        # The main thread only waits while the pool works: its CPU says nothing here.
+        many.pop("cpu_ms_per_email_main_thread")
+        return {
+            "emails_per_moment": emails,
+            "deadline_shards": settings.deadline_shards,
+            "one_at_a_time": one,
+            "concurrent": many,
+            "speed_up": round(many["emails_per_second"] / one["emails_per_second"], 2),
+        }
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = [f"release of {results['emails_per_moment']} scheduled emails due at one moment (local, moto):"]
+    for name in ("one_at_a_time", "concurrent"):
+        figures = results[name]
+        calls = ", ".join(f"{op} {count}" for op, count in figures["calls_per_email"].items())
+        cpu = figures.get("cpu_ms_per_email_main_thread")
+        lines.append(
+            f"  {name:<14} concurrency {figures['concurrency']:>2}: {figures['emails_per_second']:>7.1f} emails/s"
+            f" ({figures['seconds']} s)"
+            + (f", CPU {cpu} ms/email" if cpu is not None else "")
+            + f"; calls/email: {calls}"
+        )
+    lines.append(f"  speed-up: {results['speed_up']}x")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--emails", type=int, default=EMAILS, help="emails scheduled for each moment")
+    parser.add_argument("--json", type=Path, default=Path("bench/release.json"), help="write the figures here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    results = measure(args.emails, progress=lambda text: print(f"bench: {text}", file=sys.stderr, flush=True))
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
