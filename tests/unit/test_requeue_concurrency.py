@@ -83,7 +83,7 @@ def test_high_priority_batches_all_go_before_the_first_normal_one(api):
     def note(params: dict[str, Any], **_: Any) -> None:
         publishes[-1].append(params["QueueUrl"])
 
-    run._publish = each_publish  # type: ignore[method-assign]
+    run._publish = each_publish
     sqs = aws.client("sqs")
     sqs.meta.events.register("provide-client-params.sqs.SendMessageBatch", note)
     try:
@@ -113,7 +113,7 @@ def test_a_write_that_fails_midway_leaves_every_other_written_email_published(ap
             raise RuntimeError("DynamoDB is unreachable")
         return apply(email_id, *args, **kwargs)
 
-    run.store.apply = fail_one  # type: ignore[method-assign]
+    run.store.apply = fail_one
     with pytest.raises(RuntimeError):
         run.run(plenty, now=send_at + timedelta(seconds=1))
 

@@ -33,8 +33,8 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -152,10 +152,10 @@ class _Run:
         raised then): a write in flight is never left behind by the publish that follows.
         """
         if self.pool is None:
-            return all([work(item) for item in items])
+            return all(work(item) for item in items)
         futures: list[Future[bool]] = [self.pool.submit(work, item) for item in items]
         wait(futures)
-        return all([future.result() for future in futures])
+        return all(future.result() for future in futures)
 
     def count_examined(self) -> None:
         with self.lock:
