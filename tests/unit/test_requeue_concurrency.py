@@ -10,17 +10,20 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from mailqueue import aws, clock
+from mailqueue import aws, clock, requeueing
 from mailqueue.requeueing import Reason
 
 from tests.conftest import ApiClient, an_email
 from tests.unit.test_requeue import Budget, drain, plenty, record, requeuer, settings
 
 EMAILS = 120
+# Items acted on at once in the test of contention: no AWS call each, so many are cheap.
+CONTENDED = 4_000
 
 
 @pytest.fixture(autouse=True)
@@ -146,3 +149,26 @@ def test_a_run_out_of_time_midway_through_a_page_publishes_every_email_it_wrote(
     second = requeuer(page_size=100).run(plenty, now=send_at + timedelta(seconds=2))
     assert first.requeued_total + second.requeued_total == EMAILS
     assert Counter(after_first + drain()) == Counter(email_ids)
+
+
+def test_counts_and_publications_stay_exact_when_the_threads_contend(stack, monkeypatch):
+    """Writes that return at once (the store's answer stood in for): the threads then contend on the
+    summary and the publications waiting all the time, which a count made without the run's lock loses."""
+    written: list[str] = []
+    monkeypatch.setattr(requeueing, "transition", lambda store, email_id, *args: written.append(email_id))
+    items = [
+        {"pk": f"email-{index}", "status": "scheduled" if index % 2 else "sent", "deadline": "2026-01-01T00:00:00.000Z"}
+        for index in range(CONTENDED)
+    ]
+    run = requeuer()
+    with ThreadPoolExecutor(settings().requeue_concurrency) as pool:
+        state = requeueing._Run(clock.now(), clock.iso(clock.now()), plenty, 0, pool=pool)
+        for start in range(0, CONTENDED, 1000):
+            assert run._act_on_page(state, items[start : start + 1000]) is True
+
+    due = [item["pk"] for item in items if item["status"] == "scheduled"]
+    assert state.summary.examined == CONTENDED
+    assert state.summary.requeued == Counter({Reason.SEND_AT_REACHED: len(due)})
+    assert state.summary.skipped == CONTENDED - len(due)
+    assert Counter(written) == Counter(due)
+    assert Counter(publication.email_id for publication in state.pending) == Counter(due)

@@ -16,6 +16,9 @@ _TIMEOUTS = {"connect_timeout": 3, "read_timeout": 10, "tcp_keepalive": True}
 _FAST = {"connect_timeout": 2, "read_timeout": 5, "tcp_keepalive": True}
 # A failed publish loses nothing (the email's deadline brings it back), so SQS gets one retry.
 _ATTEMPTS = {"dynamodb": 3, "sqs": 2, "s3": 3}
+# Connections kept per client: the requeue function acts on up to 64 emails at once (REQUEUE_CONCURRENCY),
+# and a thread finding the pool (botocore's default: 10) full opens a connection and drops it afterwards.
+_POOL = 64
 
 
 @cache
@@ -32,6 +35,7 @@ def client(service: str) -> Any:
             # The requests are the store's and the queue's own, of fixed shapes: the service checks them
             # anyway, and botocore's check of each one was a fifth of the sender's CPU per email.
             parameter_validation=False,
+            max_pool_connections=_POOL,
             **_FAST,
         )
     elif service == "s3":
