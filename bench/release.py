@@ -44,7 +44,7 @@ from mailqueue_dev.template import build
 
 from bench.send_rate import _environment
 
-EMAILS = 1000
+EMAILS = 400
 # Far enough that no email of the bench reaches its sweep point (see the module's docstring).
 SWEEP_LAG_SECONDS = 86_400
 
