@@ -230,11 +230,11 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             (
                 "        transition(self.store, email_id, guard, change, run.now)\n"
-                "        run.summary.requeued[reason] += 1\n"
-                "        run.pending.append(Publication(email_id, priority))\n",
+                "        run.requeued(reason, Publication(email_id, priority))\n",
                 "        self.queue.publish([Publication(email_id, priority)])\n"
                 "        transition(self.store, email_id, guard, change, run.now)\n"
-                "        run.summary.requeued[reason] += 1\n",
+                "        with run.lock:\n"
+                "            run.summary.requeued[reason] += 1\n",
             ),
         ),
         ("tests/unit/test_requeue.py", PROPERTY, CHAOS),
