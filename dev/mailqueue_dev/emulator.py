@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,6 +68,27 @@ def secret_of(access_key: str) -> str | None:
     return known.get(access_key)
 
 
+class AtomicDynamoDB:
+    """One DynamoDB request at a time, as DynamoDB applies each write to an item atomically.
+
+    moto's DynamoDB backend takes no lock, and its server runs each request on a thread of its own: two
+    conditional writes to one item could both pass their condition, which DynamoDB never allows (the
+    requeue function acts on a page with many threads, and runs may overlap). Serialising DynamoDB's
+    requests costs little: moto's work holds the interpreter lock anyway.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            return self.app(environ, start_response)
+        with self.lock:
+            # The whole answer is produced inside the lock: a WSGI app may do its work lazily.
+            return list(self.app(environ, start_response))
+
+
 @contextmanager
 def running(host: str = "127.0.0.1", port: int | None = None, send_rate: SendRate | None = None) -> Iterator[Emulator]:
     """Start moto's threaded server, with S3's checks of POST uploads in front (see ``s3_post``); stop it on exit.
@@ -86,7 +108,7 @@ def running(host: str = "127.0.0.1", port: int | None = None, send_rate: SendRat
 
     class Server(ThreadedMotoServer):
         def _server_entry(self) -> None:
-            app: Any = PostPolicy(DomainDispatcherApplication(create_backend_app), secret_of)
+            app: Any = AtomicDynamoDB(PostPolicy(DomainDispatcherApplication(create_backend_app), secret_of))
             if send_rate is not None:
                 app = SendRateLimit(app, send_rate)
             self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
