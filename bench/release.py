@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from collections import Counter
@@ -40,9 +39,8 @@ from mailqueue.service import Mailqueue
 from mailqueue.settings import Settings, get_settings
 from mailqueue.store import EmailStore, SuppressionList
 from mailqueue_dev import emulator as emulator_module
-from mailqueue_dev.template import build
 
-from bench.send_rate import _environment
+from bench.send_rate import _environment, deploy
 
 EMAILS = 400
 # Far enough that no email of the bench reaches its sweep point (see the module's docstring).
@@ -93,18 +91,7 @@ def _release(settings: Settings, calls: Calls, at: Any, cpu: Callable[[], float]
 
 def measure(emails: int, progress: Callable[[str], None]) -> dict[str, Any]:
     with _environment(), emulator_module.running() as emulator:
-        emulator.reset()
-        os.environ.update({**emulator_module.FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": emulator.endpoint_url})
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-            os.environ.pop(name, None)
-        session = emulator.session()
-        stack = build(session, overrides={"LogLevel": "WARNING"})
-        session.client("sesv2", endpoint_url=emulator.endpoint_url).create_email_identity(EmailIdentity="example.com")
-        for logical_id in stack.resources("AWS::Serverless::Function"):
-            os.environ.update(stack.function_environment(logical_id))
-        os.environ["SWEEP_LAG_SECONDS"] = str(SWEEP_LAG_SECONDS)
-        get_settings.cache_clear()
-        aws.forget()
+        deploy(emulator, {"SWEEP_LAG_SECONDS": str(SWEEP_LAG_SECONDS)})
         settings = get_settings()
         service = Mailqueue(
             settings=settings,

@@ -111,6 +111,25 @@ class _CountingMailer(Mailer):
         return result
 
 
+def deploy(emulator: Any, environment: dict[str, str]) -> Any:
+    """The template's stack on a fresh ``emulator``, this process set up as its functions are (their
+    environment, then ``environment`` over it); call inside ``_environment()``, which undoes it."""
+    # moto keeps its state per process: start from nothing, as a fresh deployment would.
+    emulator.reset()
+    os.environ.update({**emulator_module.FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": emulator.endpoint_url})
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        os.environ.pop(name, None)
+    session = emulator.session()
+    stack = build(session, overrides={"LogLevel": "WARNING"})
+    session.client("sesv2", endpoint_url=emulator.endpoint_url).create_email_identity(EmailIdentity="example.com")
+    for logical_id in stack.resources("AWS::Serverless::Function"):
+        os.environ.update(stack.function_environment(logical_id))
+    os.environ.update(environment)
+    get_settings.cache_clear()
+    aws.forget()
+    return stack
+
+
 @contextmanager
 def _environment() -> Iterator[None]:
     saved = dict(os.environ)
@@ -145,19 +164,7 @@ def run_scenario(
     ``send_rate``; the senders are configured with ``configured_rate`` (``SEND_RATE``), the same by default."""
     limit = SendRate(send_rate)
     with _environment(), emulator_module.running(send_rate=limit) as emulator:
-        # moto keeps its state per process: start from nothing, as a fresh deployment would.
-        emulator.reset()
-        os.environ.update({**emulator_module.FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": emulator.endpoint_url})
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-            os.environ.pop(name, None)
-        session = emulator.session()
-        stack = build(session, overrides={"LogLevel": "WARNING"})
-        session.client("sesv2", endpoint_url=emulator.endpoint_url).create_email_identity(EmailIdentity="example.com")
-        for logical_id in stack.resources("AWS::Serverless::Function"):
-            os.environ.update(stack.function_environment(logical_id))
-        os.environ.update({"SEND_RATE": str(configured_rate or send_rate), "SENDER_CONCURRENCY": str(concurrency)})
-        get_settings.cache_clear()
-        aws.forget()
+        deploy(emulator, {"SEND_RATE": str(configured_rate or send_rate), "SENDER_CONCURRENCY": str(concurrency)})
         settings = get_settings()
 
         service = Mailqueue(
