@@ -152,6 +152,21 @@ def test_text_and_html_are_alternatives() -> None:
     assert [part.get_content_type() for part in parts] == ["text/plain", "text/html"]
 
 
+def test_a_multipart_boundary_never_occurs_in_the_parts_it_separates(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The boundary is random: fix it, then put exactly that boundary line in the text part.
+    monkeypatch.setattr("random.randrange", lambda _: 42)
+    boundary = "=" * 15 + "0000000000000000042=="
+    text = f"Above\n--{boundary}\nBelow\n--{boundary}--\n"
+
+    raw = render(EMAIL_ID, content(text=text, html="<p>Thanks</p>"), NOW, no_uploads).raw
+    message = parse(raw)
+
+    assert message.get_boundary() == f"{boundary}.0"
+    parts = list(message.iter_parts())
+    assert [part.get_content_type() for part in parts] == ["text/plain", "text/html"]
+    assert text_of(parts[0]) == text
+
+
 def test_html_only_gets_a_text_alternative_made_from_it() -> None:
     html = '<p>Thanks, <b>Bob</b>.</p><p><a href="https://example.com/orders/7">Your order</a></p>'
 
