@@ -931,6 +931,15 @@ def report(results: dict[str, Any]) -> str:
         for label, w in results["warm_cpu"].items()
     ]
     out.append(_table("Warm CPU per email, AWS stubbed", ["", "CPU ms", "1st inv ms", "where (profiled)"], rows))
+    sender_cpu = results["warm_cpu"]["sender, batches of 10"]
+    if "floor_cpu_ms_per_email" in sender_cpu:
+        out.append(
+            f"Sender floor, in the same process: its AWS calls replayed "
+            f"{sender_cpu['floor_aws_calls_cpu_ms_per_email']:.3f} ms + the email as the standard library's "
+            f"cheapest MIME {sender_cpu['floor_stdlib_mime_cpu_ms_per_email']:.3f} ms = "
+            f"{sender_cpu['floor_cpu_ms_per_email']:.3f} ms an email; the sender spends "
+            f"{sender_cpu['cpu_ms_per_email'] / sender_cpu['floor_cpu_ms_per_email']:.2f}x that."
+        )
     t = a["local_throughput"]
     out.append(
         f"Local throughput: {t['emails_per_second']:.1f} emails/s enqueue to SES-accepted "

@@ -297,3 +297,20 @@ def test_provisioned_capacity_prices_dynamodb_by_unit_hours_at_seventy_percent_u
     assert {k: v for k, v in provisioned.items() if not k.startswith("DynamoDB")} == {
         k: v for k, v in on_demand.items() if not k.startswith("DynamoDB")
     }
+
+
+def test_the_sender_floor_builds_the_whole_bench_email_as_mime():
+    from email import message_from_bytes, policy
+
+    from bench.emails import typical_email
+    from bench.probe import _stdlib_mime
+
+    email = typical_email(7)
+    message = message_from_bytes(_stdlib_mime(email), policy=policy.default)
+
+    assert message["Subject"] == email["subject"]
+    assert message["To"] == email["to"][0]
+    text, html = message.iter_parts()
+    assert text.get_content().replace("\r\n", "\n") == email["text"]
+    assert html.get_content_type() == "text/html"
+    assert html.get_content().replace("\r\n", "\n") == email["html"]
