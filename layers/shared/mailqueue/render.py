@@ -204,7 +204,7 @@ class _Generator(BytesGenerator):
 
     The standard generator makes sure a random boundary does not occur as a line of the parts it
     separates by compiling a new pattern for it (it is random, so the ``re`` cache never helps): that
-    was a fifth of the CPU time of rendering the bench email. A plain substring test is stricter (a
+    was about 15% of the CPU time of rendering the bench email. A plain substring test is stricter (a
     boundary absent from the text cannot make up a line of it) and costs next to nothing.
     """
 
