@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 import pytest
-from mailqueue.models import MAX_ATTACHMENT_BYTES
+from mailqueue.limits import MAX_ATTACHMENT_BYTES
 from mailqueue.web import HTTP_API_MAX_BODY_BYTES, LAMBDA_MAX_EVENT_BYTES, MAX_BODY_BYTES
 from mailqueue_dev.local import LocalStack
 

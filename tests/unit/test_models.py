@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 
 import pytest
-from mailqueue.models import MAX_ATTACHMENT_BYTES, EmailRequest, Mailbox
+from mailqueue.limits import MAX_ATTACHMENT_BYTES
+from mailqueue.models import EmailRequest, Mailbox
 from mailqueue.problems import field_path
 from pydantic import ValidationError
 
@@ -98,7 +99,7 @@ def test_display_names_with_quotes_and_idn_domains_are_normalised():
 
 
 def test_the_largest_email_the_api_takes_renders_within_what_ses_sends() -> None:
-    from mailqueue.models import (
+    from mailqueue.limits import (
         MAX_ATTACHMENT_BYTES,
         MAX_BODY_CHARS,
         MAX_RECIPIENTS,

@@ -12,7 +12,8 @@ import boto3
 import pytest
 from mailqueue import clock
 from mailqueue.blobs import BlobStore, ObjectTooLarge
-from mailqueue.models import MAX_ATTACHMENT_BYTES, EmailRequest
+from mailqueue.limits import MAX_ATTACHMENT_BYTES
+from mailqueue.models import EmailRequest
 from mailqueue_dev.lambda_events import LambdaContext, http_api_event
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.s3.models import s3_backends

@@ -70,8 +70,8 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from mailqueue import clock
 from mailqueue.blobs import BlobStore, ObjectTooLarge
 from mailqueue.ids import is_email_id
+from mailqueue.limits import MAX_ATTACHMENT_BYTES
 from mailqueue.mailer import Mailer, SendResult
-from mailqueue.models import MAX_ATTACHMENT_BYTES
 from mailqueue.queue import email_id_of
 from mailqueue.render import Rendered, RenderError, load_content, render
 from mailqueue.ses_errors import Classified, Outcome

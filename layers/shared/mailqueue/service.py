@@ -31,8 +31,8 @@ from mailqueue.errors import (
     Unavailable,
 )
 from mailqueue.ids import is_email_id, new_email_id
+from mailqueue.limits import MAX_ATTACHMENT_BYTES
 from mailqueue.models import (
-    MAX_ATTACHMENT_BYTES,
     UPLOAD_PREFIX,
     BatchItemResult,
     BatchResult,

@@ -38,7 +38,7 @@ from jinja2.visitor import NodeTransformer
 from mailqueue.errors import FieldError
 from mailqueue.templates import InvalidTemplate, TemplateDataError
 
-# The rendered body may be as long as a hand-written one (models.MAX_BODY_CHARS).
+# The rendered body may be as long as a hand-written one (limits.MAX_BODY_CHARS).
 MAX_OUTPUT_CHARS = 1_000_000
 # Loop iterations, calls and filters of one render of one part.
 MAX_STEPS = 100_000
