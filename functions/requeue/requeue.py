@@ -1,6 +1,8 @@
 """The scheduled requeue function: publish again what is due, release expired claims, give up after the last attempt.
 
-The work is in mailqueue.requeueing; this module reports it as metrics and one summary log line.
+The work is in mailqueue.requeueing; this module reports it as metrics and one summary log line. Each of
+the template's schedules runs one group of shards (its Input, see mailqueue.shardgroups); an event that
+names no group runs every shard.
 """
 
 from typing import Any
@@ -12,6 +14,7 @@ from mailqueue import aws, tracing
 from mailqueue.queue import SendQueue
 from mailqueue.requeueing import Requeuer, RequeueSummary
 from mailqueue.settings import get_settings
+from mailqueue.shardgroups import shard_group_of
 from mailqueue.store import EmailStore
 
 logger = Logger()
@@ -43,7 +46,7 @@ def _record_metrics(summary: RequeueSummary) -> None:
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    summary = requeuer.run(context.get_remaining_time_in_millis)
+    summary = requeuer.run(context.get_remaining_time_in_millis, group=shard_group_of(event))
     _record_metrics(summary)
     result = summary.as_dict()
     logger.info("requeue run finished", extra=result)

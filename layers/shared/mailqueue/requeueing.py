@@ -19,7 +19,9 @@ runs at once, a run racing the sender, or a run racing a cancel cannot both act:
 fails, the email is queued with its new deadline, and a later run publishes it then.
 
 A run pages through the shards in turn and stops before the function's time runs out, leaving
-what it did not reach for the next run (it is still due, so nothing is skipped).
+what it did not reach for the next run (it is still due, so nothing is skipped). It reads the shards of
+its group only (see :mod:`mailqueue.shardgroups`): the template runs one invocation per group each
+minute, side by side, which together read every shard once.
 
 Within a page, the run acts on up to ``requeue_concurrency`` emails at once (threads sharing the
 boto3 clients, which are thread-safe): a release waits on DynamoDB's latency, not on the CPU, so
@@ -43,6 +45,7 @@ from typing import Any, TypeVar
 from mailqueue import clock
 from mailqueue.queue import Publication, SendQueue
 from mailqueue.settings import Settings
+from mailqueue.shardgroups import EVERY_SHARD, ShardGroup
 from mailqueue.statemachine import Change, Guard, Status, transition
 from mailqueue.store import ConditionFailed, EmailStore
 from mailqueue.sweeping import Sweep
@@ -109,6 +112,8 @@ class RequeueSummary:
     swept: int = 0
     # True when the run stopped for lack of time with due emails left for the next run.
     stopped_early: bool = False
+    # The shards the run read and swept (its group's).
+    shards: list[int] = field(default_factory=list)
 
     @property
     def requeued_total(self) -> int:
@@ -124,6 +129,7 @@ class RequeueSummary:
             "examined": self.examined,
             "swept": self.swept,
             "stopped_early": self.stopped_early,
+            "shards": list(self.shards),
         }
 
 
@@ -135,6 +141,8 @@ class _Run:
     due_before: str
     remaining_millis: Callable[[], int]
     reserve_millis: int
+    # The shards this run reads, of by-deadline and by-arrival alike.
+    shards: list[int] = field(default_factory=list)
     summary: RequeueSummary = field(default_factory=RequeueSummary)
     pending: list[Publication] = field(default_factory=list)
     # The threads that act on a page's emails at once; None: one at a time, in the caller's thread.
@@ -190,21 +198,27 @@ class Requeuer:
     page_size: int = PAGE_SIZE
     reserve_millis: int = RESERVE_MILLIS
 
-    def run(self, remaining_millis: Callable[[], int], now: datetime | None = None) -> RequeueSummary:
-        """Act on every email due at ``now``, until done or until ``remaining_millis()`` runs low.
+    def run(
+        self, remaining_millis: Callable[[], int], now: datetime | None = None, group: ShardGroup = EVERY_SHARD
+    ) -> RequeueSummary:
+        """Act on every email of ``group``'s shards due at ``now``, until done or until ``remaining_millis()``
+        runs low.
 
-        ``remaining_millis`` is the Lambda context's ``get_remaining_time_in_millis``.
+        ``remaining_millis`` is the Lambda context's ``get_remaining_time_in_millis``. A group that holds
+        none of the shards is refused (``BadShardGroup``) before anything is read.
         """
+        shards = group.shards(self.settings.deadline_shards)
         now = now or clock.now()
         concurrency = self.settings.requeue_concurrency
         with ThreadPoolExecutor(concurrency, thread_name_prefix="requeue") if concurrency > 1 else _no_pool() as pool:
-            run = _Run(now, clock.iso(now), remaining_millis, self.reserve_millis, pool=pool)
+            run = _Run(now, clock.iso(now), remaining_millis, self.reserve_millis, shards=shards, pool=pool)
+            run.summary.shards = shards
             return self._run(run)
 
     def _run(self, run: _Run) -> RequeueSummary:
         # Shards are read a page at a time in turn, so that a run cut short by time leaves every
         # shard equally behind rather than starving the last ones.
-        cursors: dict[int, dict[str, Any] | None] = dict.fromkeys(range(self.settings.deadline_shards))
+        cursors: dict[int, dict[str, Any] | None] = dict.fromkeys(run.shards)
         try:
             while cursors:
                 for shard in list(cursors):
@@ -221,7 +235,7 @@ class Requeuer:
                     if cursors[shard] is None:
                         del cursors[shard]
             swept = Sweep(self.store, self.page_size).run(
-                run.now, lambda item: self._act_swept(run, item), run.out_of_time
+                run.now, lambda item: self._act_swept(run, item), run.out_of_time, run.shards
             )
             run.summary.swept += swept.examined
             run.summary.stopped_early = swept.stopped_early

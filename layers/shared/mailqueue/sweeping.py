@@ -24,7 +24,7 @@ The cursor moves after each page, so a run cut short by time goes on where it st
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -59,14 +59,21 @@ class Sweep:
         lag = settings.queued_grace_seconds + 2 * settings.sweep_lag_seconds
         return last_id_at(int(clock.after(now, -lag).timestamp() * 1000))
 
-    def run(self, now: datetime, act: Callable[[dict[str, Any]], None], out_of_time: Callable[[], bool]) -> SweepCount:
-        """Examine every email of every shard whose sweep point passed and that no sweep examined yet.
+    def run(
+        self,
+        now: datetime,
+        act: Callable[[dict[str, Any]], None],
+        out_of_time: Callable[[], bool],
+        shards: Iterable[int] | None = None,
+    ) -> SweepCount:
+        """Examine every email of ``shards`` (every shard when None) whose sweep point passed and that no
+        sweep examined yet. Each shard has a cursor of its own: runs of other shards may sweep at the same time.
 
         ``act`` is given each live, unindexed email whose deadline passed (its status record).
         """
         count = SweepCount()
         until = self.last_sweepable(now)
-        for shard in range(self.store.settings.deadline_shards):
+        for shard in range(self.store.settings.deadline_shards) if shards is None else shards:
             cursor = self.store.sweep_cursor(shard)
             more = cursor < until
             while more:
