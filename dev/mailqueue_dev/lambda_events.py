@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -156,6 +157,14 @@ def scheduled_event(
         "resources": [rule_arn],
         "detail": {},
     }
+
+
+def scheduler_event(schedule_input: str | None) -> Any:
+    """What an EventBridge Scheduler schedule hands its Lambda target: the schedule's Input, JSON, as it is (a
+    templated Lambda target takes well-formed JSON only); without an Input, the Scheduler's own event."""
+    if schedule_input is None:
+        return scheduled_event()
+    return json.loads(schedule_input)
 
 
 def dynamodb_stream_event(records: list[dict[str, Any]], stream_arn: str) -> dict[str, Any]:

@@ -170,8 +170,16 @@ class StreamPoller:
 
 @dataclass
 class Schedule:
+    """One of a function's schedules (its event's name in the template), played every ``every`` seconds."""
+
     function: Function
     every: float
+    name: str = "Schedule"
+    # The schedule's Input: EventBridge Scheduler hands it to the function as the event (None: its default event).
+    input: str | None = None
+
+    def event(self) -> Any:
+        return lambda_events.scheduler_event(self.input)
 
 
 @dataclass
@@ -332,7 +340,8 @@ class LocalStack:
     stream_pollers: list[StreamPoller] = field(default_factory=list, init=False)
     schedules: list[Schedule] = field(default_factory=list, init=False)
     emulator: emulator.Emulator | None = field(default=None, init=False)
-    runs: dict[str, int] = field(default_factory=dict, init=False)
+    # Runs of each schedule, by function and schedule name.
+    runs: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
     # The function SES events go to: the template's, or the events handler itself until the template has one.
     events_function: Function | None = field(default=None, init=False)
     ses_publisher: SesEventPublisher | None = field(default=None, init=False)
@@ -610,9 +619,14 @@ class LocalStack:
         queue_ids = {arn: logical_id for logical_id, arn in self.stack.arns.items()}
         for logical_id, function in self.functions.items():
             events = self.stack.template["Resources"][logical_id]["Properties"].get("Events", {})
-            for event in events.values():
-                properties = self.stack.resolve(event.get("Properties", {}))
+            for name, event in events.items():
                 kind = event["Type"]
+                if kind in {"Schedule", "ScheduleV2"}:
+                    # Only its Input matters here: the Scheduler's role and group exist on AWS alone.
+                    schedule_input = self.stack.resolve(event.get("Properties", {}).get("Input"))
+                    self.schedules.append(Schedule(function, self.requeue_seconds, name, schedule_input))
+                    continue
+                properties = self.stack.resolve(event.get("Properties", {}))
                 if kind == "HttpApi":
                     self.routes.append(
                         Route.of(properties.get("Method", "ANY"), properties.get("Path", "/{proxy+}"), function)
@@ -631,8 +645,6 @@ class LocalStack:
                             in self.stack.function_environment(logical_id).values(),
                         )
                     )
-                elif kind in {"Schedule", "ScheduleV2"}:
-                    self.schedules.append(Schedule(function, self.requeue_seconds))
                 elif kind == "DynamoDB":
                     self.stream_pollers.append(
                         StreamPoller(
@@ -813,19 +825,31 @@ class LocalStack:
 
     def _tick(self, schedule: Schedule) -> None:
         while not self._stop.wait(schedule.every):
-            try:
-                self.invoke(schedule.function, lambda_events.scheduled_event())
-            except Exception:
-                log.error("%s failed:\n%s", schedule.function.logical_id, _short_trace())
-            with self._runs_changed:
-                self.runs[schedule.function.logical_id] = self.runs.get(schedule.function.logical_id, 0) + 1
-                self._runs_changed.notify_all()
+            self.run_schedule(schedule)
+
+    def run_schedule(self, schedule: Schedule) -> None:
+        """One run of ``schedule``: its function invoked with its event (its Input), as the Scheduler would."""
+        try:
+            self.invoke(schedule.function, schedule.event())
+        except Exception:
+            log.error("%s (%s) failed:\n%s", schedule.function.logical_id, schedule.name, _short_trace())
+        key = (schedule.function.logical_id, schedule.name)
+        with self._runs_changed:
+            self.runs[key] = self.runs.get(key, 0) + 1
+            self._runs_changed.notify_all()
 
     def wait_for_runs(self, logical_id: str, count: int, timeout: float = 30.0) -> bool:
-        """Wait until the scheduled function ``logical_id`` has run ``count`` more times."""
+        """Wait until every schedule of the function ``logical_id`` has run ``count`` more times (each of the
+        requeue function's schedules runs one group of shards: a run over every shard takes one of each)."""
+        keys = [
+            (each.function.logical_id, each.name) for each in self.schedules if each.function.logical_id == logical_id
+        ]
         with self._runs_changed:
-            target = self.runs.get(logical_id, 0) + count
-            return self._runs_changed.wait_for(lambda: self.runs.get(logical_id, 0) >= target, timeout)
+            targets = {key: self.runs.get(key, 0) + count for key in keys}
+            return self._runs_changed.wait_for(
+                lambda: bool(targets) and all(self.runs.get(key, 0) >= target for key, target in targets.items()),
+                timeout,
+            )
 
     # --- the outbox ---------------------------------------------------------------------------------------
 
@@ -936,7 +960,10 @@ class LocalStack:
             target = poller.function.logical_id
             lines.append(f"queue      {poller.queue_url}  -> {target} (batches of {poller.batch_size})")
         for schedule in self.schedules:
-            lines.append(f"schedule   {schedule.function.logical_id} every {schedule.every:g}s")
+            given = f" with {schedule.input}" if schedule.input else ""
+            lines.append(
+                f"schedule   {schedule.function.logical_id} ({schedule.name}) every {schedule.every:g}s{given}"
+            )
         for stream_poller in self.stream_pollers:
             lines.append(
                 f"stream     {stream_poller.stream_arn.split('/')[1]}  -> {stream_poller.function.logical_id} "

@@ -447,3 +447,66 @@ def test_an_unknown_failed_identifier_fails_the_whole_stream_batch(monkeypatch: 
     LocalStack()._deliver_stream(poller, stream_records(3))
 
     assert seen == [["100", "101", "102"], ["100", "101", "102"]]
+
+
+# --- schedules ----------------------------------------------------------------------------------------------
+
+
+def test_each_schedule_of_the_template_is_played_with_its_own_input_as_the_scheduler_does() -> None:
+    """The requeue function's schedules each pass their group (their Input) as the event: a run of each covers
+    every shard once. A schedule without Input gets the Scheduler's own event."""
+    from mailqueue.shardgroups import shard_group_of
+    from mailqueue_dev.template import Stack, load_template
+
+    events: list[Any] = []
+    stack = LocalStack()
+    stack.stack = Stack(load_template(), "mailqueue-local")
+    stack.functions = {
+        "RequeueFunction": Function("RequeueFunction", Path("r"), "r", "h", 60.0, lambda e, c: events.append(e))
+    }
+
+    stack._wire_events()
+    for schedule in stack.schedules:
+        stack.run_schedule(schedule)
+
+    names = set(load_template()["Resources"]["RequeueFunction"]["Properties"]["Events"])
+    assert {schedule.name for schedule in stack.schedules} == names
+    assert len(events) == len(names) > 1
+    groups = [shard_group_of(event) for event in events]
+    assert sorted((group.count, group.index) for group in groups) == [(len(names), n) for n in range(len(names))]
+    assert stack.runs == {("RequeueFunction", name): 1 for name in names}
+    assert lambda_events.scheduler_event(None)["detail-type"] == "Scheduled Event"
+
+
+def test_waiting_for_runs_of_a_function_waits_for_each_of_its_schedules() -> None:
+    from mailqueue_dev.local import Schedule
+
+    stack = LocalStack()
+    function = Function("RequeueFunction", Path("r"), "r", "h", 60.0, lambda e, c: None)
+    first, second = Schedule(function, 1.0, "Group0", "{}"), Schedule(function, 1.0, "Group1", "{}")
+    stack.schedules = [first, second]
+
+    def run_when_waited_for(go: threading.Event, *schedules: Schedule) -> threading.Thread:
+        def run() -> None:
+            go.wait(10)
+            for schedule in schedules:
+                stack.run_schedule(schedule)  # counts under the lock the waiter holds until it waits
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    # the first schedule runs twice, the second not at all: not yet one run of each
+    go = threading.Event()
+    runner = run_when_waited_for(go, first, first)
+    with stack._runs_changed:
+        go.set()
+        assert stack.wait_for_runs("RequeueFunction", 1, timeout=1) is False
+    runner.join(10)
+
+    go = threading.Event()
+    runner = run_when_waited_for(go, first, second)
+    with stack._runs_changed:
+        go.set()
+        assert stack.wait_for_runs("RequeueFunction", 1, timeout=10) is True
+    runner.join(10)

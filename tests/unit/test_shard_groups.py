@@ -143,6 +143,12 @@ def test_a_bad_group_is_refused_naming_the_field_and_why(event: dict[str, Any], 
     assert reason in str(refused.value)
 
 
+@pytest.mark.parametrize("event", [[0, 4], 2, "shard_group", None])
+def test_an_input_that_is_not_an_object_is_refused(event: Any) -> None:
+    with pytest.raises(BadShardGroup, match="the event must be a JSON object"):
+        shard_group_of(event)
+
+
 def test_a_group_that_holds_no_shard_is_refused_not_run_empty() -> None:
     # 8 schedules over 4 shards: groups 4 to 7 would read nothing, leaving no trace
     with pytest.raises(BadShardGroup, match="DEADLINE_SHARDS must be at least shard_groups"):

@@ -19,6 +19,7 @@ import pytest
 from mailqueue import settings as settings_module
 from mailqueue.delivery import OUTCOMES
 from mailqueue.settings import Settings
+from mailqueue.shardgroups import ShardGroup, shard_group_of
 from mailqueue.statemachine import Status
 from mailqueue.store import ARRIVAL_INDEX, DEADLINE_INDEX, STATUS_INDEX, SUPPRESSION_PARTITION
 from mailqueue.templates import HEADS
@@ -568,6 +569,58 @@ ALLOWED_ACTIONS = {
         "kms:GenerateDataKey",
     },
 }
+
+
+# --- the requeue function: one schedule per group of shards -----------------------------------------------------
+
+
+def requeue_schedules() -> dict[str, dict[str, Any]]:
+    events = FUNCTIONS["RequeueFunction"]["Properties"]["Events"]
+    return {name: event["Properties"] for name, event in events.items() if event["Type"] == "ScheduleV2"}
+
+
+def test_the_requeue_schedules_run_every_deadline_shard_once_a_run_each_minute() -> None:
+    schedules = requeue_schedules()
+    groups = [shard_group_of(json.loads(properties["Input"])) for properties in schedules.values()]
+    [count] = {group.count for group in groups}
+    # one schedule per group, each group once
+    assert sorted(group.index for group in groups) == list(range(count))
+    assert len(groups) == count > 1
+    # the shards the functions are deployed with: the default, or what the template sets
+    variables = {
+        **DOC["Globals"]["Function"].get("Environment", {}).get("Variables", {}),
+        **FUNCTIONS["RequeueFunction"]["Properties"].get("Environment", {}).get("Variables", {}),
+    }
+    shards = int(variables.get("DEADLINE_SHARDS", Settings().deadline_shards))
+    covered = [shard for group in groups for shard in group.shards(shards)]
+    assert sorted(covered) == list(range(shards))
+    # and when DEADLINE_SHARDS is raised, every shard is still read by one run
+    for raised in (shards + 1, 2 * shards, 64):
+        assert sorted(shard for group in groups for shard in group.shards(raised)) == list(range(raised))
+
+
+def test_every_requeue_schedule_runs_alike_but_for_its_group() -> None:
+    schedules = requeue_schedules()
+    alike = [{key: value for key, value in properties.items() if key != "Input"} for properties in schedules.values()]
+    assert all(each == alike[0] for each in alike)
+    assert alike[0]["ScheduleExpression"] == {"Ref": "RequeueSchedule"}
+    assert alike[0]["GroupName"] == {"Ref": "RequeueScheduleGroup"}
+    assert alike[0]["RetryPolicy"] == {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60}
+    # one role for them all, which may invoke the requeue function and nothing else
+    role = RESOURCES[ref(alike[0]["RoleArn"]) or ""]["Properties"]
+    assert next(statements(role["AssumeRolePolicyDocument"]))["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    [policy] = role["Policies"]
+    assert list(statements(policy["PolicyDocument"])) == [
+        {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": {"Fn::GetAtt": ["RequeueFunction", "Arn"]}}
+    ]
+
+
+def test_a_requeue_schedule_input_is_the_event_a_group_is_read_from() -> None:
+    for properties in requeue_schedules().values():
+        event = json.loads(properties["Input"])
+        group = shard_group_of(event)
+        assert group != ShardGroup()
+        assert event == group.as_dict()
 
 
 def test_every_function_has_a_role_of_its_own_without_managed_policies() -> None:

@@ -355,7 +355,7 @@ def test_what_moto_cannot_create_is_what_the_deploy_guide_lists(deployed: Deploy
     assert missing | {"AWS::SES::ConfigurationSet"} == documented_gaps()
 
 
-def test_the_only_role_the_transform_adds_lets_the_scheduler_invoke_the_requeue_function(deployed: Deployed) -> None:
+def test_the_transform_adds_no_role_and_a_schedule_per_group_passes_its_group(deployed: Deployed) -> None:
     resources = deployed.template["Resources"]
     roles = {logical_id for logical_id, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
     assert roles == {
@@ -365,14 +365,16 @@ def test_the_only_role_the_transform_adds_lets_the_scheduler_invoke_the_requeue_
         "EventsRole",
         "NotifyRole",
         "WebhookRole",
-        "RequeueFunctionScheduleRole",
+        "RequeueScheduleRole",
     }
     for logical_id in roles:
         assert "ManagedPolicyArns" not in resources[logical_id]["Properties"], logical_id
-    schedule_role = resources["RequeueFunctionScheduleRole"]["Properties"]
-    [trust] = schedule_role["AssumeRolePolicyDocument"]["Statement"]
-    assert trust["Principal"] == {"Service": ["scheduler.amazonaws.com"]}
-    [policy] = schedule_role["Policies"]
-    assert policy["PolicyDocument"]["Statement"] == [
-        {"Action": "lambda:InvokeFunction", "Effect": "Allow", "Resource": {"Fn::GetAtt": ["RequeueFunction", "Arn"]}}
-    ]
+    schedules = deployed.resources("AWS::Scheduler::Schedule")
+    targets = [schedule["Properties"]["Target"] for schedule in schedules.values()]
+    assert all(target["Arn"] == {"Fn::GetAtt": ["RequeueFunction", "Arn"]} for target in targets)
+    assert all(target["RoleArn"] == {"Fn::GetAtt": ["RequeueScheduleRole", "Arn"]} for target in targets)
+    # the Input EventBridge Scheduler hands the function as the event: one group each, every group once
+    inputs = sorted(
+        (event["shard_groups"], event["shard_group"]) for event in (json.loads(t["Input"]) for t in targets)
+    )
+    assert inputs == [(len(targets), group) for group in range(len(targets))]

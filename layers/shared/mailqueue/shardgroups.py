@@ -60,8 +60,11 @@ class ShardGroup:
 EVERY_SHARD = ShardGroup()
 
 
-def shard_group_of(event: Mapping[str, Any]) -> ShardGroup:
+def shard_group_of(event: Any) -> ShardGroup:
     """The group of shards ``event`` names; every shard when it names none."""
+    if not isinstance(event, Mapping):
+        # A schedule's Input may be any JSON: a list or a number names no group, and is not read as every shard.
+        raise BadShardGroup(f"the event must be a JSON object, not {type(event).__name__}")
     present = [key for key in (GROUP_KEY, GROUPS_KEY) if key in event]
     if not present:
         return EVERY_SHARD
