@@ -350,6 +350,19 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/unit/test_sweep.py", CHAOS),
     ),
     Mutant(
+        "shard-in-no-group",
+        "the requeue function's groups cover only as many shards as there are groups: with DEADLINE_SHARDS raised,"
+        " the due emails of the other shards are never released",
+        f"{SHARED}/shardgroups.py",
+        (
+            (
+                "shards = [shard for shard in range(total) if shard % self.count == self.index]",
+                "shards = [self.index] if self.index < total else []",
+            ),
+        ),
+        ("tests/unit/test_shard_groups.py", "tests/unit/test_template.py"),
+    ),
+    Mutant(
         "late-claim-left-to-the-sweep",
         "an email whose deadline lies past its horizon stays out of by-deadline: the sweep, having passed it, never"
         " comes back",
