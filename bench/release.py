@@ -3,19 +3,25 @@
     .venv/bin/python -m bench.release [--emails N] [--json PATH]
 
 In a fresh emulator (moto server mode, in this process) with the template's resources, ``N`` emails are
-enqueued scheduled for one moment and ``N`` more for a minute later. A requeue run (the function's
-domain code, :class:`mailqueue.requeueing.Requeuer`) at the first moment releases the first ones one at
-a time (``REQUEUE_CONCURRENCY`` 1); a run at the second moment releases the others at the default
-concurrency. For each: the wall time, the release rate, the AWS calls per email (counted on the
-clients), and for the one-at-a-time run the CPU the function's own thread spent per email
-(``time.thread_time``: moto's work, in its own threads, is not counted).
+enqueued scheduled for each of four moments a minute apart. A requeue run (the function's domain code,
+:class:`mailqueue.requeueing.Requeuer`) at the first moment releases the first ones one at a time
+(``REQUEUE_CONCURRENCY`` 1); a run at the second moment releases the others at the default concurrency.
+At the third moment, the template's groups of shards (one schedule each, see
+:mod:`mailqueue.shardgroups`) each release theirs in a run of their own, one group after the other and
+one email at a time, so that each group's CPU per email is measured; at the fourth, the groups' runs go
+side by side (threads, at the default concurrency), as the schedules start them on AWS, to show that
+they release every email once between them. For each: the wall time, the release rate, the AWS calls
+per email (counted on the clients), and for the one-at-a-time runs the CPU the function's own thread
+spent per email (``time.thread_time``: moto's work, in its own threads, is not counted).
 
 The sweep (:mod:`mailqueue.sweeping`) is held back (``SWEEP_LAG_SECONDS`` far ahead): it examines each
 email once, whatever its path, and is measured by ``make bench``; here only the release from
 ``by-deadline`` is.
 
 Locally moto answers a write in a few milliseconds of this machine's CPU, shared with the function's
-threads, so the local rate is a floor; docs/capacity.md works out the rate on AWS from these figures.
+threads (and, side by side, with the other groups' runs: here they share one interpreter, on AWS each
+has its own invocation and vCPU), so the local rate is a floor; docs/capacity.md works out the rate on
+AWS from these figures.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,8 +45,10 @@ from mailqueue.queue import SendQueue
 from mailqueue.requeueing import Requeuer
 from mailqueue.service import Mailqueue
 from mailqueue.settings import Settings, get_settings
+from mailqueue.shardgroups import EVERY_SHARD, ShardGroup, shard_group_of
 from mailqueue.store import EmailStore, SuppressionList
 from mailqueue_dev import emulator as emulator_module
+from mailqueue_dev.template import load_template
 
 from bench.send_rate import _environment, deploy
 
@@ -70,15 +80,25 @@ class Calls:
         self.counts[model.name] += 1
 
 
-def _release(settings: Settings, calls: Calls, at: Any, cpu: Callable[[], float]) -> dict[str, Any]:
+def template_groups() -> list[ShardGroup]:
+    """The groups of shards of the template's requeue schedules (each schedule's Input)."""
+    events = load_template()["Resources"]["RequeueFunction"]["Properties"]["Events"]
+    inputs = [event["Properties"]["Input"] for event in events.values() if event["Type"] == "ScheduleV2"]
+    return sorted((shard_group_of(json.loads(text)) for text in inputs), key=lambda group: group.index)
+
+
+def _release(
+    settings: Settings, calls: Calls, at: Any, cpu: Callable[[], float], group: ShardGroup = EVERY_SHARD
+) -> dict[str, Any]:
     dynamodb, sqs = aws.client("dynamodb"), aws.client("sqs")
     requeuer = Requeuer(settings, EmailStore(settings, dynamodb), SendQueue(settings, sqs))
     calls.counts.clear()
     began, began_cpu = time.perf_counter(), cpu()
-    summary = requeuer.run(lambda: 3_600_000, now=at)
+    summary = requeuer.run(lambda: 3_600_000, now=at, group=group)
     seconds, cpu_seconds = time.perf_counter() - began, cpu() - began_cpu
     released = summary.requeued_total
     return {
+        "shards": summary.shards,
         "concurrency": settings.requeue_concurrency,
         "released": released,
         "publish_failures": summary.publish_failures,
@@ -101,8 +121,8 @@ def measure(emails: int, progress: Callable[[str], None]) -> dict[str, Any]:
             suppressions=SuppressionList(settings, aws.client("dynamodb")),
         )
         first = clock.now().replace(microsecond=0) + timedelta(hours=1)
-        second = first + timedelta(minutes=1)
-        for moment in (first, second):
+        second, third, fourth = (first + timedelta(minutes=minutes) for minutes in (1, 2, 3))
+        for moment in (first, second, third, fourth):
             progress(f"enqueueing {emails} emails scheduled for {clock.iso(moment)}")
             for start in range(0, emails, 100):
                 batch = [_email(index, clock.iso(moment)) for index in range(start, min(emails, start + 100))]
@@ -118,13 +138,54 @@ def measure(emails: int, progress: Callable[[str], None]) -> dict[str, Any]:
         many = _release(settings, calls, second, time.thread_time)
         # The main thread only waits while the pool works: its CPU says nothing here.
         many.pop("cpu_ms_per_email_main_thread")
+        groups = template_groups()
+        progress(f"releasing the third moment's emails by {len(groups)} groups of shards in turn, one at a time")
+        alone = settings.model_copy({"requeue_concurrency": 1})
+        per_group = [_release(alone, calls, third, time.thread_time, group) for group in groups]
+        progress(f"releasing the fourth moment's emails by {len(groups)} groups side by side")
+        side_by_side = _side_by_side(settings, calls, fourth, groups)
         return {
             "emails_per_moment": emails,
             "deadline_shards": settings.deadline_shards,
+            "load_average_1_5_15": [round(load, 2) for load in os.getloadavg()],
             "one_at_a_time": one,
             "concurrent": many,
             "speed_up": round(many["emails_per_second"] / one["emails_per_second"], 2),
+            "groups": len(groups),
+            "per_group": per_group,
+            "cpu_ms_per_email_per_group": _cpu_per_email(per_group),
+            "groups_side_by_side": side_by_side,
         }
+
+
+def _cpu_per_email(runs: list[dict[str, Any]]) -> float:
+    """The groups' CPU per released email, all their runs together."""
+    released = sum(int(run["released"]) for run in runs)
+    cpu_ms = sum(float(run["cpu_ms_per_email_main_thread"]) * int(run["released"]) for run in runs)
+    return round(cpu_ms / max(released, 1), 2)
+
+
+def _side_by_side(settings: Settings, calls: Calls, at: Any, groups: list[ShardGroup]) -> dict[str, Any]:
+    """One run per group at once, as the schedules start them: every due email released once between them."""
+    dynamodb, sqs = aws.client("dynamodb"), aws.client("sqs")
+    requeuer = Requeuer(settings, EmailStore(settings, dynamodb), SendQueue(settings, sqs))
+    calls.counts.clear()
+    began = time.perf_counter()
+    with ThreadPoolExecutor(len(groups), thread_name_prefix="group") as pool:
+        summaries = list(pool.map(lambda group: requeuer.run(lambda: 3_600_000, now=at, group=group), groups))
+    seconds = time.perf_counter() - began
+    released = sum(summary.requeued_total for summary in summaries)
+    return {
+        "concurrency_per_group": settings.requeue_concurrency,
+        "released": released,
+        "released_per_group": [summary.requeued_total for summary in summaries],
+        # emails one group's run found taken by another: none, as no two groups share a shard
+        "skipped": sum(summary.skipped for summary in summaries),
+        "publish_failures": sum(summary.publish_failures for summary in summaries),
+        "seconds": round(seconds, 2),
+        "emails_per_second": round(released / seconds, 1),
+        "calls_per_email": {name: round(count / max(released, 1), 3) for name, count in sorted(calls.counts.items())},
+    }
 
 
 def report(results: dict[str, Any]) -> str:
@@ -140,6 +201,18 @@ def report(results: dict[str, Any]) -> str:
             + f"; calls/email: {calls}"
         )
     lines.append(f"  speed-up: {results['speed_up']}x")
+    for run in results["per_group"]:
+        lines.append(
+            f"  group of shards {run['shards']}, one at a time: {run['released']} released,"
+            f" CPU {run['cpu_ms_per_email_main_thread']} ms/email, {run['emails_per_second']} emails/s"
+        )
+    together = results["groups_side_by_side"]
+    lines.append(
+        f"  {results['groups']} groups side by side: {together['released']} released"
+        f" ({together['released_per_group']}), {together['skipped']} skipped, {together['emails_per_second']} emails/s"
+        f" locally; CPU per email over the groups {results['cpu_ms_per_email_per_group']} ms"
+    )
+    lines.append(f"  load average (1, 5, 15 min) at the end: {results['load_average_1_5_15']}")
     return "\n".join(lines)
 
 
