@@ -62,7 +62,7 @@ def test_an_upload_named_days_after_it_was_made_outlives_the_email(api, stack):
     assert written + timedelta(days=lifecycle_days(stack, "uploads/")) >= send_at + timedelta(days=1)
     _, email = api.get(f"/emails/{body['id']}")
     status_record = api.module.mailqueue.store.get(body["id"])
-    assert clock.parse_iso(status_record["content_until"]) >= send_at + timedelta(days=1)
+    assert status_record.content_until >= send_at + timedelta(days=1)
     assert email["status"] == "scheduled"
 
 
@@ -85,8 +85,8 @@ def test_an_email_held_past_its_content_s_retention_keeps_its_content(api, stack
 
     # Then its content is kept the retention period past the end of the hold, and the record says so
     status_record = api.module.mailqueue.store.get(email_id)
-    assert status_record["status"] == "retrying"
-    held_until = clock.parse_iso(status_record["deadline"])
+    assert status_record.status == "retrying"
+    held_until = status_record.deadline
     assert expires(content_record(stack, email_id)) >= held_until + RETENTION - timedelta(seconds=1)
     assert expires(content_record(stack, email_id)) > first_expiry
-    assert clock.parse_iso(status_record["content_until"]) > held_until + timedelta(days=1)
+    assert status_record.content_until > held_until + timedelta(days=1)

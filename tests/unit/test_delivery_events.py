@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from mailqueue import clock
 from mailqueue.delivery import NotYetRecorded
+from mailqueue.records import Attr, StatusRecord
 from mailqueue.statemachine import HISTORY_LIMIT, Change, Guard, Status, transition
 
 from tests.conftest import an_email, load_handler
@@ -231,7 +232,7 @@ def test_an_event_for_an_email_still_sending_settles_it_as_sent(api, handler, na
     email_id = body["id"]
     store = api.module.mailqueue.store
     now = clock.now()
-    claim = Change(Status.SENDING, deadline=clock.after(now, 180), attempts_delta=1, set={"claim_token": "t1"})
+    claim = Change(Status.SENDING, deadline=clock.after(now, 180), attempts_delta=1, set={Attr.CLAIM_TOKEN: "t1"})
     transition(store, email_id, Guard({Status.QUEUED}), claim, now)
 
     # When SES's event about the send arrives
@@ -239,11 +240,11 @@ def test_an_event_for_an_email_still_sending_settles_it_as_sent(api, handler, na
 
     # Then the email is sent: its claim can no longer expire into a second send
     email = store.get(email_id)
-    assert email["status"] == final
-    assert "deadline" not in email
-    assert "claim_token" not in email
-    assert email["ses_message_id"] == sample(name, email_id)["detail"]["mail"]["messageId"]
-    assert [entry["status"] for entry in email["history"]][1:] == [
+    assert email.status == final
+    assert email.deadline is None
+    assert email.claim_token is None
+    assert email.ses_message_id == sample(name, email_id)["detail"]["mail"]["messageId"]
+    assert [entry["status"] for entry in email.history][1:] == [
         "sending",
         "sent",
         *([final] if final != "sent" else []),
@@ -368,7 +369,7 @@ def between_read_and_write(events_module, act) -> None:
     read_email = store.get
     acted = []
 
-    def get(email_id: str, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+    def get(email_id: str, *args: Any, **kwargs: Any) -> StatusRecord | None:
         record = read_email(email_id, *args, **kwargs)
         if not acted:
             acted.append(email_id)
@@ -397,9 +398,9 @@ def test_a_send_event_whose_write_loses_to_the_requeue_function_reads_again_and_
     # Then the event's write lost, read the email again and settled it as sent all the same
     email = store.get(email_id)
     assert outcome["result"] == "applied"
-    assert email["status"] == "sent"
-    assert "deadline" not in email
-    assert [entry["status"] for entry in email["history"]][-3:] == ["retrying", "queued", "sent"]
+    assert email.status is Status.SENT
+    assert email.deadline is None
+    assert [entry["status"] for entry in email.history][-3:] == ["retrying", "queued", "sent"]
 
 
 def test_a_delivery_whose_write_loses_to_another_event_settles_from_what_it_reads_again(api, context):
@@ -414,7 +415,7 @@ def test_a_delivery_whose_write_loses_to_another_event_settles_from_what_it_read
 
     # Then the complaint is still recorded, after the bounce
     email = store.get(email_id)
-    assert [entry["status"] for entry in email["history"]][-2:] == ["bounced", "complained"]
+    assert [entry["status"] for entry in email.history][-2:] == ["bounced", "complained"]
 
 
 def test_the_history_stays_within_its_bound_on_the_events_path(api, handler):
@@ -423,7 +424,7 @@ def test_the_history_stays_within_its_bound_on_the_events_path(api, handler):
     store = api.module.mailqueue.store
     record = store.get(email_id)
     now = clock.now()
-    full = [record["history"][0], *[{"status": "retrying", "at": clock.iso(now), "reason": "held"}] * 7]
+    full = [record.history[0], *[{"status": "retrying", "at": clock.iso(now), "reason": "held"}] * 7]
     store.update_status(
         email_id,
         "SET #history = :full",
@@ -431,19 +432,19 @@ def test_the_history_stays_within_its_bound_on_the_events_path(api, handler):
         {"#history": "history", "#status": "status"},
         {":full": full, ":retrying": "retrying"},
     )
-    assert len(store.get(email_id)["history"]) == HISTORY_LIMIT
+    assert len(store.get(email_id).history) == HISTORY_LIMIT
 
     # When SES's events settle it and follow it, the history never outgrows its bound on the way
     for name in ("send", "delivery", "bounce-permanent", "complaint"):
         handler(sample(name, email_id))
-        assert len(store.get(email_id)["history"]) <= HISTORY_LIMIT, name
+        assert len(store.get(email_id).history) <= HISTORY_LIMIT, name
 
     # Then the history keeps its first entry and the latest ones, never more than the bound
     email = store.get(email_id)
-    assert email["status"] == "complained"
-    assert len(email["history"]) <= HISTORY_LIMIT
-    assert email["history"][0]["reason"] == "accepted"
-    assert [entry["status"] for entry in email["history"]][-4:] == ["sent", "delivered", "bounced", "complained"]
+    assert email.status is Status.COMPLAINED
+    assert len(email.history) <= HISTORY_LIMIT
+    assert email.history[0]["reason"] == "accepted"
+    assert [entry["status"] for entry in email.history][-4:] == ["sent", "delivered", "bounced", "complained"]
 
 
 def test_a_sent_email_s_delivery_is_one_guarded_write_and_no_read(api, context):

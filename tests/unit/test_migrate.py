@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from mailqueue import aws, clock
 from mailqueue.queue import SendQueue
@@ -31,7 +30,7 @@ def as_written_before(email_id: str) -> None:
         ExpressionAttributeNames={"#shard": "shard"},
         ExpressionAttributeValues={
             ":shard": {"N": str(store().deadline_shard(email_id))},
-            ":status_shard": {"S": store().status_shard(email_id, current["status"])},
+            ":status_shard": {"S": store().status_shard(email_id, current.status)},
         },
     )
 
@@ -53,10 +52,11 @@ def test_an_old_live_email_stays_in_by_deadline_and_is_acted_on_after_its_deadli
         Change(Status.SENDING, reason="claimed", deadline=clock.after(clock.now(), 180), attempts_delta=1),
         clock.now(),
     )
-    assert claimed["shard"] == store().deadline_shard(email_id)
+    assert claimed.shard == store().deadline_shard(email_id)
+    assert claimed.deadline is not None
 
     summary = Requeuer(get_settings(), store(), SendQueue(get_settings(), aws.client("sqs"))).run(
-        lambda: 60_000, now=clock.parse_iso(claimed["deadline"]) + timedelta(seconds=1)
+        lambda: 60_000, now=claimed.deadline + timedelta(seconds=1)
     )
 
     assert summary.requeued[Reason.CLAIM_EXPIRED] == 1
@@ -76,10 +76,10 @@ def test_the_migration_makes_old_emails_listable_once(api):
     assert (first.updated, second.updated) == (2, 0)
     assert listed(api, "queued") == [queued]
     assert listed(api, "cancelled") == [failed]
-    record: dict[str, Any] | None = store().get(queued)
+    record = store().get(queued)
     assert record is not None
-    assert record["arrival_shard"] == store().arrival_shard(queued)
-    assert "status_shard" not in record
+    assert record.arrival_shard == store().arrival_shard(queued)
+    assert record.status_shard is None
     cancelled = store().get(failed)
     assert cancelled is not None
-    assert cancelled["status_shard"] == store().status_shard(failed, "cancelled")
+    assert cancelled.status_shard == store().status_shard(failed, "cancelled")

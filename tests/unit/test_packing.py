@@ -15,7 +15,7 @@ from mailqueue.packing import PACKED_BODY, pack, unpack
 from mailqueue.render import load_content
 from mailqueue.service import content_body
 from mailqueue.settings import get_settings
-from mailqueue.store import CONTENT, EmailStore
+from mailqueue.store import EmailStore
 
 from bench import units
 from bench.emails import typical_email
@@ -76,7 +76,7 @@ def test_an_enqueued_html_email_is_stored_compressed_and_read_back_whole(api, st
     )["Item"]
     assert set(raw) == {"pk", "sk", "expires_at", PACKED_BODY}
 
-    item = EmailStore(get_settings(), aws.client("dynamodb")).get(answer["id"], CONTENT)
+    item = EmailStore(get_settings(), aws.client("dynamodb")).get_content(answer["id"])
     assert item is not None
     content = load_content(item, blobs=None)  # type: ignore[arg-type]
     assert content["html"] == HTML

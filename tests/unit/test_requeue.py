@@ -13,6 +13,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from mailqueue import aws, clock
 from mailqueue.queue import SendQueue
+from mailqueue.records import Attr
 from mailqueue.requeueing import GIVEN_UP_REASON, Reason, Requeuer
 from mailqueue.settings import Settings, get_settings
 from mailqueue.statemachine import Change, Guard, Status, transition
@@ -91,11 +92,11 @@ def set_deadline(email_id: str, deadline: datetime) -> None:
 
 def claim(email_id: str, deadline: datetime, attempts: int | None = None) -> None:
     """Move a queued email to sending as the sender's claim does, with the claim expiring at ``deadline``."""
-    change = Change(Status.SENDING, reason="claimed", deadline=deadline, set={"claim_token": "token-1"})
+    change = Change(Status.SENDING, reason="claimed", deadline=deadline, set={Attr.CLAIM_TOKEN: "token-1"})
     if attempts is None:
         change.attempts_delta = 1
     else:
-        change.set["attempts"] = attempts
+        change.set[Attr.ATTEMPTS] = attempts
     transition(store(), email_id, Guard({Status.QUEUED}), change, ago(300))
     index_deadline(email_id)
 
@@ -132,7 +133,7 @@ def back_off(email_id: str, deadline: datetime, attempts: int | None = None) -> 
 def record(email_id: str) -> dict[str, Any]:
     found = store().get(email_id)
     assert found is not None
-    return found
+    return found.to_item()
 
 
 def run_handler(context: Any) -> dict[str, Any]:
@@ -289,7 +290,7 @@ def test_a_cancel_between_the_read_and_the_write_wins(api):
 
     def cancel_after_reading(*args: Any, **kwargs: Any) -> Any:
         page = query_due(*args, **kwargs)
-        if any(item["pk"] == email_id for item in page[0]):
+        if any(item.email_id == email_id for item in page[0]):
             assert api.delete(f"/emails/{email_id}")[0] == 200
         return page
 
@@ -347,10 +348,10 @@ def test_a_stale_read_of_an_expired_claim_never_releases_the_claim_taken_since(a
 
     def new_claim_after_reading(*args: Any, **kwargs: Any) -> Any:
         page = query_due(*args, **kwargs)
-        if any(item["pk"] == email_id for item in page[0]) and record(email_id)["status"] == "sending":
+        if any(item.email_id == email_id for item in page[0]) and record(email_id)["status"] == "sending":
             assert second.run(plenty).requeued_total == 1
             fresh = Change(Status.SENDING, reason="claimed", deadline=clock.after(clock.now(), 180))
-            fresh.set = {"claim_token": "token-2"}
+            fresh.set = {Attr.CLAIM_TOKEN: "token-2"}
             fresh.attempts_delta = 1
             transition(store(), email_id, Guard({Status.QUEUED}), fresh, clock.now())
         return page

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 from mailqueue import aws, clock, requeueing
+from mailqueue.records import StatusRecord
 from mailqueue.requeueing import Reason
+from mailqueue.statemachine import Status
 
 from tests.conftest import ApiClient, an_email
 from tests.unit.test_requeue import Budget, drain, plenty, record, requeuer, settings, store
@@ -159,7 +161,11 @@ def test_counts_and_publications_stay_exact_when_the_threads_contend(stack, monk
     written: list[str] = []
     monkeypatch.setattr(requeueing, "transition", lambda store, email_id, *args: written.append(email_id))
     items = [
-        {"pk": f"email-{index}", "status": "scheduled" if index % 2 else "sent", "deadline": "2026-01-01T00:00:00.000Z"}
+        StatusRecord(
+            f"email-{index}",
+            Status.SCHEDULED if index % 2 else Status.SENT,
+            deadline=clock.parse_iso("2026-01-01T00:00:00.000Z"),
+        )
         for index in range(CONTENDED)
     ]
     run = requeuer()
@@ -168,7 +174,7 @@ def test_counts_and_publications_stay_exact_when_the_threads_contend(stack, monk
         for start in range(0, CONTENDED, 1000):
             assert run._act_on_page(state, items[start : start + 1000]) is True
 
-    due = [item["pk"] for item in items if item["status"] == "scheduled"]
+    due = [item.email_id for item in items if item.status is Status.SCHEDULED]
     assert state.summary.examined == CONTENDED
     assert state.summary.requeued == Counter({Reason.SEND_AT_REACHED: len(due)})
     assert state.summary.skipped == CONTENDED - len(due)

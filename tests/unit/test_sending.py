@@ -189,7 +189,7 @@ def record(stack: Any, email_id: str) -> dict[str, Any]:
     """The status record as stored (a consistent read)."""
     item = aws_store().get(email_id)
     assert item is not None
-    return item
+    return item.to_item()
 
 
 def history(email: dict[str, Any]) -> list[tuple[str, str | None]]:
@@ -653,7 +653,7 @@ def test_the_last_attempt_ends_in_failed(api, stack, sender):
             transition(
                 store,
                 email_id,
-                Guard(statuses={Status.RETRYING}, deadline=due["deadline"]),
+                Guard(statuses={Status.RETRYING}, deadline=due.deadline),
                 Change(Status.QUEUED, reason="backoff passed", deadline=clock.after(now, 900)),
                 now,
             )

@@ -254,7 +254,7 @@ class Machine(RuleBasedStateMachine):
     def _read(self, email_id: str) -> dict[str, Any]:
         record = self.store.get(email_id)
         assert record is not None, f"{email_id} is gone"
-        return record
+        return record.to_item()
 
     # --- what SES does ------------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from mailqueue import aws, clock
 from mailqueue.errors import IllegalTransition
+from mailqueue.records import Attr, StatusRecord
 from mailqueue.settings import get_settings
 from mailqueue.statemachine import (
     ALLOWED,
@@ -48,7 +49,7 @@ def put_record(store: EmailStore, email_id: str, status: Status, **extra) -> Non
     }
     if status in LIVE:
         record["deadline"] = clock.iso(now + timedelta(minutes=5))
-    store.put_new([(record, {"pk": email_id, "sk": "content"})])
+    store.put_new([(StatusRecord.from_item(record), {"pk": email_id, "sk": "content"})])
 
 
 class WriteRecorder(EmailStore):
@@ -60,7 +61,7 @@ class WriteRecorder(EmailStore):
 
     def update_status(self, email_id, expression, condition, names, values):
         self.writes.append(email_id)
-        return {}
+        return StatusRecord(email_id, Status.QUEUED)
 
 
 def change_to(target: Status) -> Change:
@@ -79,13 +80,13 @@ def test_legal_transition_is_written(store, source, target):
 
     # Then the status, index keys, deadline (live only), TTL (terminal only) and history say so: the id is
     # not a ULID, so it has no horizon and a live email stays in by-deadline; by-status lists the rare statuses
-    assert record["status"] == target.value
-    assert record.get("status_shard") == (store.status_shard(email_id, target) if target in STATUS_INDEXED else None)
-    assert record.get("shard") == (store.deadline_shard(email_id) if target in LIVE else None)
-    assert ("deadline" in record) is (target in LIVE)
-    assert ("expires_at" in record) is (target not in LIVE)
-    assert record["history"][-1]["status"] == target.value
-    assert record["history"][-1]["reason"] == f"to {target}"
+    assert record.status is target
+    assert record.status_shard == (store.status_shard(email_id, target) if target in STATUS_INDEXED else None)
+    assert record.shard == (store.deadline_shard(email_id) if target in LIVE else None)
+    assert (record.deadline is not None) is (target in LIVE)
+    assert (record.expires_at is not None) is (target not in LIVE)
+    assert record.history[-1]["status"] == target.value
+    assert record.history[-1]["reason"] == f"to {target}"
     assert store.get(email_id) == record
 
 
@@ -107,24 +108,24 @@ def test_a_guard_that_no_longer_holds_fails_with_the_current_record(store):
         transition(store, email_id, Guard(statuses={Status.QUEUED}), change_to(Status.SENDING), clock.now())
 
     assert failure.value.current is not None
-    assert failure.value.current["status"] == "cancelled"
+    assert failure.value.current.status is Status.CANCELLED
 
 
 def test_claim_token_and_seen_deadline_guard_the_write(store):
     email_id = "01JTESTCLAIM0000000000000D"
     put_record(store, email_id, Status.SENDING, claim_token="mine")
-    seen = store.get(email_id)["deadline"]
+    seen = store.get(email_id).deadline
 
     with pytest.raises(ConditionFailed):
         transition(store, email_id, Guard({Status.SENDING}, claim_token="theirs"), change_to(Status.SENT), clock.now())
     with pytest.raises(ConditionFailed):
-        stale = Guard({Status.SENDING}, deadline="2000-01-01T00:00:00.000Z")
+        stale = Guard({Status.SENDING}, deadline=clock.parse_iso("2000-01-01T00:00:00.000Z"))
         transition(store, email_id, stale, change_to(Status.QUEUED), clock.now())
 
     # The claim's holder, with the deadline it read, writes.
     holder = Guard({Status.SENDING}, claim_token="mine", deadline=seen)
     record = transition(store, email_id, holder, change_to(Status.QUEUED), clock.now())
-    assert record["status"] == "queued"
+    assert record.status is Status.QUEUED
 
 
 def test_an_unknown_email_fails_the_guard(store):
@@ -169,12 +170,12 @@ def test_the_attempts_guards_hold_the_write_to_the_attempts_counted(store):
         transition(
             store, email_id, Guard({Status.QUEUED}, attempts_at_least=2), change_to(Status.CANCELLED), clock.now()
         )
-    assert store.get(email_id)["status"] == "queued"
+    assert store.get(email_id).status is Status.QUEUED
 
     claimed = transition(
         store, email_id, Guard({Status.QUEUED}, attempts_below=2), change_to(Status.SENDING), clock.now()
     )
-    assert claimed["status"] == "sending"
+    assert claimed.status is Status.SENDING
     put_record(store, "01JTESTATTEMPTS0000000000F", Status.QUEUED)
     failed = transition(
         store,
@@ -183,28 +184,28 @@ def test_the_attempts_guards_hold_the_write_to_the_attempts_counted(store):
         change_to(Status.CANCELLED),
         clock.now(),
     )
-    assert failed["status"] == "cancelled"
+    assert failed.status is Status.CANCELLED
 
 
 def test_a_change_counts_the_attempt_and_writes_and_removes_its_attributes(store):
     email_id = "01JTESTCHANGE000000000000G"
-    put_record(store, email_id, Status.QUEUED, claim_token="old", last_error="stale")
+    put_record(store, email_id, Status.QUEUED, claim_token="old", last_error={"code": "Stale", "message": "stale"})
 
     change = Change(
         Status.SENDING,
         deadline=clock.after(clock.now(), 60),
         attempts_delta=1,
-        set={"claim_token": "new", "message_id": "m-1"},
-        remove=("last_error",),
+        set={Attr.CLAIM_TOKEN: "new", Attr.SES_MESSAGE_ID: "m-1"},
+        remove=(Attr.LAST_ERROR,),
     )
     record = transition(store, email_id, Guard({Status.QUEUED}), change, clock.now())
 
-    assert record["attempts"] == 2
-    assert record["claim_token"] == "new"
-    assert record["message_id"] == "m-1"
-    assert "last_error" not in record
+    assert record.attempts == 2
+    assert record.claim_token == "new"
+    assert record.ses_message_id == "m-1"
+    assert record.last_error is None
     given_back = Change(Status.QUEUED, deadline=clock.after(clock.now(), 60), attempts_delta=-1)
-    assert transition(store, email_id, Guard({Status.SENDING}), given_back, clock.now())["attempts"] == 1
+    assert transition(store, email_id, Guard({Status.SENDING}), given_back, clock.now()).attempts == 1
 
 
 def test_the_updated_at_seen_guards_a_rewrite_of_the_history(store):
@@ -214,19 +215,19 @@ def test_the_updated_at_seen_guards_a_rewrite_of_the_history(store):
     seen = store.get(email_id)
 
     with pytest.raises(ConditionFailed):
-        stale = Guard({Status.SENT}, updated_at="2000-01-01T00:00:00.000Z")
-        transition(store, email_id, stale, Change(Status.DELIVERED, history=seen["history"]), clock.now())
+        stale = Guard({Status.SENT}, updated_at=clock.parse_iso("2000-01-01T00:00:00.000Z"))
+        transition(store, email_id, stale, Change(Status.DELIVERED, history=seen.history), clock.now())
 
     later = clock.after(clock.now(), 1)
     record = transition(
         store,
         email_id,
-        Guard({Status.SENT}, updated_at=seen["updated_at"]),
-        Change(Status.DELIVERED, reason="delivered", history=seen["history"]),
+        Guard({Status.SENT}, updated_at=seen.updated_at),
+        Change(Status.DELIVERED, reason="delivered", history=seen.history),
         later,
     )
-    assert [entry["status"] for entry in record["history"]] == ["sent", "delivered"]
-    assert record["updated_at"] == clock.iso(later)
+    assert [entry["status"] for entry in record.history] == ["sent", "delivered"]
+    assert clock.iso(record.updated_at) == clock.iso(later)
 
 
 def test_a_rewritten_history_is_trimmed_and_an_appended_one_keeps_what_was_there(store):
@@ -237,13 +238,13 @@ def test_a_rewritten_history_is_trimmed_and_an_appended_one_keeps_what_was_there
     record = transition(
         store, email_id, Guard({Status.SENT}), Change(Status.DELIVERED, history=long_history), clock.now()
     )
-    assert len(record["history"]) == 8
-    assert record["history"][0] == long_history[0]
-    assert record["history"][-1]["status"] == "delivered"
+    assert len(record.history) == 8
+    assert record.history[0] == long_history[0]
+    assert record.history[-1]["status"] == "delivered"
 
     record = transition(store, email_id, Guard({Status.DELIVERED}), Change(Status.COMPLAINED), clock.now())
-    assert len(record["history"]) == 9
-    assert [entry["status"] for entry in record["history"][-2:]] == ["delivered", "complained"]
+    assert len(record.history) == 9
+    assert [entry["status"] for entry in record.history[-2:]] == ["delivered", "complained"]
 
 
 def test_a_guard_on_several_statuses_accepts_each_of_them_and_only_them(store):
@@ -253,7 +254,7 @@ def test_a_guard_on_several_statuses_accepts_each_of_them_and_only_them(store):
         record = transition(
             store, email_id, Guard({Status.QUEUED, Status.RETRYING}), change_to(Status.CANCELLED), clock.now()
         )
-        assert record["status"] == "cancelled"
+        assert record.status is Status.CANCELLED
     put_record(store, "01JTESTSEVERAL00000000009K", Status.SENDING)
     with pytest.raises(ConditionFailed):
         transition(
@@ -272,10 +273,11 @@ def test_a_terminal_email_expires_after_the_retention_and_a_live_one_keeps_its_d
     deadline = clock.after(now, 90)
 
     record = transition(store, email_id, Guard({Status.QUEUED}), Change(Status.SENDING, deadline=deadline), now)
-    assert record["deadline"] == clock.iso(deadline)
+    assert record.deadline is not None
+    assert clock.iso(record.deadline) == clock.iso(deadline)
     record = transition(store, email_id, Guard({Status.SENDING}), Change(Status.SENT), now)
-    assert record["expires_at"] == clock.epoch(clock.after(now, store.settings.retention_days * 86400))
-    assert "deadline" not in record
+    assert record.expires_at == clock.epoch(clock.after(now, store.settings.retention_days * 86400))
+    assert record.deadline is None
 
 
 def test_a_history_at_the_limit_is_trimmed_and_one_below_it_is_kept_whole():

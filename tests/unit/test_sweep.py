@@ -14,6 +14,7 @@ import pytest
 from mailqueue import aws, clock, sweeping
 from mailqueue.ids import created_ms
 from mailqueue.queue import SendQueue
+from mailqueue.records import Attr
 from mailqueue.requeueing import Reason, Requeuer
 from mailqueue.settings import Settings, get_settings
 from mailqueue.statemachine import Change, Guard, Status, transition
@@ -41,7 +42,7 @@ def plenty() -> int:
 def record(email_id: str) -> dict[str, Any]:
     found = store().get(email_id)
     assert found is not None
-    return found
+    return found.to_item()
 
 
 def published(priority: str = "normal") -> list[str]:
@@ -64,9 +65,10 @@ def enqueue(api: ApiClient, **overrides: Any) -> str:
 
 
 def claim(email_id: str, at: datetime, seconds: float = 180) -> dict[str, Any]:
+    """The sender's claim; the status record as stored after it."""
     change = Change(Status.SENDING, reason="claimed", deadline=clock.after(at, seconds), attempts_delta=1)
-    change.set["claim_token"] = "token-1"
-    return transition(store(), email_id, Guard({Status.QUEUED}), change, at)
+    change.set[Attr.CLAIM_TOKEN] = "token-1"
+    return transition(store(), email_id, Guard({Status.QUEUED}), change, at).to_item()
 
 
 def just_after_sweep_point(email_id: str) -> datetime:
@@ -94,9 +96,9 @@ def test_an_email_on_its_normal_path_is_in_by_arrival_only(api):
         Change(Status.SENT, reason="accepted", remove=("claim_token",)),
         clock.now(),
     )
-    assert "shard" not in sent
-    assert "status_shard" not in sent
-    assert sent["arrival_shard"] == enqueued["arrival_shard"]
+    assert sent.shard is None
+    assert sent.status_shard is None
+    assert sent.arrival_shard == enqueued["arrival_shard"]
 
 
 def test_a_claim_past_the_horizon_puts_the_email_into_by_deadline(api):
@@ -121,8 +123,9 @@ def test_scheduled_and_retrying_emails_are_in_by_deadline_however_near_their_dea
         clock.now(),
     )
 
-    assert retrying["deadline"] < clock.iso(store().horizon(email_id))
-    assert retrying["shard"] == store().deadline_shard(email_id)
+    assert retrying.deadline is not None
+    assert retrying.deadline < store().horizon(email_id)
+    assert retrying.shard == store().deadline_shard(email_id)
 
 
 def test_an_email_in_by_deadline_stays_there_while_live(api):
@@ -144,14 +147,14 @@ def test_an_email_in_by_deadline_stays_there_while_live(api):
         Change(Status.QUEUED, reason="backoff passed", deadline=clock.after(clock.now(), 5)),
         clock.now(),
     )
-    assert queued["shard"] == store().deadline_shard(email_id)
+    assert queued.shard == store().deadline_shard(email_id)
 
     cancelled = transition(
         store(), email_id, Guard({Status.QUEUED}), Change(Status.CANCELLED, reason="cancelled"), clock.now()
     )
-    assert "shard" not in cancelled
-    assert "deadline" not in cancelled
-    assert cancelled["status_shard"] == store().status_shard(email_id, "cancelled")
+    assert cancelled.shard is None
+    assert cancelled.deadline is None
+    assert cancelled.status_shard == store().status_shard(email_id, "cancelled")
 
 
 # --- the sweep ------------------------------------------------------------------------------------------------
@@ -268,8 +271,8 @@ def test_a_sweep_cut_short_by_time_goes_on_where_it_stopped(api):
     sweep = sweeping.Sweep(store(), page_size=1)
     acted: list[str] = []
 
-    first = sweep.run(later, lambda item: acted.append(item["pk"]), lambda: len(acted) >= 2)
-    second = sweep.run(later, lambda item: acted.append(item["pk"]), lambda: False)
+    first = sweep.run(later, lambda item: acted.append(item.email_id), lambda: len(acted) >= 2)
+    second = sweep.run(later, lambda item: acted.append(item.email_id), lambda: False)
 
     assert first.stopped_early
     assert (first.examined, second.examined) == (2, 2)

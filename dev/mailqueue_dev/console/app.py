@@ -27,8 +27,8 @@ from urllib.parse import parse_qs, quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from mailqueue.ids import is_email_id
+from mailqueue.records import is_held
 from mailqueue.ses_errors import CODES, Outcome
-from mailqueue.stats import is_held
 
 from mailqueue_dev.console.client import STATUSES, ApiError, ConsoleClient
 from mailqueue_dev.console.overview import DEFAULT_CAP, LIVE_STATUSES, CachedOverview, Overview, read_stats
@@ -372,7 +372,7 @@ class Console:
             email = self.client.email(email_id)
         except ApiError as error:
             return self._api_failed(error, f"Email {email_id}")
-        held = is_held(email)
+        held = is_held(str(email.get("status")), email.get("history") or [])
         return self._page(
             HTTPStatus.OK,
             "email.html",

@@ -14,6 +14,7 @@ from typing import Any
 
 from mailqueue import clock
 from mailqueue.ids import is_email_id
+from mailqueue.records import Attr, StatusRecord
 from mailqueue.statemachine import HISTORY_LIMIT, Change, Guard, Status, transition
 from mailqueue.store import ConditionFailed, EmailStore, SuppressionList
 
@@ -82,16 +83,16 @@ def _reason(event_type: str, detail: dict[str, Any]) -> tuple[str, dict[str, Any
             for recipient in bounce.get("bouncedRecipients", [])[:5]
         ]
         kind = f"{bounce.get('bounceType', 'Undetermined')}/{bounce.get('bounceSubType', 'General')}"
-        return f"bounce {kind}", {"bounce": {"type": kind, "recipients": recipients}}
+        return f"bounce {kind}", {Attr.BOUNCE: {"type": kind, "recipients": recipients}}
     if event_type == "Complaint":
         feedback = detail.get("complaint", {}).get("complaintFeedbackType", "complaint")
         return f"complaint: {feedback}", {}
     if event_type == "Reject":
         reason = str(detail.get("reject", {}).get("reason", "rejected by SES"))
-        return f"rejected: {reason}", {"last_error": {"code": "Reject", "message": reason[:300]}}
+        return f"rejected: {reason}", {Attr.LAST_ERROR: {"code": "Reject", "message": reason[:300]}}
     if event_type == "Rendering Failure":
         message = str(detail.get("failure", {}).get("errorMessage", "rendering failed"))
-        return "rendering failure", {"last_error": {"code": "RenderingFailure", "message": message[:300]}}
+        return "rendering failure", {Attr.LAST_ERROR: {"code": "RenderingFailure", "message": message[:300]}}
     if event_type == "Send":
         return "SES Send event: accepted", {}
     return event_type.lower(), {}
@@ -135,7 +136,7 @@ class DeliveryEvents:
                 "foreign" if event_type not in OUTCOMES else "unknown-email",
                 suppressed=suppressed,
             )
-        record: dict[str, Any] | None = None
+        record: StatusRecord | None = None
         known = False
         if event_type == "Delivery":
             # Most events are a sent email's delivery: one guarded write, no read first. When the email is
@@ -145,7 +146,7 @@ class DeliveryEvents:
             except ConditionFailed as failed:
                 record, known = failed.current, True
             else:
-                return Outcome(event_type, email_id, "applied", record["status"], suppressed=suppressed)
+                return Outcome(event_type, email_id, "applied", record.status.value, suppressed=suppressed)
         for _ in range(SETTLE_ATTEMPTS):
             if not known:
                 record = self.store.get(email_id)
@@ -165,12 +166,12 @@ class DeliveryEvents:
         event_type: str,
         detail: dict[str, Any],
         email_id: str,
-        record: dict[str, Any],
+        record: StatusRecord,
         suppressed: tuple[str, ...],
         now: datetime,
     ) -> Outcome:
         """Apply the event to the email as ``record`` shows it; ConditionFailed if it moved since."""
-        status = Status(record["status"])
+        status = record.status
         message_id = str(detail.get("mail", {}).get("messageId", ""))
 
         if status is Status.SENDING and event_type not in _PROVES_ACCEPTED:
@@ -179,8 +180,8 @@ class DeliveryEvents:
             # SES proves it accepted the email: never send it again. Retrying: the last attempt's outcome
             # was unknown. Sending: the sender has not recorded the send, and may never: if it died after
             # SES accepted, its claim would expire and the requeue function would hand the email out again.
-            settled = {"ses_message_id": message_id}
-            record = self._write(record, Status.SENT, "SES Send event: accepted", settled, now, ("claim_token",))
+            settled = {Attr.SES_MESSAGE_ID: message_id}
+            record = self._write(record, Status.SENT, "SES Send event: accepted", settled, now, (Attr.CLAIM_TOKEN,))
             status = Status.SENT
             if event_type == "Send":
                 return Outcome(event_type, email_id, "applied", status.value, suppressed=suppressed)
@@ -189,31 +190,31 @@ class DeliveryEvents:
         if target is None or status not in sources:
             return Outcome(event_type, email_id, "ignored", status.value, suppressed=suppressed)
         reason, extra = _reason(event_type, detail)
-        if message_id and not record.get("ses_message_id"):
-            extra["ses_message_id"] = message_id
+        if message_id and not record.ses_message_id:
+            extra[Attr.SES_MESSAGE_ID] = message_id
         record = self._write(record, target, reason, extra, now)
-        bounce_type = extra.get("bounce", {}).get("type")
-        return Outcome(event_type, email_id, "applied", record["status"], bounce_type, suppressed)
+        bounce_type = extra.get(Attr.BOUNCE, {}).get("type")
+        return Outcome(event_type, email_id, "applied", record.status.value, bounce_type, suppressed)
 
-    def _deliver_blind(self, email_id: str, detail: dict[str, Any], now: datetime) -> dict[str, Any]:
+    def _deliver_blind(self, email_id: str, detail: dict[str, Any], now: datetime) -> StatusRecord:
         """sent -> delivered without a read: the history appended, guarded to stay within its bound."""
         message_id = str(detail.get("mail", {}).get("messageId", ""))
         change = Change(
             Status.DELIVERED,
             reason=_reason("Delivery", detail)[0],
-            set_if_absent={"ses_message_id": message_id} if message_id else {},
+            set_if_absent={Attr.SES_MESSAGE_ID: message_id} if message_id else {},
         )
         return transition(self.store, email_id, Guard({Status.SENT}, history_below=HISTORY_LIMIT), change, now)
 
     def _write(
         self,
-        record: dict[str, Any],
+        record: StatusRecord,
         target: Status,
         reason: str,
         extra: dict[str, Any],
         now: datetime,
         remove: tuple[str, ...] = (),
-    ) -> dict[str, Any]:
+    ) -> StatusRecord:
         """Move the email from where ``record`` shows it to ``target``, only if nobody moved it since.
 
         The guard holds the status and the time of the last write that was read, so the history read
@@ -221,9 +222,9 @@ class DeliveryEvents:
         sender outcome comes to trim it), and a lost race raises ConditionFailed for the caller to read
         the email again and settle again.
         """
-        guard = Guard({Status(record["status"])}, updated_at=str(record.get("updated_at", "")))
-        change = Change(target, reason=reason, set=extra, remove=remove, history=list(record.get("history", [])))
-        return transition(self.store, str(record["pk"]), guard, change, now)
+        guard = Guard({record.status}, updated_at=record.updated_at)
+        change = Change(target, reason=reason, set=extra, remove=remove, history=record.history)
+        return transition(self.store, record.email_id, guard, change, now)
 
     def _suppress(
         self, event_type: str, detail: dict[str, Any], email_id: str | None, now: datetime

@@ -27,8 +27,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from mailqueue.packing import PACKED_BODY, unpack
-from mailqueue.statemachine import SEQUENCE, Status
-from mailqueue.store import IDEMPOTENCY_KEY, STATUS, EmailStore, decoded
+from mailqueue.records import Attr, StatusRecord, iso_or_none
+from mailqueue.statemachine import Status
+from mailqueue.store import STATUS, EmailStore, decoded
 
 SCHEMA_VERSION: Literal["1"] = "1"
 SOURCE = "mailqueue"
@@ -134,46 +135,41 @@ def status_event(record: Mapping[str, Any], published: frozenset[Status]) -> Sta
         return None
     if (change.get("Keys") or {}).get("sk", {}).get("S") != STATUS:
         return None
-    new = decoded(change["NewImage"])
-    old = decoded(change["OldImage"]) if change.get("OldImage") else None
     try:
-        status = Status(str(new.get("status")))
+        new = StatusRecord.from_item(decoded(change["NewImage"]))
     except ValueError:
         return None
-    previous = old.get("status") if old else None
+    previous = decoded(change["OldImage"]).get(Attr.STATUS) if change.get("OldImage") else None
+    status = new.status
     if status.value == previous or status not in published:
         return None
-    email_id = str(new["pk"])
-    sequence = int(new.get(SEQUENCE) or 0)
     return StatusEvent(
-        event_id=f"{email_id}-{sequence}",
-        email_id=email_id,
-        sequence=sequence,
+        event_id=f"{new.email_id}-{new.sequence}",
+        email_id=new.email_id,
+        sequence=new.sequence,
         status=status.value,
         previous_status=str(previous) if previous else None,
-        reason=reason_of(status, new),
-        metadata=new.get("metadata"),
+        reason=reason_of(new),
+        metadata=new.metadata,
         tags=[],
-        idempotency_key=new.get(IDEMPOTENCY_KEY),
-        time=str(new.get("updated_at", "")),
+        idempotency_key=new.idempotency_key,
+        time=iso_or_none(new.updated_at) or "",
     )
 
 
-def reason_of(status: Status, record: Mapping[str, Any]) -> Reason | None:
-    """Why the email is in ``status``: the history entry of the change, with the bounce or the error behind it."""
-    history = record.get("history") or []
+def reason_of(record: StatusRecord) -> Reason | None:
+    """Why the email is in its status: the history entry of the change, with the bounce or the error behind it."""
+    status, history = record.status, record.history
     latest = history[-1] if history and history[-1].get("status") == status.value else {}
     summary = latest.get("reason")
     bounce = None
-    if status is Status.BOUNCED and isinstance(record.get("bounce"), dict):
-        kind, _, subtype = str(record["bounce"].get("type", "")).partition("/")
-        recipients = [BouncedRecipient(**recipient) for recipient in record["bounce"].get("recipients") or []]
+    if status is Status.BOUNCED and isinstance(record.bounce, dict):
+        kind, _, subtype = str(record.bounce.get("type", "")).partition("/")
+        recipients = [BouncedRecipient(**recipient) for recipient in record.bounce.get("recipients") or []]
         bounce = Bounce(type=kind, subtype=subtype, recipients=recipients)
     error = None
-    if status in {Status.FAILED, Status.RETRYING} and isinstance(record.get("last_error"), dict):
-        error = Failure(
-            code=str(record["last_error"].get("code", "")), message=str(record["last_error"].get("message", ""))
-        )
+    if status in {Status.FAILED, Status.RETRYING} and isinstance(record.last_error, dict):
+        error = Failure(code=str(record.last_error.get("code", "")), message=str(record.last_error.get("message", "")))
     if summary is None and bounce is None and error is None:
         return None
     return Reason(summary=summary, bounce=bounce, error=error)

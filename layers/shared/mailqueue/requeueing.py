@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 
 from mailqueue import clock
 from mailqueue.queue import Publication, SendQueue
+from mailqueue.records import Attr, StatusRecord
 from mailqueue.settings import Settings
 from mailqueue.shardgroups import EVERY_SHARD, ShardGroup
 from mailqueue.statemachine import Change, Guard, Status, transition
@@ -245,10 +246,10 @@ class Requeuer:
             self._publish(run)
         return run.summary
 
-    def _act_on_page(self, run: _Run, items: list[dict[str, Any]]) -> bool:
+    def _act_on_page(self, run: _Run, items: list[StatusRecord]) -> bool:
         """Act on one page of due items; False when time ran out before the page was done."""
 
-        def act_in_time(item: dict[str, Any]) -> bool:
+        def act_in_time(item: StatusRecord) -> bool:
             if run.out_of_time():
                 return False
             run.count_examined()
@@ -257,35 +258,32 @@ class Requeuer:
 
         return run.each(act_in_time, items)
 
-    def _act_swept(self, run: _Run, record: dict[str, Any]) -> None:
+    def _act_swept(self, run: _Run, record: StatusRecord) -> None:
         """Act on a due email the sweep found (see mailqueue.sweeping)."""
         self._act(run, record)
         if len(run.pending) >= PUBLISH_AT:
             self._publish(run)
 
-    def _act(self, run: _Run, item: dict[str, Any]) -> None:
-        email_id: str = item["pk"]
-        seen_deadline: str = item["deadline"]
-        try:
-            status = Status(item["status"])
-            reason = _REASON_OF[status]
-        except (KeyError, ValueError):
+    def _act(self, run: _Run, item: StatusRecord) -> None:
+        """Act on a due email as ``item`` (a record as ``by-deadline`` holds it, or a whole one) shows it."""
+        email_id, status, seen_deadline = item.email_id, item.status, item.deadline
+        reason = _REASON_OF.get(status)
+        if reason is None or seen_deadline is None:
             # Only live emails have a deadline; anything else in the index is not ours to move.
             run.count_skipped()
             return
-        attempts = int(item.get("attempts", 0))
-        gives_up = status in {Status.SENDING, Status.RETRYING} and attempts >= self.settings.max_attempts
+        gives_up = status in {Status.SENDING, Status.RETRYING} and item.attempts >= self.settings.max_attempts
         try:
             if gives_up:
                 self._give_up(run, email_id, status, seen_deadline)
             else:
-                self._requeue(run, email_id, status, reason, seen_deadline, item.get("priority", "normal"))
+                self._requeue(run, email_id, status, reason, seen_deadline, item.priority)
         except ConditionFailed:
             # Someone else acted first (the sender, a cancel, another run): the email moved on.
             run.count_skipped()
 
     def _requeue(
-        self, run: _Run, email_id: str, status: Status, reason: Reason, seen_deadline: str, priority: str
+        self, run: _Run, email_id: str, status: Status, reason: Reason, seen_deadline: datetime, priority: str
     ) -> None:
         guard = Guard(statuses={status}, deadline=seen_deadline)
         if status in {Status.SENDING, Status.RETRYING}:
@@ -296,24 +294,24 @@ class Requeuer:
             reason=_HISTORY_REASON[reason],
             deadline=clock.after(run.now, self.settings.queued_grace_seconds),
             # A released claim must not let the dead sender's token write an outcome later.
-            remove=("claim_token",) if status is Status.SENDING else (),
+            remove=(Attr.CLAIM_TOKEN,) if status is Status.SENDING else (),
         )
         if status is Status.QUEUED:
             # Only this case can repeat with no sender outcome in between (which is what trims the
             # history), so rewrite the history trimmed, from a strongly consistent read.
             current = self.store.get(email_id)
-            if current is None or current.get("status") != status or current.get("deadline") != seen_deadline:
+            if current is None or current.status is not status or current.deadline != seen_deadline:
                 run.count_skipped()
                 return
-            change.history = list(current.get("history", []))
+            change.history = current.history
         transition(self.store, email_id, guard, change, run.now)
         run.requeued(reason, Publication(email_id, priority))
 
-    def _give_up(self, run: _Run, email_id: str, status: Status, seen_deadline: str) -> None:
+    def _give_up(self, run: _Run, email_id: str, status: Status, seen_deadline: datetime) -> None:
         guard = Guard(statuses={status}, deadline=seen_deadline, attempts_at_least=self.settings.max_attempts)
-        change = Change(Status.FAILED, reason=GIVEN_UP_REASON, remove=("claim_token",))
+        change = Change(Status.FAILED, reason=GIVEN_UP_REASON, remove=(Attr.CLAIM_TOKEN,))
         if status is Status.SENDING:
-            change.set = {"last_error": dict(_CLAIM_EXPIRED_ERROR)}
+            change.set = {Attr.LAST_ERROR: dict(_CLAIM_EXPIRED_ERROR)}
         # A retrying email keeps the last_error its sender recorded: that is why it was retrying.
         transition(self.store, email_id, guard, change, run.now)
         run.gave_up()

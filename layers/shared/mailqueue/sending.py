@@ -62,7 +62,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -73,11 +72,12 @@ from mailqueue.ids import is_email_id
 from mailqueue.limits import MAX_ATTACHMENT_BYTES
 from mailqueue.mailer import Mailer, SendResult
 from mailqueue.queue import email_id_of
+from mailqueue.records import Attr, StatusRecord
 from mailqueue.render import Rendered, RenderError, load_content, render
 from mailqueue.ses_errors import Classified, Outcome
 from mailqueue.settings import Settings
 from mailqueue.statemachine import HELD_PREFIX, Change, Guard, Status, transition
-from mailqueue.store import CONTENT, WITHDRAWN, ConditionFailed, EmailStore
+from mailqueue.store import WITHDRAWN, ConditionFailed, EmailStore
 
 # Time kept back, past the pacing wait, for one claim, render, send and record: a message that
 # cannot be finished before the function's timeout is left to SQS, unclaimed. It covers the SES
@@ -121,7 +121,7 @@ class Report:
     result: Result
     email_id: str | None
     detail: str = ""
-    record: dict[str, Any] | None = None
+    record: StatusRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -381,7 +381,7 @@ class Sender:
             self.pacer.sleep(YIELD_SECONDS)
 
     def _send_paced(
-        self, email_id: str, rendered: Rendered, claimed: dict[str, Any], time_left: Callable[[], float] | None
+        self, email_id: str, rendered: Rendered, claimed: StatusRecord, time_left: Callable[[], float] | None
     ) -> SendResult:
         """Send at the pace. A throttle is tried again under the same claim after a pause, with no write:
         SES refused the call before taking the email, so the claim's one possible acceptance is still to
@@ -392,58 +392,58 @@ class Sender:
             self.pacer.wait()
             result = self.mailer.send(email_id, rendered)
             self.metrics.add_metric(name="SesLatency", unit=MetricUnit.Milliseconds, value=result.latency_ms)
-            self.logger.debug("SES answered", extra={"attempt": claimed["attempts"], "latency_ms": result.latency_ms})
+            self.logger.debug("SES answered", extra={"attempt": claimed.attempts, "latency_ms": result.latency_ms})
             if result.outcome is not Outcome.THROTTLED:
                 return result
             self._count("SendsThrottled")
             self.pacer.throttled(throttle_pause(retry, self.draw))
             room = retry < THROTTLE_RETRIES and self._time_for_another_send(claimed, time_left)
-            if decide(result.classified, int(claimed["attempts"]), self.settings, 0.0, retry, room) is not SEND_AGAIN:
+            if decide(result.classified, claimed.attempts, self.settings, 0.0, retry, room) is not SEND_AGAIN:
                 return result
             retry += 1
 
-    def _time_for_another_send(self, claimed: dict[str, Any], time_left: Callable[[], float] | None) -> bool:
+    def _time_for_another_send(self, claimed: StatusRecord, time_left: Callable[[], float] | None) -> bool:
         """Whether another SES call, after the pacer's wait, still ends well inside the claim and the invocation."""
         needed = self.pacer.delay() + RESERVE_SECONDS
-        claim_left = (clock.parse_iso(str(claimed["deadline"])) - self.now()).total_seconds()
+        assert claimed.deadline is not None  # a claimed email is live
+        claim_left = (claimed.deadline - self.now()).total_seconds()
         return claim_left >= needed and (time_left is None or time_left() >= needed)
 
     # --- claim ----------------------------------------------------------------------------------------
 
-    def _claim(self, email_id: str, token: str) -> dict[str, Any] | Report:
+    def _claim(self, email_id: str, token: str) -> StatusRecord | Report:
         now = self.now()
         change = Change(
             Status.SENDING,
             reason="claimed by the sender",
             deadline=clock.after(now, self.settings.claim_seconds),
             attempts_delta=1,
-            set={"claim_token": token},
+            set={Attr.CLAIM_TOKEN: token},
         )
         guard = Guard(statuses={Status.QUEUED}, attempts_below=self.settings.max_attempts)
         try:
             return transition(self.store, email_id, guard, change, now)
         except ConditionFailed as failure:
             current = failure.current or self.store.get(email_id)
-        if current is not None and current.get("status") == Status.SENDING and current.get("claim_token") == token:
+        if current is not None and current.status is Status.SENDING and current.claim_token == token:
             # botocore retried a claim that had in fact been written: the claim is ours.
             return current
         return self._not_claimed(email_id, current, now)
 
-    def _not_claimed(self, email_id: str, current: dict[str, Any] | None, now: datetime) -> Report:
+    def _not_claimed(self, email_id: str, current: StatusRecord | None, now: datetime) -> Report:
         if current is None:
             self.logger.warning("ignored a message for an email that does not exist")
             self._count("IgnoredMessages")
             return Report(Result.IGNORED, email_id, "no such email")
-        status = str(current.get("status"))
-        attempts = int(current.get("attempts", 0))
-        if status == Status.QUEUED and attempts >= self.settings.max_attempts:
+        status = current.status
+        if status is Status.QUEUED and current.attempts >= self.settings.max_attempts:
             return self._fail_exhausted(email_id, now)
-        if status == Status.SENDING:
-            live = str(current.get("deadline", "")) > clock.iso(now)
+        if status is Status.SENDING:
+            live = current.deadline is not None and current.deadline > now
             detail = "already sending under a live claim" if live else "sending under an expired claim"
         else:
-            detail = f"already {status}"
-        self.logger.info("skipped a duplicate or stale message", extra={"status": status, "detail": detail})
+            detail = f"already {status.value}"
+        self.logger.info("skipped a duplicate or stale message", extra={"status": status.value, "detail": detail})
         self._count("SkippedDuplicates")
         return Report(Result.SKIPPED, email_id, detail, current)
 
@@ -459,12 +459,12 @@ class Sender:
             Status.SENDING,
             reason=ATTEMPTS_EXHAUSTED,
             deadline=clock.after(now, self.settings.claim_seconds),
-            set={"claim_token": token},
+            set={Attr.CLAIM_TOKEN: token},
         )
         try:
             claimed = transition(self.store, email_id, guard, bridge, now)
-            history = list(claimed.get("history", []))[:-1]
-            error = claimed.get("last_error") or {"code": "AttemptsExhausted", "message": ATTEMPTS_EXHAUSTED}
+            history = claimed.history[:-1]
+            error = claimed.last_error or {"code": "AttemptsExhausted", "message": ATTEMPTS_EXHAUSTED}
             record = transition(
                 self.store,
                 email_id,
@@ -472,25 +472,25 @@ class Sender:
                 Change(
                     Status.FAILED,
                     reason=ATTEMPTS_EXHAUSTED,
-                    set={"last_error": error},
-                    remove=("claim_token",),
+                    set={Attr.LAST_ERROR: error},
+                    remove=(Attr.CLAIM_TOKEN,),
                     history=history,
                 ),
                 now,
             )
         except ConditionFailed as failure:
-            status = (failure.current or {}).get("status")
+            status = failure.current.status.value if failure.current else None
             self.logger.info("skipped a stale message", extra={"status": status})
             self._count("SkippedDuplicates")
             return Report(Result.SKIPPED, email_id, f"already {status}", failure.current)
-        self.logger.warning("failed an email with no attempts left", extra={"attempts": claimed.get("attempts")})
+        self.logger.warning("failed an email with no attempts left", extra={"attempts": claimed.attempts})
         self._count_failed(str(error.get("code", "AttemptsExhausted")))
         return Report(Result.FAILED, email_id, ATTEMPTS_EXHAUSTED, record)
 
     # --- render ---------------------------------------------------------------------------------------
 
     def _render(self, email_id: str) -> Rendered:
-        item = self.store.get(email_id, CONTENT)
+        item = self.store.get_content(email_id)
         if item is None:
             raise RenderError("the email's content is gone (expired or never written)")
         if WITHDRAWN in item:
@@ -521,13 +521,13 @@ class Sender:
 
     # --- record ---------------------------------------------------------------------------------------
 
-    def _record(self, claimed: dict[str, Any], token: str, result: SendResult) -> Report:
-        email_id: str = claimed["pk"]
-        attempt = int(claimed["attempts"])
+    def _record(self, claimed: StatusRecord, token: str, result: SendResult) -> Report:
+        email_id = claimed.email_id
+        attempt = claimed.attempts
         now = self.now()
         outcome, code = result.outcome, result.classified.code
         # This sender holds the claim, so it rewrites the history it read, trimmed to size.
-        history = list(claimed.get("history", []))
+        history = claimed.history
         decision = decide(result.classified, attempt, self.settings, self.draw())
         report_as, status = decision.result, decision.status
         # Only _send_paced sees a decision to call SES again; what reaches the record is written.
@@ -537,8 +537,8 @@ class Sender:
             change = Change(
                 Status.SENT,
                 reason=decision.reason,
-                set={"ses_message_id": result.message_id},
-                remove=("claim_token", "last_error"),
+                set={Attr.SES_MESSAGE_ID: result.message_id},
+                remove=(Attr.CLAIM_TOKEN, Attr.LAST_ERROR),
                 history=history,
             )
         else:
@@ -547,8 +547,8 @@ class Sender:
                 reason=decision.reason,
                 deadline=None if decision.wait_seconds is None else clock.after(now, decision.wait_seconds),
                 attempts_delta=0 if decision.attempt_counted else -1,
-                set={"last_error": result.classified.as_error()},
-                remove=("claim_token",),
+                set={Attr.LAST_ERROR: result.classified.as_error()},
+                remove=(Attr.CLAIM_TOKEN,),
                 history=history,
             )
 
@@ -557,7 +557,8 @@ class Sender:
         try:
             record = transition(self.store, email_id, Guard(statuses={Status.SENDING}, claim_token=token), change, now)
         except ConditionFailed as failure:
-            if (failure.current or {}).get("status") in _SENT_OR_LATER:
+            current_status = failure.current.status if failure.current else None
+            if current_status in _SENT_OR_LATER:
                 # SES's event reached the events function first and settled the email as sent.
                 if outcome is Outcome.ACCEPTED:
                     self._observe(Result.SENT, result, attempt)
@@ -568,7 +569,7 @@ class Sender:
             # before this outcome was written. If SES accepted it, its Send event can still settle it.
             self.logger.error(
                 "the claim was lost before the outcome was recorded",
-                extra={"outcome": outcome.value, "code": code, "status": (failure.current or {}).get("status")},
+                extra={"outcome": outcome.value, "code": code, "status": current_status},
             )
             self._count("ClaimsLost")
             return Report(Result.CLAIM_LOST, email_id, f"{outcome.value}: {code}", failure.current)
@@ -576,7 +577,7 @@ class Sender:
         self._observe(report_as, result, attempt)
         return Report(report_as, email_id, change.reason or "", record)
 
-    def _keep_content(self, claimed: dict[str, Any], change: Change, now: datetime) -> None:
+    def _keep_content(self, claimed: StatusRecord, change: Change, now: datetime) -> None:
         """Keep what the email needs for its next attempt: an email that waits (held while the account
         is paused, retried) can outlive its content's expiry, counted at enqueue from its due time.
 
@@ -584,15 +585,15 @@ class Sender:
         and the S3 objects it names (large content, uploads) are renewed, so that the lifecycle counts
         their days from now; ``content_until`` moves with them. Rare: a wait is minutes, retention days.
         """
-        until = claimed.get("content_until")
+        until = claimed.content_until
         assert change.deadline is not None
-        if not until or clock.parse_iso(str(until)) > clock.after(change.deadline, KEEP_MARGIN_SECONDS):
+        if until is None or until > clock.after(change.deadline, KEEP_MARGIN_SECONDS):
             return
-        email_id = str(claimed["pk"])
+        email_id = claimed.email_id
         retention = self.settings.retention_days * 86400
         kept = [clock.after(change.deadline, retention)]
         try:
-            item = self.store.get(email_id, CONTENT)
+            item = self.store.get_content(email_id)
             if item is None:
                 return
             keys = [str(item["s3_key"])] if "s3_key" in item and "from" not in item else []
@@ -607,7 +608,7 @@ class Sender:
             # sender fails it with the reason rather than send it incomplete.
             self.logger.exception("could not extend the email's content; tried again at its next wait")
             return
-        change.set = {**change.set, "content_until": clock.iso(min(kept))}
+        change.set = {**change.set, Attr.CONTENT_UNTIL: clock.iso(min(kept))}
         self._count("ContentExtended")
 
     def _observe(self, result: Result, sent: SendResult, attempt: int) -> None:

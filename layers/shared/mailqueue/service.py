@@ -54,9 +54,10 @@ from mailqueue.models import (
 from mailqueue.packing import pack, unpack
 from mailqueue.problems import failure_of, field_problems
 from mailqueue.queue import MAX_DELAY_SECONDS, Publication, SendQueue
+from mailqueue.records import Attr, StatusRecord, iso_or_none
 from mailqueue.settings import Settings
-from mailqueue.statemachine import SEQUENCE, Change, Guard, Status, history_entry, transition
-from mailqueue.store import CONTENT, IDEMPOTENCY_KEY, TIMED, ConditionFailed, EmailStore, SuppressionList
+from mailqueue.statemachine import Change, Guard, Status, history_entry, transition
+from mailqueue.store import TIMED, ConditionFailed, EmailStore, SuppressionList
 
 if TYPE_CHECKING:
     from mailqueue.templates import TemplateLibrary, TemplateRef
@@ -192,7 +193,7 @@ class Mailqueue:
             ]
         return self.templates.expand(requests)
 
-    def _ids(self, key: str | None, count: int, now: datetime) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    def _ids(self, key: str | None, count: int, now: datetime) -> tuple[list[str], dict[str, StatusRecord]]:
         """Fresh ids; or, for an idempotency key, the ids bound to it (binding fresh ones the first time).
         With them, the status records of those already stored (by an earlier request with the key)."""
         ids = [new_email_id() for _ in range(count)]
@@ -257,27 +258,6 @@ class Mailqueue:
             deadline = clock.after(now, delay_seconds + self.settings.queued_grace_seconds)
         assert deadline is not None
         recipients = request.recipients()
-        record: dict[str, Any] = {
-            "pk": email_id,
-            "sk": "status",
-            "status": status.value,
-            **self.store.index_attributes(email_id, status, deadline),
-            "deadline": clock.iso(deadline),
-            "priority": request.priority,
-            "attempts": 0,
-            SEQUENCE: 1,
-            "created_at": clock.iso(now),
-            "updated_at": clock.iso(now),
-            "to": recipients[0].address,
-            "subject": summary_subject(request.subject or ""),
-            "send_at": clock.iso(send_at) if send_at else None,
-            "history": [history_entry(status, now, f"accepted, {skipped_text(skipped)}" if skipped else "accepted")],
-            "metadata": request.metadata,
-            "template": origin.name if origin else None,
-            "template_version": origin.version if origin else None,
-            # Only when given (None is not written): the status events carry it.
-            IDEMPOTENCY_KEY: idempotency_key,
-        }
         # What the sender needs must outlive the email's sending: counted from when it is due (not from a
         # send_at in the past), and an upload it names renewed if the lifecycle would delete it sooner.
         due = max(now, send_at) if send_at else now
@@ -286,7 +266,26 @@ class Mailqueue:
         if "s3_key" in content:
             kept_until.append(clock.after(now, self.settings.retention_days * 86400))
         kept_until += self._keep_uploads(request, due, now)
-        record["content_until"] = clock.iso(min(kept_until))
+        record = StatusRecord(
+            email_id=email_id,
+            status=status,
+            deadline=deadline,
+            priority=request.priority,
+            attempts=0,
+            sequence=1,
+            created_at=now,
+            updated_at=now,
+            to=recipients[0].address,
+            subject=summary_subject(request.subject or ""),
+            send_at=send_at,
+            history=(history_entry(status, now, f"accepted, {skipped_text(skipped)}" if skipped else "accepted"),),
+            metadata=request.metadata,
+            template=origin.name if origin else None,
+            template_version=origin.version if origin else None,
+            # Only when given (None is not written): the status events carry it.
+            idempotency_key=idempotency_key,
+            content_until=min(kept_until),
+        )
         publication = Publication(email_id, request.priority, delay_seconds)
         return _Prepared(email_id, record, content, publication, status, skipped)
 
@@ -421,7 +420,7 @@ class Mailqueue:
         record = self.store.get(email_id) if is_email_id(email_id) else None
         if record is None:
             raise EmailNotFound(f"no email has the id {email_id}")
-        return view(record, envelope_of(self.store.get(email_id, CONTENT, consistent=False)))
+        return view(record, envelope_of(self.store.get_content(email_id, consistent=False)))
 
     def list(self, status: str, limit: int = 20, cursor: str | None = None) -> EmailList:
         try:
@@ -453,8 +452,8 @@ class Mailqueue:
             Status.QUEUED,
             reason="retried by request",
             deadline=clock.after(now, self.settings.queued_grace_seconds),
-            set={"attempts": 0},
-            remove=("last_error", "claim_token"),
+            set={Attr.ATTEMPTS: 0},
+            remove=(Attr.LAST_ERROR, Attr.CLAIM_TOKEN),
         )
         email = self._change(email_id, Guard(statuses={Status.FAILED}), change, now, "retried")
         self.queue.publish([Publication(email_id, email.priority)])
@@ -472,10 +471,10 @@ class Mailqueue:
             current = failure.current or self.store.get(email_id)
             if current is None:
                 raise EmailNotFound(f"no email has the id {email_id}") from None
-            if done is not None and current.get("status") == done:
+            if done is not None and current.status is done:
                 return view(current)
             allowed = [status.value for status in Status if status in guard.statuses]
-            raise StatusConflict(email_id, current.get("status"), action, allowed) from None
+            raise StatusConflict(email_id, current.status.value, action, allowed) from None
 
     # --- suppression list ---------------------------------------------------------------------------------
 
@@ -567,9 +566,9 @@ class _Stored:
     unsettled: set[str] = field(default_factory=set)
 
 
-def _replayed(record: dict[str, Any]) -> EnqueueResult:
+def _replayed(record: StatusRecord) -> EnqueueResult:
     """The answer for an email an earlier request with the same idempotency key stored."""
-    return EnqueueResult(id=record["pk"], status=str(record.get("status")), published=True)
+    return EnqueueResult(id=record.email_id, status=record.status.value, published=True)
 
 
 def _unconfirmed(email_id: str, key: str | None) -> Unavailable:
@@ -593,7 +592,7 @@ def _unconfirmed(email_id: str, key: str | None) -> Unavailable:
 @dataclass
 class _Prepared:
     email_id: str
-    record: dict[str, Any]
+    record: StatusRecord
     content: dict[str, Any]
     publication: Publication
     status: Status
@@ -626,29 +625,29 @@ def envelope_of(content: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def view(record: dict[str, Any], envelope: dict[str, Any] | None = None) -> EmailView:
+def view(record: StatusRecord, envelope: dict[str, Any] | None = None) -> EmailView:
     """An email as the API shows it: the status record, whole when ``envelope`` (from its content) is given."""
     return EmailView(
-        id=record["pk"],
-        status=record["status"],
-        priority=record.get("priority", "normal"),
-        attempts=int(record.get("attempts", 0)),
-        created_at=record["created_at"],
-        updated_at=record["updated_at"],
-        to=record.get("to"),
-        subject=envelope["subject"] if envelope else record.get("subject"),
+        id=record.email_id,
+        status=record.status.value,
+        priority=record.priority,
+        attempts=record.attempts,
+        created_at=iso_or_none(record.created_at) or "",
+        updated_at=iso_or_none(record.updated_at) or "",
+        to=record.to,
+        subject=envelope["subject"] if envelope else record.subject,
         recipients=envelope["recipients"] if envelope else None,
         summary=envelope is None,
-        send_at=record.get("send_at"),
-        deadline=record.get("deadline"),
-        ses_message_id=record.get("ses_message_id"),
-        last_error=record.get("last_error"),
-        bounce=record.get("bounce"),
-        metadata=record.get("metadata"),
+        send_at=iso_or_none(record.send_at),
+        deadline=iso_or_none(record.deadline),
+        ses_message_id=record.ses_message_id,
+        last_error=record.last_error,
+        bounce=record.bounce,
+        metadata=record.metadata,
         tags=envelope["tags"] if envelope else None,
-        template=record.get("template"),
-        template_version=record.get("template_version"),
-        history=[HistoryEntry(**entry) for entry in record.get("history", [])],
+        template=record.template,
+        template_version=record.template_version,
+        history=[HistoryEntry(**entry) for entry in record.history],
     )
 
 

@@ -16,7 +16,7 @@ which the requeue function acts on them. Terminal emails carry none, and get a T
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -26,6 +26,7 @@ from mailqueue import clock
 from mailqueue.errors import IllegalTransition
 
 if TYPE_CHECKING:
+    from mailqueue.records import HistoryStep, StatusRecord
     from mailqueue.store import EmailStore
 
 
@@ -74,8 +75,6 @@ ALLOWED: Mapping[Status, frozenset[Status]] = {
 # The status record keeps its first entry (how the email was accepted) and the latest ones.
 HISTORY_LIMIT = 8
 REASON_LIMIT = 120
-# The status record's attribute numbering its changes: 1 when enqueued, one more with every transition.
-SEQUENCE = "seq"
 
 
 def is_allowed(source: Status, target: Status) -> bool:
@@ -89,7 +88,7 @@ def history_entry(status: Status, at: datetime, reason: str | None) -> dict[str,
     return entry
 
 
-def trimmed(history: list[dict[str, Any]], limit: int = HISTORY_LIMIT) -> list[dict[str, Any]]:
+def trimmed(history: Sequence[HistoryStep], limit: int = HISTORY_LIMIT) -> list[HistoryStep]:
     """The history with room for one more entry: the first entry and the most recent ones."""
     if len(history) < limit:
         return list(history)
@@ -98,7 +97,7 @@ def trimmed(history: list[dict[str, Any]], limit: int = HISTORY_LIMIT) -> list[d
 
 @dataclass
 class Change:
-    """What a transition writes besides the status itself."""
+    """What a transition writes besides the status itself. Attributes are named by ``mailqueue.records.Attr``."""
 
     to: Status
     reason: str | None = None
@@ -110,7 +109,7 @@ class Change:
     remove: tuple[str, ...] = ()
     # When the caller holds the current history (it has the claim), it rewrites it trimmed;
     # otherwise the entry is appended, and the next sender outcome trims it.
-    history: list[dict[str, Any]] | None = None
+    history: Sequence[HistoryStep] | None = None
 
 
 @dataclass(frozen=True)
@@ -119,16 +118,17 @@ class Guard:
 
     statuses: Collection[Status]
     claim_token: str | None = None
-    deadline: str | None = None
+    # The deadline that was read: the email is where it was seen.
+    deadline: datetime | None = None
     # The ``updated_at`` that was read: nothing was written since (the history read can be rewritten).
-    updated_at: str | None = None
+    updated_at: datetime | None = None
     attempts_below: int | None = None
     attempts_at_least: int | None = None
     # The history holds fewer entries than this: one can be appended without reading it, within its bound.
     history_below: int | None = None
 
 
-def transition(store: EmailStore, email_id: str, guard: Guard, change: Change, now: datetime) -> dict[str, Any]:
+def transition(store: EmailStore, email_id: str, guard: Guard, change: Change, now: datetime) -> StatusRecord:
     """Move an email to ``change.to`` if ``guard`` still holds. Returns the new status record.
 
     This checks the change against the diagram; the store writes it (one conditional UpdateItem).

@@ -15,31 +15,15 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from mailqueue import clock
 from mailqueue.models import DeadLetterCount, HeldEmail, HeldEmails, QueueStats
 from mailqueue.queue import DeadLetterQueues
 from mailqueue.settings import Settings
-from mailqueue.statemachine import HELD_PREFIX, Status
+from mailqueue.statemachine import Status
 from mailqueue.store import EmailStore
 
 HELD_READ_LIMIT = 100
-
-
-def is_held(record: dict[str, Any]) -> bool:
-    """True for a status record the sender holds for an error of the account or configuration."""
-    history = record.get("history") or []
-    return (
-        record.get("status") == Status.RETRYING.value
-        and bool(history)
-        and str(history[-1].get("reason") or "").startswith(HELD_PREFIX)
-    )
-
-
-def _code(record: dict[str, Any]) -> str | None:
-    error = record.get("last_error")
-    return str(error["code"]) if isinstance(error, dict) and error.get("code") else None
 
 
 @dataclass
@@ -64,12 +48,12 @@ class Stats:
         """The held emails among the first ``held_read_limit`` retrying ones, the next to be tried first."""
         listed, _ = self.store.list_by_status(Status.RETRYING.value, self.held_read_limit + 1, None)
         read = listed[: self.held_read_limit]
-        held = [record for record in read if is_held(record)]
-        by_code = Counter(_code(record) or "unknown" for record in held)
+        held = [record for record in read if record.held]
+        by_code = Counter(record.error_code or "unknown" for record in held)
         return HeldEmails(
             count=len(held),
             read=len(read),
             capped=len(listed) > len(read),
             by_code=dict(by_code.most_common()),
-            emails=[HeldEmail(id=r["pk"], to=r.get("to"), code=_code(r)) for r in held],
+            emails=[HeldEmail(id=r.email_id, to=r.to, code=r.error_code) for r in held],
         )

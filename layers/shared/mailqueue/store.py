@@ -21,6 +21,9 @@ normal path (enqueued, claimed, sent, delivered) moves no index after its enqueu
   ``shard`` while it is live; the requeue function reads what is due, shard by shard.
 - ``by-status`` (``status_shard``, ``pk``): sparse, listing the statuses an operator looks for among
   many (failed, bounced, complained, cancelled), newest first, write-sharded.
+
+The store hands the status record out as a :class:`mailqueue.records.StatusRecord`, built once from
+each item it reads, and names its attributes by :class:`mailqueue.records.Attr` in every expression.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -35,15 +39,14 @@ from typing import Any
 from mailqueue import clock
 from mailqueue.errors import Unavailable
 from mailqueue.ids import created_ms, shard_of
+from mailqueue.records import STATUS_KIND, Attr, StatusRecord, iso_or_none
 from mailqueue.settings import Settings
-from mailqueue.statemachine import SEQUENCE, Change, Guard, Status, history_entry, trimmed
+from mailqueue.statemachine import Change, Guard, Status, history_entry, trimmed
 
-STATUS = "status"
+STATUS = STATUS_KIND
 CONTENT = "content"
 # The item binding an idempotency key to the ids of the emails it created.
 IDS = "ids"
-# The status record's attribute holding the Idempotency-Key an email was enqueued with, when it was.
-IDEMPOTENCY_KEY = "idempotency_key"
 # The partition of the sweep's cursors, one item per by-arrival shard.
 SWEEP = "sweep"
 # The sweep's cursor before its first sweep: below every id.
@@ -71,8 +74,8 @@ WITHDRAWN = "withdrawn_at"
 class ConditionFailed(Exception):
     """A conditional write found the record in another state. ``current`` is that record, if any."""
 
-    def __init__(self, current: dict[str, Any] | None) -> None:
-        super().__init__(f"condition failed; current status: {(current or {}).get('status')}")
+    def __init__(self, current: StatusRecord | None) -> None:
+        super().__init__(f"condition failed; current status: {current.status if current else None}")
         self.current = current
 
 
@@ -153,14 +156,19 @@ class EmailStore:
         """Whether a live email must be in ``by-deadline``: the sweep would not find it in time."""
         return status in TIMED or deadline > self.horizon(email_id)
 
-    def index_attributes(self, email_id: str, status: str, deadline: datetime | None) -> dict[str, Any]:
-        """The index keys a new status record carries (see the module's docstring)."""
-        attributes: dict[str, Any] = {"arrival_shard": self.arrival_shard(email_id)}
-        if deadline is not None and self.needs_deadline_index(email_id, status, deadline):
-            attributes["shard"] = self.deadline_shard(email_id)
-        if status in STATUS_INDEXED:
-            attributes["status_shard"] = self.status_shard(email_id, status)
-        return attributes
+    def indexed(self, record: StatusRecord) -> StatusRecord:
+        """A new status record with the index keys it carries (see the module's docstring)."""
+        email_id, status, deadline = record.email_id, record.status, record.deadline
+        return replace(
+            record,
+            arrival_shard=self.arrival_shard(email_id),
+            shard=(
+                self.deadline_shard(email_id)
+                if deadline is not None and self.needs_deadline_index(email_id, status, deadline)
+                else None
+            ),
+            status_shard=self.status_shard(email_id, status) if status in STATUS_INDEXED else None,
+        )
 
     @staticmethod
     def key(email_id: str, kind: str = STATUS) -> dict[str, Any]:
@@ -168,16 +176,16 @@ class EmailStore:
 
     # --- writing new emails ---------------------------------------------------------------------------
 
-    def put_new(self, records: list[tuple[dict[str, Any], dict[str, Any]]]) -> set[str]:
+    def put_new(self, records: list[tuple[StatusRecord, dict[str, Any]]]) -> set[str]:
         """Write (status, content) pairs; returns the ids that could not be written.
 
-        Contents go first, then the status records of the emails whose content landed: a status
-        record never exists without its content, and a content item left alone by a failed status
-        write expires by its TTL, never sent.
+        Each status record is written with its index keys (:meth:`indexed`). Contents go first, then the
+        status records of the emails whose content landed: a status record never exists without its
+        content, and a content item left alone by a failed status write expires by its TTL, never sent.
         """
-        contents = {status["pk"]: content for status, content in records}
+        contents = {status.email_id: content for status, content in records}
         failed = self._batch_put(list(contents.values()))
-        statuses = [status for status, _ in records if status["pk"] not in failed]
+        statuses = [self.indexed(status).to_item() for status, _ in records if status.email_id not in failed]
         failed |= self._batch_put(statuses)
         return failed
 
@@ -244,9 +252,9 @@ class EmailStore:
             return ids, False
         return email_ids, True
 
-    def existing(self, email_ids: list[str]) -> dict[str, dict[str, Any]]:
+    def existing(self, email_ids: list[str]) -> dict[str, StatusRecord]:
         """The status records that exist among ``email_ids`` (strongly consistent reads)."""
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, StatusRecord] = {}
         for email_id in email_ids:
             record = self.get(email_id)
             if record is not None:
@@ -306,28 +314,38 @@ class EmailStore:
 
     # --- reading --------------------------------------------------------------------------------------
 
-    def get(self, email_id: str, kind: str = STATUS, consistent: bool = True) -> dict[str, Any] | None:
+    def get(self, email_id: str, consistent: bool = True) -> StatusRecord | None:
+        """The email's status record, if it exists."""
+        item = self._get(email_id, STATUS, consistent)
+        return None if item is None else StatusRecord.from_item(item)
+
+    def get_content(self, email_id: str, consistent: bool = True) -> dict[str, Any] | None:
+        """The email's content record (as stored: see ``mailqueue.packing``), if it exists."""
+        return self._get(email_id, CONTENT, consistent)
+
+    def _get(self, email_id: str, kind: str, consistent: bool) -> dict[str, Any] | None:
         answer = self._client.get_item(TableName=self.table, Key=self.key(email_id, kind), ConsistentRead=consistent)
         return self._decode(answer["Item"]) if "Item" in answer else None
 
     def query_due(
         self, shard: int, due_before: str, limit: int, start: dict[str, Any] | None = None
-    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-        """Live emails of one shard whose deadline is at or before ``due_before``, earliest first."""
+    ) -> tuple[list[StatusRecord], dict[str, Any] | None]:
+        """Live emails of one shard whose deadline is at or before ``due_before``, earliest first: their
+        records as the index holds them (status, priority, attempts, the deadline and the keys)."""
         params: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": DEADLINE_INDEX,
             "KeyConditionExpression": "#shard = :shard AND #deadline <= :due",
-            "ExpressionAttributeNames": {"#shard": "shard", "#deadline": "deadline"},
+            "ExpressionAttributeNames": {"#shard": Attr.SHARD, "#deadline": Attr.DEADLINE},
             "ExpressionAttributeValues": {":shard": {"N": str(shard)}, ":due": {"S": due_before}},
             "Limit": limit,
         }
         if start:
             params["ExclusiveStartKey"] = start
         answer = self._client.query(**params)
-        return [self._decode(item) for item in answer.get("Items", [])], answer.get("LastEvaluatedKey")
+        return [self._record(item) for item in answer.get("Items", [])], answer.get("LastEvaluatedKey")
 
-    def list_by_status(self, status: str, limit: int, position: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    def list_by_status(self, status: str, limit: int, position: str | None) -> tuple[list[StatusRecord], str | None]:
         """Up to ``limit`` emails in ``status`` after ``position``, and the position to go on from (None at the end).
 
         Each status lists through the index that holds it best:
@@ -347,13 +365,14 @@ class EmailStore:
 
     def _list_by_status_index(
         self, status: str, limit: int, before: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        found: list[dict[str, Any]] = []
+    ) -> tuple[list[StatusRecord], str | None]:
+        found: list[StatusRecord] = []
         for shard in range(self.settings.status_shards):
             params: dict[str, Any] = {
                 "TableName": self.table,
                 "IndexName": STATUS_INDEX,
-                "KeyConditionExpression": "status_shard = :shard",
+                "KeyConditionExpression": "#status_shard = :shard",
+                "ExpressionAttributeNames": {"#status_shard": Attr.STATUS_SHARD},
                 "ExpressionAttributeValues": {":shard": {"S": f"{status}#{shard}"}},
                 "ScanIndexForward": False,
                 "Limit": limit + 1,
@@ -361,12 +380,12 @@ class EmailStore:
             if before:
                 params["KeyConditionExpression"] += " AND pk < :before"
                 params["ExpressionAttributeValues"][":before"] = {"S": before}
-            found.extend(self._decode(item) for item in self._client.query(**params).get("Items", []))
-        found.sort(key=lambda item: item["pk"], reverse=True)
-        return found[:limit], (str(found[limit - 1]["pk"]) if len(found) > limit else None)
+            found.extend(self._record(item) for item in self._client.query(**params).get("Items", []))
+        found.sort(key=lambda record: record.email_id, reverse=True)
+        return found[:limit], (found[limit - 1].email_id if len(found) > limit else None)
 
-    def _list_by_arrival(self, status: str, limit: int, before: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        found: list[dict[str, Any]] = []
+    def _list_by_arrival(self, status: str, limit: int, before: str | None) -> tuple[list[StatusRecord], str | None]:
+        found: list[StatusRecord] = []
         examined = 0
         while True:
             page = max(1, min(_GET_LIMIT, _LIST_SCAN_LIMIT - examined))
@@ -379,7 +398,7 @@ class EmailStore:
             records = self.records(candidates, consistent=False)
             for email_id in candidates:
                 record = records.get(email_id)
-                if record is not None and record.get("status") == status:
+                if record is not None and record.status == status:
                     found.append(record)
                     if len(found) == limit:
                         more = email_id != candidates[-1] or bound is not None
@@ -391,7 +410,7 @@ class EmailStore:
             if examined >= _LIST_SCAN_LIMIT:
                 return found, before
 
-    def _list_by_deadline(self, status: str, limit: int, after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    def _list_by_deadline(self, status: str, limit: int, after: str | None) -> tuple[list[StatusRecord], str | None]:
         start = tuple(after.split(" ", 1)) if after else ("", "")
         found: list[tuple[str, str]] = []
         # The position up to which every shard was read; a shard cut short by the scan limit lowers it.
@@ -423,26 +442,26 @@ class EmailStore:
             "IndexName": DEADLINE_INDEX,
             "KeyConditionExpression": "#shard = :shard",
             "FilterExpression": "#status = :status",
-            "ExpressionAttributeNames": {"#shard": "shard", "#status": "status"},
+            "ExpressionAttributeNames": {"#shard": Attr.SHARD, "#status": Attr.STATUS},
             "ExpressionAttributeValues": {":shard": {"N": str(shard)}, ":status": {"S": status}},
             "Limit": _GET_LIMIT,
         }
         if start[0]:
             params["KeyConditionExpression"] += " AND #deadline >= :start"
-            params["ExpressionAttributeNames"]["#deadline"] = "deadline"
+            params["ExpressionAttributeNames"]["#deadline"] = Attr.DEADLINE
             params["ExpressionAttributeValues"][":start"] = {"S": start[0]}
         while True:
             answer = self._client.query(**params)
             examined += int(answer.get("ScannedCount", 0))
             for item in answer.get("Items", []):
-                position = (item["deadline"]["S"], item["pk"]["S"])
+                position = (item[Attr.DEADLINE]["S"], item[Attr.PK]["S"])
                 if position > start:
                     found.append(position)
             last_key = answer.get("LastEvaluatedKey")
             if not last_key:
                 return found, None
             if len(found) >= wanted or examined >= _LIST_SCAN_LIMIT:
-                return found, (last_key["deadline"]["S"], last_key["pk"]["S"])
+                return found, (last_key[Attr.DEADLINE]["S"], last_key[Attr.PK]["S"])
             params["ExclusiveStartKey"] = last_key
 
     def _newest_arrivals(self, shard: int, before: str | None, limit: int) -> tuple[list[str], bool]:
@@ -475,9 +494,10 @@ class EmailStore:
         answer = self._client.query(**params)
         return [item["pk"]["S"] for item in answer.get("Items", [])], "LastEvaluatedKey" in answer
 
-    def records(self, email_ids: list[str], consistent: bool) -> dict[str, dict[str, Any]]:
+    def records(self, email_ids: list[str], consistent: bool) -> dict[str, StatusRecord]:
         """The status records that exist among ``email_ids``, by id (BatchGetItem, 100 a call)."""
-        return self._batch_get(email_ids, STATUS, None, consistent)
+        found = self._batch_get(email_ids, STATUS, None, consistent)
+        return {email_id: StatusRecord.from_item(item) for email_id, item in found.items()}
 
     def sweep_cursor(self, shard: int) -> str:
         """The last id the sweep examined in ``shard``; ``SWEEP_START``, below every id, before the first sweep."""
@@ -532,7 +552,7 @@ class EmailStore:
 
     # --- conditional updates --------------------------------------------------------------------------
 
-    def apply(self, email_id: str, guard: Guard, change: Change, now: datetime) -> dict[str, Any]:
+    def apply(self, email_id: str, guard: Guard, change: Change, now: datetime) -> StatusRecord:
         """Write ``change`` to the status record if ``guard`` holds: one conditional UpdateItem.
 
         Returns the new record; raises :class:`ConditionFailed` with the current one when the guard fails.
@@ -540,33 +560,33 @@ class EmailStore:
         update = _Expression()
         # Named placeholders for the status and the guards: the request says what it does (the chaos run's
         # fault hooks and the bench's stubs read them).
-        update.set("status", change.to.value, "to")
-        update.set("updated_at", clock.iso(now))
+        update.set(Attr.STATUS, change.to.value, "to")
+        update.set(Attr.UPDATED_AT, clock.iso(now))
         entry = history_entry(change.to, now, change.reason)
         if change.history is not None:
-            update.set("history", [*trimmed(change.history), entry])
+            update.set(Attr.HISTORY, [*trimmed(change.history), entry])
         else:
             # The caller did not read the history: append, and the next sender outcome trims it.
+            history = update.name(Attr.HISTORY)
             update.sets.append(
-                f"{update.name('history')} = list_append(if_not_exists({update.name('history')}, "
-                f"{update.value([])}), {update.value([entry])})"
+                f"{history} = list_append(if_not_exists({history}, {update.value([])}), {update.value([entry])})"
             )
         if change.to in STATUS_INDEXED:
-            update.set("status_shard", self.status_shard(email_id, change.to))
+            update.set(Attr.STATUS_SHARD, self.status_shard(email_id, change.to))
         else:
-            update.remove("status_shard")
+            update.remove(Attr.STATUS_SHARD)
         if change.deadline is not None:
-            update.set("deadline", clock.iso(change.deadline))
-            update.remove("expires_at")
+            update.set(Attr.DEADLINE, clock.iso(change.deadline))
+            update.remove(Attr.EXPIRES_AT)
             # An email once in by-deadline stays there while live: it never leaves the index early.
             if self.needs_deadline_index(email_id, change.to, change.deadline):
-                update.set("shard", self.deadline_shard(email_id))
+                update.set(Attr.SHARD, self.deadline_shard(email_id))
         else:
-            update.remove("deadline")
-            update.remove("shard")
-            update.set("expires_at", clock.epoch(clock.after(now, self.settings.retention_days * 86400)))
+            update.remove(Attr.DEADLINE)
+            update.remove(Attr.SHARD)
+            update.set(Attr.EXPIRES_AT, clock.epoch(clock.after(now, self.settings.retention_days * 86400)))
         if change.attempts_delta:
-            attempts = update.name("attempts")
+            attempts = update.name(Attr.ATTEMPTS)
             update.sets.append(f"{attempts} = {attempts} + {update.value(change.attempts_delta)}")
         for attribute, value in change.set.items():
             update.set(attribute, value)
@@ -577,40 +597,44 @@ class EmailStore:
             update.remove(attribute)
         # The email's sequence counts every change, in the same write (see mailqueue.notifications); ADD starts
         # a record that has none (enqueued before sequences existed) from zero.
-        update.adds.append(f"{update.name(SEQUENCE)} {update.value(1)}")
+        update.adds.append(f"{update.name(Attr.SEQUENCE)} {update.value(1)}")
 
         statuses = [
             update.value(value, f"from{index}")
             for index, value in enumerate(sorted({Status(source).value for source in guard.statuses}))
         ]
-        conditions = [f"{update.name('status')} IN ({', '.join(statuses)})"]
+        conditions = [f"{update.name(Attr.STATUS)} IN ({', '.join(statuses)})"]
         for attribute, operator, seen, name in (
-            ("claim_token", "=", guard.claim_token, "claim_token"),
-            ("deadline", "=", guard.deadline, "seen_deadline"),
-            ("updated_at", "=", guard.updated_at, "seen_updated_at"),
-            ("attempts", "<", guard.attempts_below, "attempts_below"),
-            ("attempts", ">=", guard.attempts_at_least, "attempts_at_least"),
+            (Attr.CLAIM_TOKEN, "=", guard.claim_token, "claim_token"),
+            (Attr.DEADLINE, "=", iso_or_none(guard.deadline), "seen_deadline"),
+            (Attr.UPDATED_AT, "=", iso_or_none(guard.updated_at), "seen_updated_at"),
+            (Attr.ATTEMPTS, "<", guard.attempts_below, "attempts_below"),
+            (Attr.ATTEMPTS, ">=", guard.attempts_at_least, "attempts_at_least"),
         ):
             if seen is not None:
                 conditions.append(f"{update.name(attribute)} {operator} {update.value(seen, name)}")
         if guard.history_below is not None:
-            history_size = f"size({update.name('history')})"
+            history_size = f"size({update.name(Attr.HISTORY)})"
             conditions.append(f"{history_size} < {update.value(guard.history_below, 'history_below')}")
         return self.update_status(email_id, update.text(), " AND ".join(conditions), update.names, update.values)
 
-    def index_deadline(self, email_id: str, status: str, deadline: str) -> tuple[bool, dict[str, Any] | None]:
-        """Put a live email into ``by-deadline`` if it is still ``status`` with ``deadline``.
+    def index_deadline(self, record: StatusRecord) -> tuple[bool, StatusRecord | None]:
+        """Put a live email into ``by-deadline`` if it is still as ``record`` shows it (status and deadline).
 
         For the sweep meeting an email whose deadline has not passed (see :mod:`mailqueue.sweeping`).
         Returns whether it was put there, and when not, the email's current record.
         """
         try:
             self.update_status(
-                email_id,
+                record.email_id,
                 "SET #shard = :shard",
                 "#status = :status AND #deadline = :deadline",
-                {"#shard": "shard", "#status": "status", "#deadline": "deadline"},
-                {":shard": self.deadline_shard(email_id), ":status": status, ":deadline": deadline},
+                {"#shard": Attr.SHARD, "#status": Attr.STATUS, "#deadline": Attr.DEADLINE},
+                {
+                    ":shard": self.deadline_shard(record.email_id),
+                    ":status": record.status.value,
+                    ":deadline": iso_or_none(record.deadline),
+                },
             )
         except ConditionFailed as failed:
             return False, failed.current
@@ -618,7 +642,7 @@ class EmailStore:
 
     def update_status(
         self, email_id: str, expression: str, condition: str, names: dict[str, str], values: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> StatusRecord:
         try:
             answer = self._client.update_item(
                 TableName=self.table,
@@ -632,8 +656,12 @@ class EmailStore:
             )
         except self._client.exceptions.ConditionalCheckFailedException as error:
             old = getattr(error, "response", {}).get("Item")
-            raise ConditionFailed(self._decode(old) if old else None) from None
-        return self._decode(answer["Attributes"])
+            raise ConditionFailed(self._record(old) if old else None) from None
+        return self._record(answer["Attributes"])
+
+    def _record(self, item: dict[str, Any]) -> StatusRecord:
+        """The status record of an item in DynamoDB's JSON."""
+        return StatusRecord.from_item(self._decode(item))
 
 
 class _Expression:

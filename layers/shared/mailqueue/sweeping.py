@@ -27,10 +27,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from mailqueue import clock
 from mailqueue.ids import last_id_at
+from mailqueue.records import StatusRecord
 from mailqueue.statemachine import LIVE
 from mailqueue.store import EmailStore
 
@@ -62,7 +62,7 @@ class Sweep:
     def run(
         self,
         now: datetime,
-        act: Callable[[dict[str, Any]], None],
+        act: Callable[[StatusRecord], None],
         out_of_time: Callable[[], bool],
         shards: Iterable[int] | None = None,
     ) -> SweepCount:
@@ -92,16 +92,16 @@ class Sweep:
         return count
 
     def _examine(
-        self, record: dict[str, Any] | None, now: datetime, act: Callable[[dict[str, Any]], None], count: SweepCount
+        self, record: StatusRecord | None, now: datetime, act: Callable[[StatusRecord], None], count: SweepCount
     ) -> None:
         for _ in range(_EXAMINE_TRIES):
             # No status record (its write failed; the content expires), not live, or in by-deadline: not ours.
-            if record is None or "shard" in record or record.get("status") not in LIVE:
+            if record is None or record.shard is not None or record.status not in LIVE or record.deadline is None:
                 return
-            if clock.parse_iso(record["deadline"]) <= now:
+            if record.deadline <= now:
                 act(record)
                 return
-            indexed, record = self.store.index_deadline(record["pk"], record["status"], record["deadline"])
+            indexed, record = self.store.index_deadline(record)
             if indexed:
                 count.indexed += 1
                 return
