@@ -104,8 +104,8 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{SHARED}/sending.py",
         (
             (
-                'current.get("status") == Status.SENDING and current.get("claim_token") == token',
-                'current.get("status") == Status.SENDING',
+                "current.status is Status.SENDING and current.claim_token == token",
+                "current.status is Status.SENDING",
             ),
         ),
         (
@@ -259,7 +259,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "released-claim-keeps-its-token",
         "an expired claim is released without removing its token: the dead sender can still write an outcome",
         f"{SHARED}/requeueing.py",
-        (('remove=("claim_token",) if status is Status.SENDING else (),', "remove=(),"),),
+        (("remove=(Attr.CLAIM_TOKEN,) if status is Status.SENDING else (),", "remove=(),"),),
         ("tests/unit/test_requeue.py", PROPERTY, CHAOS),
     ),
     Mutant(
@@ -268,7 +268,8 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{SHARED}/requeueing.py",
         (
             (
-                "gives_up = status in {Status.SENDING, Status.RETRYING} and attempts >= self.settings.max_attempts",
+                "gives_up = status in {Status.SENDING, Status.RETRYING} and item.attempts"
+                " >= self.settings.max_attempts",
                 "gives_up = False",
             ),
         ),
@@ -328,8 +329,8 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{SHARED}/store.py",
         (
             (
-                "        conditions = [f\"{update.name('status')} IN ({', '.join(statuses)})\"]\n",
-                "        conditions = [f\"attribute_exists({update.name('status')})\"]\n",
+                "        conditions = [f\"{update.name(Attr.STATUS)} IN ({', '.join(statuses)})\"]\n",
+                '        conditions = [f"attribute_exists({update.name(Attr.STATUS)})"]\n',
             ),
         ),
         ("tests/unit/test_statemachine.py", "tests/unit/test_sending.py", PROPERTY),
@@ -338,7 +339,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "terminal-keeps-its-deadline",
         "a terminal email keeps its deadline and stays in by-deadline: the requeue function finds it again",
         f"{SHARED}/store.py",
-        (('            update.remove("deadline")\n            update.remove("shard")\n', ""),),
+        (("            update.remove(Attr.DEADLINE)\n            update.remove(Attr.SHARD)\n", ""),),
         ("tests/unit/test_statemachine.py", PROPERTY, CHAOS),
     ),
     Mutant(
@@ -375,7 +376,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "the sweep acts on a live email whose deadline has not passed: a sender still at work loses its claim and"
         " the email goes out twice",
         f"{SHARED}/sweeping.py",
-        (('            if clock.parse_iso(record["deadline"]) <= now:\n', "            if True:\n"),),
+        (("            if record.deadline <= now:\n", "            if True:\n"),),
         ("tests/unit/test_sweep.py",),
     ),
     Mutant(
