@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mailqueue.records import StatusRecord
 from mailqueue_dev import chaos
 from mailqueue_dev.chaos import Acceptance, ChaosConfig, ChaosReport, ChaosRun, Faults
 
@@ -67,7 +68,7 @@ def test_lost_answers_at_enqueue_and_an_unverified_identity_lose_nothing(tmp_pat
 
 def counted(
     tmp_path: Path,
-    records: dict[str, dict[str, Any]],
+    records: dict[str, StatusRecord],
     sends: dict[str, list[Acceptance]],
     sent_write_failures: dict[str, int] | None = None,
     unseen: dict[str, list[str]] | None = None,
@@ -105,13 +106,14 @@ def accepted(sequence: int, kind: str = "clean") -> Acceptance:
     return Acceptance(10 * sequence + 1, kind, f"m{sequence}", call_sequence=10 * sequence)
 
 
-def record(email_id: str, status: str, **extra: Any) -> dict[str, Any]:
-    return {"pk": email_id, "status": status, "attempts": 1, "history": [{"status": "queued"}], **extra}
+def record(email_id: str, status: str, **extra: Any) -> StatusRecord:
+    item = {"pk": email_id, "status": status, "attempts": 1, "history": [{"status": "queued"}], **extra}
+    return StatusRecord.from_item(item)
 
 
 def test_the_count_passes_a_clean_outcome(tmp_path: Path) -> None:
     records = {email_id: record(email_id, "sent") for email_id in IDS}
-    records[IDS[0]]["history"] = [{"status": "queued"}, {"status": "sending"}, {"status": "sent"}]
+    records[IDS[0]] = record(IDS[0], "sent", history=[{"status": "queued"}, {"status": "sending"}, {"status": "sent"}])
     sends = {email_id: [Acceptance(n, "clean", f"m{n}")] for n, email_id in enumerate(IDS)}
 
     report = counted(tmp_path, records, sends)
@@ -141,7 +143,7 @@ def test_the_count_flags_lost_stuck_and_unexplained_duplicates(tmp_path: Path) -
 def test_an_email_stored_for_a_request_whose_answer_never_came_is_counted_like_any_other(tmp_path: Path) -> None:
     # Emails 2 and 3: their requests timed out at the client. Email 2's was stored, and is stuck.
     records = {email_id: record(email_id, "sent", to=f"r{n}@example.org") for n, email_id in enumerate(IDS)}
-    records[IDS[2]].update(status="queued", deadline="2030-01-01T00:00:00.000Z")
+    records[IDS[2]] = record(IDS[2], "queued", to="r2@example.org", deadline="2030-01-01T00:00:00.000Z")
     sends = {email_id: [Acceptance(n, "clean", f"m{n}")] for n, email_id in enumerate(IDS[:2])}
     run = ChaosRun(ChaosConfig(emails=4, cancels=0), tmp_path)
     run.ledger.accepted.update({IDS[0]: 0, IDS[1]: 1})

@@ -6,11 +6,14 @@ import itertools
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mailqueue_dev.chaos.ledger import Acceptance, Ledger
 from mailqueue_dev.chaos.plan import ChaosConfig, EmailPlan
 from mailqueue_dev.chaos.report import _DESPITE_EVENT, ChaosReport
+
+if TYPE_CHECKING:
+    from mailqueue.records import StatusRecord
 
 LIVE = frozenset({"scheduled", "queued", "sending", "retrying"})
 SENT_OR_LATER = frozenset({"sent", "delivered", "bounced", "complained"})
@@ -24,7 +27,7 @@ class Count:
     plans: list[EmailPlan]
     ledger: Ledger
 
-    def count(self, report: ChaosReport, records: dict[str, dict[str, Any]], moto_sends: dict[str, list[str]]) -> None:
+    def count(self, report: ChaosReport, records: dict[str, StatusRecord], moto_sends: dict[str, list[str]]) -> None:
         from mailqueue.ses_errors import Outcome, classify_code  # noqa: PLC0415
         from mailqueue.settings import get_settings  # noqa: PLC0415
 
@@ -62,12 +65,12 @@ class Count:
                 report.lost.append(email_id)
                 problems.append(f"{email_id} (email {index}) was accepted and is gone from the table")
                 continue
-            status = str(record["status"])
+            status = record.status.value
             told = f"{email_id} (email {index}, {_story(record)})"
             problems += [f"{told}: {forbidden}" for forbidden in _forbidden_transitions(record)]
             if plan.fate != "rejected" and any(
                 entry.get("status") == "failed" and "MessageRejected" in str(entry.get("reason", ""))
-                for entry in record.get("history") or []
+                for entry in record.history
             ):
                 # Only the sending identity's verification makes SES reject an email the plan did not doom.
                 problems.append(f"{told} was failed by an unverified identity, an error that must hold it")
@@ -86,10 +89,10 @@ class Count:
                     report.lost.append(email_id)
                     problems.append(f"{told} is {status} but SES never accepted it")
             elif status == "failed":
-                code = str((record.get("last_error") or {}).get("code", "unknown"))
+                code = record.error_code or "unknown"
                 if classify_code(code) is Outcome.PERMANENT:
                     failed[f"{code} (permanent)"] += 1
-                elif int(record.get("attempts", 0)) >= max_attempts:
+                elif record.attempts >= max_attempts:
                     failed[f"{code} (attempts exhausted)"] += 1
                 else:
                     failed[f"{code} (not allowed)"] += 1
@@ -117,30 +120,30 @@ class Count:
         report.sent_in_window_yet_not_sent = dict(unsettled)
         report.sent_twice = sum(1 for sends in moto_sends.values() if len(sends) > 1)
 
-    def _adopt_unanswered(self, report: ChaosReport, records: dict[str, dict[str, Any]]) -> None:
+    def _adopt_unanswered(self, report: ChaosReport, records: dict[str, StatusRecord]) -> None:
         """Count as accepted the stored emails of requests whose answer never reached the client."""
         ledger = self.ledger
         stored: set[int] = set()
         for email_id in set(records) - set(ledger.accepted):
-            found = re.fullmatch(r"r(\d+)@example\.org", str(records[email_id].get("to", "")))
+            found = re.fullmatch(r"r(\d+)@example\.org", records[email_id].to or "")
             if found and int(found.group(1)) in ledger.unanswered:
                 ledger.accepted[email_id] = int(found.group(1))
                 stored.add(int(found.group(1)))
         report.unanswered_stored = len(stored)
         report.unanswered_not_stored = len(ledger.unanswered - stored)
 
-    def _paths(self, records: dict[str, dict[str, Any]]) -> dict[str, int]:
+    def _paths(self, records: dict[str, StatusRecord]) -> dict[str, int]:
         """How many emails took each path of an email's life that the run sets out to cover."""
         paths: Counter[str] = Counter()
         for email_id, index in self.ledger.accepted.items():
-            record = records.get(email_id) or {}
-            history = record.get("history") or []
+            record = records.get(email_id)
+            history = record.history if record else ()
             plan = self.plans[index]
             if history and history[0].get("status") == "scheduled" and plan.cancel != "scheduled":
                 paths["scheduled beyond SQS's delay, released by the requeue function"] += 1
             if any(str(entry.get("reason", "")).startswith("held:") for entry in history):
                 paths["held by an account or configuration error, then released"] += 1
-            if record.get("status") == "failed" and "attempt" in str(history[-1].get("reason", "")):
+            if record and record.status == "failed" and "attempt" in str(history[-1].get("reason", "")):
                 paths["failed after its last attempt"] += 1
             if plan.cancel == "racing":
                 answer = self.ledger.cancel_answers.get(email_id)
@@ -216,20 +219,19 @@ class Count:
         return any(unrecorded(item) is not None for item in sends), outside
 
 
-def _story(record: dict[str, Any]) -> str:
+def _story(record: StatusRecord) -> str:
     """An email's history, short: what a failed run should print about it."""
     steps = [
-        f"{entry.get('status')}" + (f" ({entry['reason']})" if entry.get("reason") else "")
-        for entry in record.get("history") or []
+        f"{entry.get('status')}" + (f" ({entry['reason']})" if entry.get("reason") else "") for entry in record.history
     ]
     return "history: " + " > ".join(steps)[:600]
 
 
-def _forbidden_transitions(record: dict[str, Any]) -> list[str]:
+def _forbidden_transitions(record: StatusRecord) -> list[str]:
     """Transitions in the email's history that the state machine does not allow."""
     from mailqueue.statemachine import ALLOWED, HISTORY_LIMIT, Status  # noqa: PLC0415
 
-    history = record.get("history") or []
+    history = record.history
     statuses = [Status(entry["status"]) for entry in history]
     # A trimmed history (it keeps its first entry and the latest) skips entries after the first.
     start = 1 if len(history) >= HISTORY_LIMIT else 0

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailqueue_dev.chaos.count import Count, _moto_sends
 from mailqueue_dev.chaos.event_bus import EventBus, ses_event
@@ -22,6 +22,9 @@ from mailqueue_dev.chaos.ledger import Acceptance, Ledger
 from mailqueue_dev.chaos.plan import ChaosConfig, EmailPlan, enqueue_units, plan_emails
 from mailqueue_dev.chaos.report import ChaosReport
 from mailqueue_dev.local import LocalStack
+
+if TYPE_CHECKING:
+    from mailqueue.records import StatusRecord
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -291,7 +294,7 @@ class ChaosRun:
         """Retry every failed email by request, as an operator would once a fault has passed."""
         import requests  # noqa: PLC0415
 
-        failed = [email_id for email_id, record in self._status_records().items() if record["status"] == "failed"]
+        failed = [email_id for email_id, record in self._status_records().items() if record.status == "failed"]
         with requests.Session() as http:
             for email_id in failed:
                 for attempt in range(10):
@@ -346,33 +349,34 @@ class ChaosRun:
             time.sleep(0.25)
         return False
 
-    def _status_records(self) -> dict[str, dict[str, Any]]:
-        from boto3.dynamodb.types import TypeDeserializer  # noqa: PLC0415
+    def _status_records(self) -> dict[str, StatusRecord]:
+        """Every status record, read past the faults: what an operator looking at the table sees."""
+        from mailqueue.records import STATUS_KIND, StatusRecord  # noqa: PLC0415
+        from mailqueue.store import decoded  # noqa: PLC0415
 
         dynamodb = self._plain("dynamodb")
         table = self._table()
-        deserializer = TypeDeserializer()
-        records: dict[str, dict[str, Any]] = {}
+        records: dict[str, StatusRecord] = {}
         start = None
         while True:
             params: dict[str, Any] = {
                 "TableName": table,
                 "FilterExpression": "sk = :status",
-                "ExpressionAttributeValues": {":status": {"S": "status"}},
+                "ExpressionAttributeValues": {":status": {"S": STATUS_KIND}},
             }
             if start:
                 params["ExclusiveStartKey"] = start
             answer = dynamodb.scan(**params)
             for item in answer.get("Items", []):
-                record = {key: deserializer.deserialize(value) for key, value in item.items()}
-                records[str(record["pk"])] = record
+                record = StatusRecord.from_item(decoded(item))
+                records[record.email_id] = record
             start = answer.get("LastEvaluatedKey")
             if not start:
                 return records
 
     # --- counting ----------------------------------------------------------------------------------------------
 
-    def _count(self, report: ChaosReport, records: dict[str, dict[str, Any]], moto_sends: dict[str, list[str]]) -> None:
+    def _count(self, report: ChaosReport, records: dict[str, StatusRecord], moto_sends: dict[str, list[str]]) -> None:
         Count(self.config, self.plans, self.ledger).count(report, records, moto_sends)
 
 
