@@ -19,7 +19,7 @@ beyond the statuses and the clock (it is on every function's cold-start path).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -196,7 +196,7 @@ def iso_or_none(moment: datetime | None) -> str | None:
     return None if moment is None else clock.iso(moment)
 
 
-def is_held(status: str, history: Any) -> bool:
+def is_held(status: str, history: Sequence[Mapping[str, Any]]) -> bool:
     """True for an email the sender holds for an error of the account or configuration (sending paused, an
     identity not verified): retrying, the last step of its history saying so (see ``mailqueue.sending``).
     ``history`` is the record's, or the API's JSON view of it."""
