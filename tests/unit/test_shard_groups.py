@@ -52,7 +52,7 @@ def published() -> list[str]:
 def status_of(email_id: str) -> str:
     found = store().get(email_id)
     assert found is not None
-    return str(found["status"])
+    return found.status.value
 
 
 def emails_in_every_shard(api: ApiClient, per_shard: int = 2, **overrides: Any) -> dict[int, list[str]]:
