@@ -68,7 +68,8 @@ def test_the_api_init_builds_no_request_or_response_model_and_leaves_their_impor
 
 
 @pytest.mark.parametrize(
-    ("function", "module"), [("sender", "sender"), ("requeue", "requeue"), ("events", "ses_events")]
+    ("function", "module"),
+    [("sender", "sender"), ("requeue", "requeue"), ("events", "ses_events"), ("notify", "notify")],
 )
 def test_the_functions_that_validate_no_request_do_not_import_pydantic(function: str, module: str) -> None:
     # Importing pydantic and its core took about 150 ms of the sender's init (docs/performance.md).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +226,7 @@ def test_a_failure_carries_its_code_and_message(api: Any, stream: Stream) -> Non
 
     assert (event.status, event.previous_status) == ("failed", "sending")
     assert event.reason is not None and event.reason.error is not None
-    assert event.reason.error.model_dump() == error
+    assert asdict(event.reason.error) == error
     assert event.reason.summary == "failed: MessageRejected"
     assert event.reason.bounce is None
 
@@ -261,7 +262,9 @@ def test_the_event_on_the_bus_carries_the_metadata_tags_and_idempotency_key(
     assert detail["metadata"] == {"order": 17, "user": "u-1"}
     assert detail["tags"] == [{"name": "campaign", "value": "spring"}]
     assert detail["idempotency_key"] == "order-17-receipt"
-    assert StatusEvent.model_validate(detail).event_id == f"{email_id}-4"
+    # Every field of schema version 1, in its order, and nothing else.
+    assert list(detail) == [field.name for field in fields(StatusEvent)]
+    assert (detail["schema_version"], detail["event_id"]) == ("1", f"{email_id}-4")
 
 
 def test_without_metadata_tags_or_key_the_event_says_none(

@@ -18,13 +18,12 @@ on ``event_id``.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict
 
 from mailqueue.packing import PACKED_BODY, unpack
 from mailqueue.records import Attr, StatusRecord, iso_or_none
@@ -46,54 +45,52 @@ DEFAULT_STATUSES = ("delivered", "bounced", "complained", "failed")
 _CONTENT_ATTRIBUTES = ("tags", "envelope", PACKED_BODY)
 
 
-class EventTag(BaseModel):
-    model_config = ConfigDict(frozen=True)
+# The event's parts are frozen dataclasses, not pydantic models: they are built from the table's own
+# records, never parsed from a caller, and the notify function then starts without importing pydantic.
 
+
+@dataclass(frozen=True, slots=True)
+class EventTag:
     name: str
     value: str
 
 
-class BouncedRecipient(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+@dataclass(frozen=True, slots=True)
+class BouncedRecipient:
     address: str
     status: str = ""
     diagnostic: str = ""
 
 
-class Bounce(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Bounce:
     """SES's bounce: its type (Permanent, Transient, Undetermined), subtype and the recipients it names."""
-
-    model_config = ConfigDict(frozen=True)
 
     type: str
     subtype: str
-    recipients: list[BouncedRecipient] = []
+    recipients: list[BouncedRecipient] = field(default_factory=list)
 
 
-class Failure(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Failure:
     """Why an email failed (or is retrying): SES's error code or mailqueue's own, and its message."""
-
-    model_config = ConfigDict(frozen=True)
 
     code: str
     message: str = ""
 
 
-class Reason(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Reason:
     """Why the email is in its status: the history's words, and the bounce or the error behind them."""
-
-    model_config = ConfigDict(frozen=True)
 
     summary: str | None = None
     bounce: Bounce | None = None
     error: Failure | None = None
 
 
-class StatusEvent(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusEvent:
     """The ``detail`` of an ``Email Status Changed`` event, schema version "1"."""
-
-    model_config = ConfigDict(frozen=True)
 
     schema_version: Literal["1"] = SCHEMA_VERSION
     # <email_id>-<sequence>: the same however often the change is delivered.
@@ -108,6 +105,10 @@ class StatusEvent(BaseModel):
     idempotency_key: str | None
     # When the status changed: the record's updated_at (ISO 8601, UTC, milliseconds).
     time: str
+
+    def to_json(self) -> str:
+        """The event as EventBridge's ``Detail``: compact JSON, its fields in the order above."""
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
 
 
 def published_statuses(setting: Iterable[str]) -> frozenset[Status]:
@@ -165,7 +166,14 @@ def reason_of(record: StatusRecord) -> Reason | None:
     bounce = None
     if status is Status.BOUNCED and isinstance(record.bounce, dict):
         kind, _, subtype = str(record.bounce.get("type", "")).partition("/")
-        recipients = [BouncedRecipient(**recipient) for recipient in record.bounce.get("recipients") or []]
+        recipients = [
+            BouncedRecipient(
+                address=str(recipient.get("address", "")),
+                status=str(recipient.get("status", "")),
+                diagnostic=str(recipient.get("diagnostic", "")),
+            )
+            for recipient in record.bounce.get("recipients") or []
+        ]
         bounce = Bounce(type=kind, subtype=subtype, recipients=recipients)
     error = None
     if status in {Status.FAILED, Status.RETRYING} and isinstance(record.last_error, dict):
@@ -189,7 +197,7 @@ def entry(event: StatusEvent, bus: str) -> dict[str, Any]:
     put: dict[str, Any] = {
         "Source": SOURCE,
         "DetailType": DETAIL_TYPE,
-        "Detail": event.model_dump_json(),
+        "Detail": event.to_json(),
         "EventBusName": bus,
     }
     if event.time:
@@ -230,10 +238,7 @@ class StatusPublisher:
         if not pending:
             return Published(put=0, failed=[])
         contents = self.store.contents(sorted({event.email_id for _, event in pending}), _CONTENT_ATTRIBUTES)
-        with_tags = [
-            (number, event.model_copy(update={"tags": tags_of(contents.get(event.email_id))}))
-            for number, event in pending
-        ]
+        with_tags = [(number, replace(event, tags=tags_of(contents.get(event.email_id)))) for number, event in pending]
         failed: list[str] = []
         for start in range(0, len(with_tags), PUT_EVENTS_LIMIT):
             failed += self._put(with_tags[start : start + PUT_EVENTS_LIMIT])
