@@ -4,7 +4,7 @@
 
 In a fresh emulator (moto server mode, in this process) with the template's resources, ``N`` emails are
 enqueued scheduled for each of four moments a minute apart. A requeue run (the function's domain code,
-:class:`mailqueue.requeueing.Requeuer`) at the first moment releases the first ones one at a time
+:class:`mailqueue.requeue.Requeuer`) at the first moment releases the first ones one at a time
 (``REQUEUE_CONCURRENCY`` 1); a run at the second moment releases the others at the default concurrency.
 At the third moment, the template's groups of shards (one schedule each, see
 :mod:`mailqueue.shardgroups`) each release theirs in a run of their own, one group after the other and
@@ -48,7 +48,7 @@ from botocore.config import Config
 from mailqueue import aws, clock
 from mailqueue.blobs import BlobStore
 from mailqueue.queue import SendQueue
-from mailqueue.requeueing import Requeuer
+from mailqueue.requeue import Requeuer
 from mailqueue.service import Mailqueue
 from mailqueue.settings import Settings, get_settings
 from mailqueue.shardgroups import EVERY_SHARD, ShardGroup, shard_group_of

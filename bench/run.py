@@ -32,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mailqueue.requeueing import RESERVE_MILLIS
+from mailqueue.requeue import RESERVE_MILLIS
 from mailqueue.settings import Settings
 from mailqueue_dev.template import Stack, load_template
 
@@ -639,7 +639,7 @@ def _not_idle(invocation: Invocation) -> bool:
 def pacing_wait(template: dict[str, Any], active_ms_per_email: float, memory_mb: int) -> dict[str, Any]:
     """The sender's wait for its send-rate slot when the queue is backlogged, at the template's defaults.
 
-    Each invocation sends at most send_rate / concurrency emails a second (mailqueue.sending.
+    Each invocation sends at most send_rate / concurrency emails a second (mailqueue.sender.
     invocation_rate: the invocations of whichever queue has mail share the whole rate), so under a
     backlog every email holds an invocation that long, waiting or working.
     """

@@ -7,9 +7,9 @@ Each scenario builds the template's resources in a fresh emulator whose SES answ
 (:class:`mailqueue_dev.ses_simulator.SendRate`, ``BENCH_SEND_RATE``, the senders' ``SEND_RATE`` the
 same), fills the send queues, then runs the sender as Lambda would with the template's default
 concurrency: ``SenderMaxConcurrency`` containers per send queue, all at once, each with its own pace
-(:class:`mailqueue.sending.Pacer`) and its own view of the high-priority queue, receiving batches of 10
+(:class:`mailqueue.sender.Pacer`) and its own view of the high-priority queue, receiving batches of 10
 and deleting what it handled, as the event source mapping does. The handlers' domain code runs unchanged
-(:class:`mailqueue.sending.Sender`); only the event source mapping is played here, since the local stack
+(:class:`mailqueue.sender.Sender`); only the event source mapping is played here, since the local stack
 runs one invocation at a time.
 
 After a warm-up, SES's acceptances are counted over a window while every queue that had mail still has
@@ -49,7 +49,7 @@ from mailqueue.blobs import BlobStore
 from mailqueue.mailer import Mailer, SendResult
 from mailqueue.queue import Backlog, SendQueue
 from mailqueue.render import Rendered
-from mailqueue.sending import NoTimeLeft, Pacer, Sender, invocation_rate
+from mailqueue.sender import NoTimeLeft, Pacer, Sender, invocation_rate
 from mailqueue.service import Mailqueue
 from mailqueue.settings import Settings, get_settings
 from mailqueue.store import EmailStore, SuppressionList

@@ -194,7 +194,7 @@ class _PendingEvents:
 
 
 def _not_yet_recorded(error: BaseException) -> bool:
-    # By name: a test or a new container may have imported mailqueue.delivery afresh since.
+    # By name: a test or a new container may have imported mailqueue.ses_events afresh since.
     return any(kind.__name__ == "NotYetRecorded" for kind in type(error).__mro__)
 
 

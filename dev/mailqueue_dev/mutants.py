@@ -56,7 +56,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "settlement-off-chaos",
         "SES's events never settle an attempt whose answer was lost (seen by the chaos run alone)",
-        f"{SHARED}/delivery.py",
+        f"{SHARED}/ses_events.py",
         (
             ('"Send": (frozenset({Status.RETRYING}), Status.SENT)', '"Send": (frozenset(), Status.SENT)'),
             ("_SETTLED_BY_PROOF = frozenset({Status.SENDING,", "_SETTLED_BY_PROOF = frozenset() and frozenset({"),
@@ -66,7 +66,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "settlement-off-property",
         "SES's events never settle an attempt whose answer was lost (seen by the property test alone)",
-        f"{SHARED}/delivery.py",
+        f"{SHARED}/ses_events.py",
         (
             ('"Send": (frozenset({Status.RETRYING}), Status.SENT)', '"Send": (frozenset(), Status.SENT)'),
             ("_SETTLED_BY_PROOF = frozenset({Status.SENDING,", "_SETTLED_BY_PROOF = frozenset() and frozenset({"),
@@ -76,17 +76,17 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "settlement-off",
         "SES's events never settle an attempt whose answer was lost",
-        f"{SHARED}/delivery.py",
+        f"{SHARED}/ses_events.py",
         (
             ('"Send": (frozenset({Status.RETRYING}), Status.SENT)', '"Send": (frozenset(), Status.SENT)'),
             ("_SETTLED_BY_PROOF = frozenset({Status.SENDING,", "_SETTLED_BY_PROOF = frozenset() and frozenset({"),
         ),
-        ("tests/unit/test_delivery_events.py",),
+        ("tests/unit/test_ses_events.py",),
     ),
     Mutant(
         "outcome-without-claim-token",
         "the sender writes its outcome without its claim token: a sender whose claim expired overwrites a newer one",
-        f"{SHARED}/sending.py",
+        f"{SHARED}/sender.py",
         (
             (
                 "transition(self.store, email_id, Guard(statuses={Status.SENDING}, claim_token=token), change, now)",
@@ -94,14 +94,14 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         (
-            "tests/unit/test_sending.py::test_a_sender_whose_claim_was_taken_over_cannot_write_its_outcome",
+            "tests/unit/test_sender.py::test_a_sender_whose_claim_was_taken_over_cannot_write_its_outcome",
             PROPERTY,
         ),
     ),
     Mutant(
         "claim-is-anyone-s",
         "a claim that loses to another sender is taken as its own: a duplicate delivery sends twice",
-        f"{SHARED}/sending.py",
+        f"{SHARED}/sender.py",
         (
             (
                 "current.status is Status.SENDING and current.claim_token == token",
@@ -109,7 +109,7 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         (
-            "tests/unit/test_sending.py::test_an_email_sending_under_a_live_claim_is_left_alone",
+            "tests/unit/test_sender.py::test_an_email_sending_under_a_live_claim_is_left_alone",
             PROPERTY,
             CHAOS,
         ),
@@ -117,7 +117,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "claim-ignores-attempts",
         "the claim does not check the attempts left: an email is sent beyond max_attempts",
-        f"{SHARED}/sending.py",
+        f"{SHARED}/sender.py",
         (
             (
                 "guard = Guard(statuses={Status.QUEUED}, attempts_below=self.settings.max_attempts)",
@@ -125,7 +125,7 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         (
-            "tests/unit/test_sending.py::test_a_queued_email_with_no_attempts_left_is_failed_unsent",
+            "tests/unit/test_sender.py::test_a_queued_email_with_no_attempts_left_is_failed_unsent",
             PROPERTY,
             CHAOS,
         ),
@@ -133,7 +133,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "throttle-spends-an-attempt",
         "a throttle spends an attempt: a slow SES fails emails",
-        f"{SHARED}/sending.py",
+        f"{SHARED}/sender.py",
         (
             (
                 "return Decision(Result.RETRYING, reason, delay, attempt_counted=False)",
@@ -141,7 +141,7 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         (
-            "tests/unit/test_sending.py::test_a_throttle_is_retried_with_backoff_without_spending_an_attempt",
+            "tests/unit/test_sender.py::test_a_throttle_is_retried_with_backoff_without_spending_an_attempt",
             PROPERTY,
             CHAOS,
         ),
@@ -149,17 +149,17 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "throttle-released-at-once",
         "a throttle releases the claim at once instead of trying again under it: a write per throttle, a backoff",
-        f"{SHARED}/sending.py",
+        f"{SHARED}/sender.py",
         (("THROTTLE_RETRIES = 4\n", "THROTTLE_RETRIES = 0\n"),),
         (
-            "tests/unit/test_sending.py::test_a_throttled_send_is_tried_again_under_its_claim_and_costs_no_write",
+            "tests/unit/test_sender.py::test_a_throttled_send_is_tried_again_under_its_claim_and_costs_no_write",
             CHAOS,
         ),
     ),
     Mutant(
         "throttle-keeps-the-pace",
         "a throttle does not slow the container: it goes on calling SES at the pace SES just refused",
-        f"{SHARED}/sending.py",
+        f"{SHARED}/sender.py",
         (
             (
                 "self._pace = max(self.rate * FLOOR, self.pace(now) * DECREASE)",
@@ -167,34 +167,34 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         (
-            "tests/unit/test_sending.py::test_a_throttle_halves_the_pace_which_grows_back_by_a_tenth_of_the_share_a_second",
+            "tests/unit/test_sender.py::test_a_throttle_halves_the_pace_which_grows_back_by_a_tenth_of_the_share_a_second",
         ),
     ),
     Mutant(
         "normal-mail-does-not-yield",
         "normal-priority mail is sent while the high-priority queue has mail: high priority does not go first",
-        f"{SHARED}/sending.py",
+        f"{SHARED}/sender.py",
         (('        if priority != "high":\n            self._yield_to_high_priority(time_left)\n', ""),),
         (
-            "tests/unit/test_sending.py::test_normal_priority_mail_waits_unclaimed_while_the_high_priority_queue_has_mail",
+            "tests/unit/test_sender.py::test_normal_priority_mail_waits_unclaimed_while_the_high_priority_queue_has_mail",
         ),
     ),
     Mutant(
         "send-rate-split-between-queues",
         "each queue's invocations get half the send rate: normal-priority mail alone is sent at half the rate",
-        f"{SHARED}/sending.py",
+        f"{SHARED}/sender.py",
         (
             (
                 "return settings.send_rate / settings.sender_concurrency\n",
                 "return settings.send_rate / (settings.sender_concurrency * 2)\n",
             ),
         ),
-        ("tests/unit/test_sending.py::test_the_invocations_of_one_queue_share_the_whole_send_rate",),
+        ("tests/unit/test_sender.py::test_the_invocations_of_one_queue_share_the_whole_send_rate",),
     ),
     Mutant(
         "unknown-outcome-wait-skipped",
         "after an unknown outcome the email is sent again at once, without waiting for SES's Send event",
-        f"{SHARED}/sending.py",
+        f"{SHARED}/sender.py",
         (
             (
                 "float(settings.unknown_outcome_seconds))",
@@ -202,7 +202,7 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         (
-            "tests/unit/test_sending.py::test_a_read_timeout_waits_for_the_send_event",
+            "tests/unit/test_sender.py::test_a_read_timeout_waits_for_the_send_event",
             PROPERTY,
             CHAOS,
         ),
@@ -210,7 +210,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "account-error-spends-an-attempt",
         "an account or configuration error spends the email's attempt: an operator's fix finds it failed",
-        f"{SHARED}/sending.py",
+        f"{SHARED}/sender.py",
         (
             (
                 "float(settings.account_error_seconds), attempt_counted=False)",
@@ -218,7 +218,7 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         (
-            "tests/unit/test_sending.py::test_an_account_error_holds_the_email_without_spending_an_attempt",
+            "tests/unit/test_sender.py::test_an_account_error_holds_the_email_without_spending_an_attempt",
             PROPERTY,
             CHAOS,
         ),
@@ -226,7 +226,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "requeue-publishes-before-its-write",
         "the requeue function publishes before its guarded write: a run that lost the race still hands out a message",
-        f"{SHARED}/requeueing.py",
+        f"{SHARED}/requeue.py",
         (
             (
                 "        transition(self.store, email_id, guard, change, run.now)\n"
@@ -242,7 +242,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "requeue-ignores-the-deadline-seen",
         "the requeue function's write is not guarded by the deadline it saw: two runs both act",
-        f"{SHARED}/requeueing.py",
+        f"{SHARED}/requeue.py",
         (
             (
                 "        guard = Guard(statuses={status}, deadline=seen_deadline)\n",
@@ -258,14 +258,14 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "released-claim-keeps-its-token",
         "an expired claim is released without removing its token: the dead sender can still write an outcome",
-        f"{SHARED}/requeueing.py",
+        f"{SHARED}/requeue.py",
         (("remove=(Attr.CLAIM_TOKEN,) if status is Status.SENDING else (),", "remove=(),"),),
         ("tests/unit/test_requeue.py", PROPERTY, CHAOS),
     ),
     Mutant(
         "never-gives-up",
         "the requeue function never fails an email out of attempts: it stays live forever",
-        f"{SHARED}/requeueing.py",
+        f"{SHARED}/requeue.py",
         (
             (
                 "gives_up = status in {Status.SENDING, Status.RETRYING} and item.attempts"
@@ -309,7 +309,7 @@ MUTANTS: tuple[Mutant, ...] = (
                 "        return {}\n",
             ),
         ),
-        ("tests/unit/test_delivery_events.py", "tests/unit/test_api.py"),
+        ("tests/unit/test_ses_events.py", "tests/unit/test_api.py"),
     ),
     Mutant(
         "idempotent-replay-off",
@@ -333,7 +333,7 @@ MUTANTS: tuple[Mutant, ...] = (
                 '        conditions = [f"attribute_exists({update.name(Attr.STATUS)})"]\n',
             ),
         ),
-        ("tests/unit/test_statemachine.py", "tests/unit/test_sending.py", PROPERTY),
+        ("tests/unit/test_statemachine.py", "tests/unit/test_sender.py", PROPERTY),
     ),
     Mutant(
         "terminal-keeps-its-deadline",
@@ -346,7 +346,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "no-sweep",
         "the requeue function reads only by-deadline: an email on its normal path whose message is lost, or whose"
         " sender died, stays live forever",
-        f"{SHARED}/requeueing.py",
+        f"{SHARED}/requeue.py",
         (("lambda item: self._act_swept(run, item)", "lambda item: None"),),
         ("tests/unit/test_sweep.py", CHAOS),
     ),
@@ -390,8 +390,8 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         (
-            "tests/unit/test_sending.py::test_a_read_timeout_waits_for_the_send_event",
-            "tests/unit/test_sending.py::test_a_refused_connection_sent_nothing_and_is_retried",
+            "tests/unit/test_sender.py::test_a_read_timeout_waits_for_the_send_event",
+            "tests/unit/test_sender.py::test_a_refused_connection_sent_nothing_and_is_retried",
             CHAOS,
         ),
     ),

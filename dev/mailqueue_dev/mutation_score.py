@@ -55,16 +55,16 @@ class Module:
 # to run once per mutant on a shared machine (``make mutants`` runs them on chosen mutants).
 MODULES: tuple[Module, ...] = (
     Module("statemachine", ("tests/unit/test_statemachine.py",)),
-    Module("delivery", ("tests/unit/test_delivery_events.py",)),
-    Module("requeueing", ("tests/unit/test_requeue.py",)),
-    Module("sending", ("tests/unit/test_sending.py", "tests/unit/test_content_expiry.py")),
+    Module("ses_events", ("tests/unit/test_ses_events.py",)),
+    Module("requeue", ("tests/unit/test_requeue.py",)),
+    Module("sender", ("tests/unit/test_sender.py", "tests/unit/test_content_expiry.py")),
     Module(
         "store",
         (
             "tests/unit/test_statemachine.py",
-            "tests/unit/test_sending.py",
+            "tests/unit/test_sender.py",
             "tests/unit/test_requeue.py",
-            "tests/unit/test_delivery_events.py",
+            "tests/unit/test_ses_events.py",
             "tests/unit/test_api.py",
             "tests/unit/test_enqueue_faults.py",
         ),

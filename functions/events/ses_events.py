@@ -1,4 +1,4 @@
-"""SES events (through EventBridge): delivered, bounced, complained, rejected. The work is in mailqueue.delivery."""
+"""SES events (through EventBridge): delivered, bounced, complained, rejected. The work is in mailqueue.ses_events."""
 
 from typing import Any
 
@@ -6,7 +6,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailqueue import aws, tracing
-from mailqueue.delivery import DeliveryEvents
+from mailqueue.ses_events import SesEvents
 from mailqueue.settings import get_settings
 from mailqueue.store import EmailStore, SuppressionList
 
@@ -15,7 +15,7 @@ logger = Logger()
 tracer = tracing.tracer()
 metrics = Metrics()
 settings = get_settings()
-events = DeliveryEvents(
+events = SesEvents(
     store=EmailStore(settings, aws.client("dynamodb")),
     suppressions=SuppressionList(settings, aws.client("dynamodb")),
 )

@@ -1,6 +1,6 @@
 """The scheduled requeue function: publish again what is due, release expired claims, give up after the last attempt.
 
-The work is in mailqueue.requeueing; this module reports it as metrics and one summary log line. Each of
+The work is in mailqueue.requeue; this module reports it as metrics and one summary log line. Each of
 the template's schedules runs one group of shards (its Input, see mailqueue.shardgroups); an event that
 names no group runs every shard.
 """
@@ -12,7 +12,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailqueue import aws, tracing
 from mailqueue.queue import SendQueue
-from mailqueue.requeueing import Requeuer, RequeueSummary
+from mailqueue.requeue import Requeuer, RequeueSummary
 from mailqueue.settings import get_settings
 from mailqueue.shardgroups import shard_group_of
 from mailqueue.store import EmailStore

@@ -1,4 +1,4 @@
-"""The sender: SQS batches of email ids in, one SES send per claimed email. The work is in mailqueue.sending."""
+"""The sender: SQS batches of email ids in, one SES send per claimed email. The work is in mailqueue.sender."""
 
 from typing import Any
 
@@ -11,7 +11,7 @@ from mailqueue import aws, tracing
 from mailqueue.blobs import BlobStore
 from mailqueue.mailer import Mailer
 from mailqueue.queue import Backlog, priority_of
-from mailqueue.sending import NoTimeLeft, Pacer, Sender, email_id_in, invocation_rate
+from mailqueue.sender import NoTimeLeft, Pacer, Sender, email_id_in, invocation_rate
 from mailqueue.settings import get_settings
 from mailqueue.store import EmailStore
 

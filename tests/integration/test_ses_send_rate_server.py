@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from mailqueue.ses_errors import Outcome, classify
+from mailqueue.ses_errors import SendOutcome, classify
 from mailqueue_dev.emulator import running
 from mailqueue_dev.ses_simulator import SendRate
 
@@ -52,7 +52,7 @@ def test_sends_beyond_the_account_s_rate_are_throttled_as_ses_v2_answers_and_sen
         assert error.response["Error"]["Code"] == "TooManyRequestsException"
         assert error.response["Error"]["Message"] == "Maximum sending rate exceeded."
         assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 429
-        assert classify(error).outcome is Outcome.THROTTLED
+        assert classify(error).outcome is SendOutcome.THROTTLED
         assert (limit.accepted, limit.throttled) == (2, 1)
 
         clock.moment += 0.5  # one recipient's worth again

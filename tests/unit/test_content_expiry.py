@@ -12,7 +12,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.s3.models import s3_backends
 
 from tests.conftest import an_email
-from tests.unit.test_sending import Sender, receive
+from tests.unit.test_sender import Sender, receive
 
 RETENTION = timedelta(days=30)
 

@@ -16,7 +16,7 @@ from moto.ses.models import ses_backends
 
 from tests.conftest import an_email
 from tests.unit.test_api import assert_error_shape, receive_all
-from tests.unit.test_sending import Sender
+from tests.unit.test_sender import Sender
 
 DYNAMODB_URL = "https://dynamodb.us-east-1.amazonaws.com"
 

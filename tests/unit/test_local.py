@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from mailqueue.delivery import email_id_of, suppressions_from
 from mailqueue.models import Mailbox
-from mailqueue.ses_errors import Outcome, classify
+from mailqueue.ses_errors import SendOutcome, classify
+from mailqueue.ses_events import email_id_of_event, suppressions_from
 from mailqueue_dev import lambda_events, ses_simulator
 from mailqueue_dev.local import (
     Function,
@@ -152,13 +152,13 @@ def test_the_simulated_domains_pass_the_apis_address_validation() -> None:
 @pytest.mark.parametrize(
     ("domain", "outcome"),
     [
-        (ses_simulator.REJECT_DOMAIN, Outcome.PERMANENT),
-        (ses_simulator.UNAVAILABLE_DOMAIN, Outcome.TRANSIENT),
+        (ses_simulator.REJECT_DOMAIN, SendOutcome.PERMANENT),
+        (ses_simulator.UNAVAILABLE_DOMAIN, SendOutcome.TRANSIENT),
         # As SES's sandbox refuses a recipient it has not verified: the account's matter, so the email is held
-        (ses_simulator.UNVERIFIED_DOMAIN, Outcome.ACCOUNT),
+        (ses_simulator.UNVERIFIED_DOMAIN, SendOutcome.ACCOUNT),
     ],
 )
-def test_a_send_to_a_failing_domain_is_refused_as_the_sender_classifies_it(domain: str, outcome: Outcome) -> None:
+def test_a_send_to_a_failing_domain_is_refused_as_the_sender_classifies_it(domain: str, outcome: SendOutcome) -> None:
     address = f"reader+x@{domain}"
     assert Mailbox.parse(address).address == address
     params = send_params(["alice@example.org"], bcc=[address])
@@ -192,7 +192,7 @@ def test_a_plain_send_makes_a_send_and_a_delivery_event_shaped_like_the_samples(
         assert mail["tags"]["kind"] == ["receipt"]
         assert mail["destination"] == ["alice@example.org", "audit@example.org"]
         assert mail["commonHeaders"]["subject"] == "Your receipt"
-        assert email_id_of(event["detail"]) == EMAIL_ID
+        assert email_id_of_event(event["detail"]) == EMAIL_ID
     assert set(events[1]["detail"]["delivery"]) == set(sample["detail"]["delivery"])
     assert events[1]["detail"]["delivery"]["recipients"] == ["alice@example.org", "audit@example.org"]
 
@@ -220,7 +220,7 @@ def test_simulated_recipients_bounce_or_complain_and_the_others_are_delivered() 
 
 
 class NotYetRecorded(Exception):
-    """Named as mailqueue.delivery's: the publisher recognizes it by name."""
+    """Named as mailqueue.ses_events's: the publisher recognizes it by name."""
 
 
 @dataclass

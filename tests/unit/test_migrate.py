@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from mailqueue import aws, clock
 from mailqueue.queue import SendQueue
-from mailqueue.requeueing import Reason, Requeuer
+from mailqueue.requeue import Reason, Requeuer
 from mailqueue.settings import get_settings
 from mailqueue.statemachine import Change, Guard, Status, transition
 from mailqueue.store import EmailStore

@@ -26,14 +26,14 @@ def test_a_mutant_whose_text_is_gone_is_an_error() -> None:
 def test_the_failed_test_is_read_whole_even_when_its_parameters_hold_spaces() -> None:
     output = "\n".join(
         [
-            "FAILED tests/unit/test_sending.py::test_held[Paused-Sending is paused for this account.] - assert 1 == 0",
+            "FAILED tests/unit/test_sender.py::test_held[Paused-Sending is paused for this account.] - assert 1 == 0",
             "FAILED tests/unit/test_requeue.py::test_a_cancel - AssertionError",
             "ERROR tests/unit/test_broken.py - ImportError: nothing",
         ]
     )
 
     assert failed_tests(output) == [
-        "tests/unit/test_sending.py::test_held[Paused-Sending is paused for this account.]",
+        "tests/unit/test_sender.py::test_held[Paused-Sending is paused for this account.]",
         "tests/unit/test_requeue.py::test_a_cancel",
         "tests/unit/test_broken.py",
     ]

@@ -14,7 +14,7 @@ from botocore.awsrequest import AWSResponse
 from mailqueue import aws, clock
 from mailqueue.queue import SendQueue
 from mailqueue.records import Attr
-from mailqueue.requeueing import GIVEN_UP_REASON, Reason, Requeuer
+from mailqueue.requeue import GIVEN_UP_REASON, Reason, Requeuer
 from mailqueue.settings import Settings, get_settings
 from mailqueue.statemachine import Change, Guard, Status, transition
 from mailqueue.store import EmailStore

@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from mailqueue import aws, clock, requeueing
+from mailqueue import aws, clock, requeue
 from mailqueue.records import StatusRecord
-from mailqueue.requeueing import Reason
+from mailqueue.requeue import Reason
 from mailqueue.statemachine import Status
 
 from tests.conftest import ApiClient, an_email
@@ -159,7 +159,7 @@ def test_counts_and_publications_stay_exact_when_the_threads_contend(stack, monk
     """Writes that return at once (the store's answer stood in for): the threads then contend on the
     summary and the publications waiting all the time, which a count made without the run's lock loses."""
     written: list[str] = []
-    monkeypatch.setattr(requeueing, "transition", lambda store, email_id, *args: written.append(email_id))
+    monkeypatch.setattr(requeue, "transition", lambda store, email_id, *args: written.append(email_id))
     items = [
         StatusRecord(
             f"email-{index}",
@@ -170,7 +170,7 @@ def test_counts_and_publications_stay_exact_when_the_threads_contend(stack, monk
     ]
     run = requeuer()
     with ThreadPoolExecutor(settings().requeue_concurrency) as pool:
-        state = requeueing._Run(clock.now(), clock.iso(clock.now()), plenty, 0, pool=pool)
+        state = requeue._Run(clock.now(), clock.iso(clock.now()), plenty, 0, pool=pool)
         for start in range(0, CONTENDED, 1000):
             assert run._act_on_page(state, items[start : start + 1000]) is True
 

@@ -17,10 +17,10 @@ from botocore.exceptions import (
     ResponseStreamingError,
     SSLError,
 )
-from mailqueue.ses_errors import CODES, Outcome, classify, classify_code
+from mailqueue.ses_errors import CODES, SendOutcome, classify, classify_code
 
-THROTTLED, TRANSIENT, UNKNOWN = Outcome.THROTTLED, Outcome.TRANSIENT, Outcome.UNKNOWN
-ACCOUNT, PERMANENT = Outcome.ACCOUNT, Outcome.PERMANENT
+THROTTLED, TRANSIENT, UNKNOWN = SendOutcome.THROTTLED, SendOutcome.TRANSIENT, SendOutcome.UNKNOWN
+ACCOUNT, PERMANENT = SendOutcome.ACCOUNT, SendOutcome.PERMANENT
 
 ERROR_CODES = [
     # SES v2 SendEmail's documented errors.
@@ -87,7 +87,7 @@ def client_error(code: str, status: int | None, message: str = "details") -> Cli
 
 
 @pytest.mark.parametrize(("code", "status", "outcome"), ERROR_CODES)
-def test_error_codes(code: str, status: int | None, outcome: Outcome) -> None:
+def test_error_codes(code: str, status: int | None, outcome: SendOutcome) -> None:
     classified = classify(client_error(code, status, f"SES says {code}"))
 
     assert classified.outcome is outcome
@@ -125,7 +125,7 @@ EXCEPTIONS = [
 
 
 @pytest.mark.parametrize(("error", "outcome"), EXCEPTIONS, ids=lambda value: type(value).__name__)
-def test_botocore_exceptions(error: Exception, outcome: Outcome) -> None:
+def test_botocore_exceptions(error: Exception, outcome: SendOutcome) -> None:
     classified = classify(error)
 
     assert classified.outcome is outcome

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from mailqueue import aws, clock
 from mailqueue.queue import SendQueue
-from mailqueue.requeueing import Requeuer
+from mailqueue.requeue import Requeuer
 from mailqueue.settings import Settings, get_settings
 from mailqueue.shardgroups import EVERY_SHARD, BadShardGroup, ShardGroup, shard_group_of
 from mailqueue.store import EmailStore

@@ -34,14 +34,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 from mailqueue import aws, clock
 from mailqueue.blobs import BlobStore
-from mailqueue.delivery import DeliveryEvents, NotYetRecorded
 from mailqueue.errors import StatusConflict
 from mailqueue.mailer import Mailer
 from mailqueue.models import EmailRequest
 from mailqueue.queue import SendQueue
-from mailqueue.requeueing import Requeuer
-from mailqueue.sending import Pacer, Sender
+from mailqueue.requeue import Requeuer
+from mailqueue.sender import Pacer, Sender
 from mailqueue.service import Mailqueue
+from mailqueue.ses_events import NotYetRecorded, SesEvents
 from mailqueue.settings import Settings, get_settings
 from mailqueue.statemachine import ALLOWED, HISTORY_LIMIT, LIVE, Status
 from mailqueue.store import EmailStore, SuppressionList
@@ -105,7 +105,7 @@ class Machine(RuleBasedStateMachine):
             draw=lambda: 0.5,
         )
         self.requeuer = Requeuer(self.settings, self.store, self.service.queue)
-        self.events = DeliveryEvents(self.store, self.service.suppressions)
+        self.events = SesEvents(self.store, self.service.suppressions)
         self.records: dict[str, dict[str, Any]] = {}
         self.ses_sends: Counter[str] = Counter()
         # Email ids that SES may accept once more: its last acceptance was never recorded, or the email

@@ -13,7 +13,7 @@ from mailqueue_dev.lambda_events import LambdaContext
 
 from tests.conftest import an_email
 from tests.unit.test_api import assert_error_shape
-from tests.unit.test_sending import SES_URL, Sender, receive
+from tests.unit.test_sender import SES_URL, Sender, receive
 
 NOT_VERIFIED = "Email address is not verified. The following identities failed the check: app@example.com"
 

@@ -15,7 +15,7 @@ from mailqueue import aws, clock, sweeping
 from mailqueue.ids import created_ms
 from mailqueue.queue import SendQueue
 from mailqueue.records import Attr
-from mailqueue.requeueing import Reason, Requeuer
+from mailqueue.requeue import Reason, Requeuer
 from mailqueue.settings import Settings, get_settings
 from mailqueue.statemachine import Change, Guard, Status, transition
 from mailqueue.store import EmailStore

@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import pytest
 from mailqueue import settings as settings_module
-from mailqueue.delivery import OUTCOMES
+from mailqueue.ses_events import OUTCOMES
 from mailqueue.settings import Settings
 from mailqueue.shardgroups import ShardGroup, shard_group_of
 from mailqueue.statemachine import Status

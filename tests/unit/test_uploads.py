@@ -20,7 +20,7 @@ from moto.s3.models import s3_backends
 
 from tests.conftest import an_email
 from tests.unit.test_api import assert_error_shape
-from tests.unit.test_sending import Sender, receive, record
+from tests.unit.test_sender import Sender, receive, record
 
 ALICE_JWT = {"jwt": {"claims": {"sub": "alice"}, "scopes": None}}
 BOB_JWT = {"jwt": {"claims": {"sub": "bob"}, "scopes": None}}

@@ -28,7 +28,7 @@ class Count:
     ledger: Ledger
 
     def count(self, report: ChaosReport, records: dict[str, StatusRecord], moto_sends: dict[str, list[str]]) -> None:
-        from mailqueue.ses_errors import Outcome, classify_code  # noqa: PLC0415
+        from mailqueue.ses_errors import SendOutcome, classify_code  # noqa: PLC0415
         from mailqueue.settings import get_settings  # noqa: PLC0415
 
         ledger = self.ledger
@@ -90,7 +90,7 @@ class Count:
                     problems.append(f"{told} is {status} but SES never accepted it")
             elif status == "failed":
                 code = record.error_code or "unknown"
-                if classify_code(code) is Outcome.PERMANENT:
+                if classify_code(code) is SendOutcome.PERMANENT:
                     failed[f"{code} (permanent)"] += 1
                 elif record.attempts >= max_attempts:
                     failed[f"{code} (attempts exhausted)"] += 1

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, quote, urlencode
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from mailqueue.ids import is_email_id
 from mailqueue.records import is_held
-from mailqueue.ses_errors import CODES, Outcome
+from mailqueue.ses_errors import CODES, SendOutcome
 
 from mailqueue_dev.console.client import STATUSES, ApiError, ConsoleClient
 from mailqueue_dev.console.overview import DEFAULT_CAP, LIVE_STATUSES, CachedOverview, Overview, read_stats
@@ -89,9 +89,9 @@ _WORD = re.compile(r"[A-Za-z]+")
 def error_class(reason: str) -> str | None:
     """The class of the SES error a history reason names (throttled, transient, account, permanent, unknown)."""
     if reason.startswith("held:"):
-        return Outcome.ACCOUNT.value
+        return SendOutcome.ACCOUNT.value
     if reason.startswith("outcome unknown"):
-        return Outcome.UNKNOWN.value
+        return SendOutcome.UNKNOWN.value
     for word in _WORD.findall(reason):
         if word in CODES:
             return CODES[word].value
@@ -383,7 +383,7 @@ class Console:
             outbox=read_outbox(self.outbox, email_id),
             outbox_configured=self.outbox is not None,
             # SES words some account errors as a rejection (MessageRejected: not verified): the sender held it.
-            last_error_class=Outcome.ACCOUNT.value
+            last_error_class=SendOutcome.ACCOUNT.value
             if held
             else error_class(str((email.get("last_error") or {}).get("code") or "")),
             held=held,

@@ -6,5 +6,6 @@ Modules, by responsibility:
 - ``statemachine``: statuses, legal transitions, deadlines; every status change goes through it.
 - ``store``: all DynamoDB access. ``queue``: all SQS access. ``mailer``: all SES access.
 - ``render``: the MIME message. ``ses_errors``: what an SES error means for the email.
-- ``service``, ``sending``, ``requeueing``: what the handlers call.
+- what the handlers call: ``service`` (the API), ``sender``, ``requeue``, ``ses_events`` (the events
+  function), ``notifications`` (notify), ``webhooks``.
 """

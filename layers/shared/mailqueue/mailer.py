@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailqueue.render import Rendered
-from mailqueue.ses_errors import Classified, Outcome, classify
+from mailqueue.ses_errors import Classified, SendOutcome, classify
 from mailqueue.settings import Settings
 
 EMAIL_ID_TAG = "email_id"
@@ -28,7 +28,7 @@ class SendResult:
     message_id: str | None = None
 
     @property
-    def outcome(self) -> Outcome:
+    def outcome(self) -> SendOutcome:
         return self.classified.outcome
 
 
@@ -71,7 +71,7 @@ class Mailer:
         except Exception as error:  # every failure is classified: none may resend by itself
             return SendResult(classify(error), self._elapsed_ms(started))
         message_id = str(answer["MessageId"])
-        return SendResult(Classified(Outcome.ACCEPTED, "Accepted"), self._elapsed_ms(started), message_id)
+        return SendResult(Classified(SendOutcome.ACCEPTED, "Accepted"), self._elapsed_ms(started), message_id)
 
     def _elapsed_ms(self, started: float) -> float:
         return round((self._timer() - started) * 1000, 1)

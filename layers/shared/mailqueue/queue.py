@@ -132,7 +132,7 @@ class Backlog:
         return self._has_mail
 
 
-def email_id_of(body: str) -> str:
+def email_id_of_message(body: str) -> str:
     """The email id a send-queue message carries; raises ValueError for a foreign message."""
     try:
         email_id = json.loads(body)["id"]

@@ -207,7 +207,7 @@ def iso_or_none(moment: datetime | None) -> str | None:
 
 def is_held(status: str, history: Sequence[Mapping[str, Any]]) -> bool:
     """True for an email the sender holds for an error of the account or configuration (sending paused, an
-    identity not verified): retrying, the last step of its history saying so (see ``mailqueue.sending``).
+    identity not verified): retrying, the last step of its history saying so (see ``mailqueue.sender``).
     ``history`` is the record's, or the API's JSON view of it."""
     return (
         status == Status.RETRYING.value

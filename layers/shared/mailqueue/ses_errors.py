@@ -27,7 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 
-class Outcome(StrEnum):
+class SendOutcome(StrEnum):
     ACCEPTED = "accepted"
     THROTTLED = "throttled"
     TRANSIENT = "transient"
@@ -36,54 +36,54 @@ class Outcome(StrEnum):
     PERMANENT = "permanent"
 
 
-CODES: dict[str, Outcome] = {
+CODES: dict[str, SendOutcome] = {
     # Rate and quota: SES is fine, we are early.
-    "TooManyRequestsException": Outcome.THROTTLED,
-    "LimitExceededException": Outcome.THROTTLED,
-    "Throttling": Outcome.THROTTLED,
-    "ThrottlingException": Outcome.THROTTLED,
-    "ThrottledException": Outcome.THROTTLED,
-    "RequestThrottled": Outcome.THROTTLED,
-    "RequestLimitExceeded": Outcome.THROTTLED,
-    "SlowDown": Outcome.THROTTLED,
-    "ConcurrentModificationException": Outcome.TRANSIENT,
+    "TooManyRequestsException": SendOutcome.THROTTLED,
+    "LimitExceededException": SendOutcome.THROTTLED,
+    "Throttling": SendOutcome.THROTTLED,
+    "ThrottlingException": SendOutcome.THROTTLED,
+    "ThrottledException": SendOutcome.THROTTLED,
+    "RequestThrottled": SendOutcome.THROTTLED,
+    "RequestLimitExceeded": SendOutcome.THROTTLED,
+    "SlowDown": SendOutcome.THROTTLED,
+    "ConcurrentModificationException": SendOutcome.TRANSIENT,
     # SES itself failed.
-    "InternalFailure": Outcome.TRANSIENT,
-    "InternalServerError": Outcome.TRANSIENT,
-    "InternalServiceError": Outcome.TRANSIENT,
-    "ServiceUnavailable": Outcome.TRANSIENT,
-    "ServiceUnavailableException": Outcome.TRANSIENT,
-    "RequestTimeout": Outcome.TRANSIENT,
-    "RequestTimeoutException": Outcome.TRANSIENT,
+    "InternalFailure": SendOutcome.TRANSIENT,
+    "InternalServerError": SendOutcome.TRANSIENT,
+    "InternalServiceError": SendOutcome.TRANSIENT,
+    "ServiceUnavailable": SendOutcome.TRANSIENT,
+    "ServiceUnavailableException": SendOutcome.TRANSIENT,
+    "RequestTimeout": SendOutcome.TRANSIENT,
+    "RequestTimeoutException": SendOutcome.TRANSIENT,
     # The account or the configuration: one operator fix releases every email.
-    "AccountSuspendedException": Outcome.ACCOUNT,
-    "SendingPausedException": Outcome.ACCOUNT,
-    "AccountSendingPausedException": Outcome.ACCOUNT,
-    "ConfigurationSetSendingPausedException": Outcome.ACCOUNT,
-    "MailFromDomainNotVerifiedException": Outcome.ACCOUNT,
-    "MailFromDomainNotVerified": Outcome.ACCOUNT,
-    "NotFoundException": Outcome.ACCOUNT,  # SendEmail's only named resource is the configuration set
-    "ConfigurationSetDoesNotExist": Outcome.ACCOUNT,
-    "ConfigurationSetDoesNotExistException": Outcome.ACCOUNT,
-    "AccessDenied": Outcome.ACCOUNT,
-    "AccessDeniedException": Outcome.ACCOUNT,
-    "UnrecognizedClientException": Outcome.ACCOUNT,
-    "InvalidClientTokenId": Outcome.ACCOUNT,
-    "ExpiredToken": Outcome.ACCOUNT,
-    "ExpiredTokenException": Outcome.ACCOUNT,
-    "SignatureDoesNotMatch": Outcome.ACCOUNT,
-    "IncompleteSignature": Outcome.ACCOUNT,
-    "MissingAuthenticationToken": Outcome.ACCOUNT,
-    "OptInRequired": Outcome.ACCOUNT,
+    "AccountSuspendedException": SendOutcome.ACCOUNT,
+    "SendingPausedException": SendOutcome.ACCOUNT,
+    "AccountSendingPausedException": SendOutcome.ACCOUNT,
+    "ConfigurationSetSendingPausedException": SendOutcome.ACCOUNT,
+    "MailFromDomainNotVerifiedException": SendOutcome.ACCOUNT,
+    "MailFromDomainNotVerified": SendOutcome.ACCOUNT,
+    "NotFoundException": SendOutcome.ACCOUNT,  # SendEmail's only named resource is the configuration set
+    "ConfigurationSetDoesNotExist": SendOutcome.ACCOUNT,
+    "ConfigurationSetDoesNotExistException": SendOutcome.ACCOUNT,
+    "AccessDenied": SendOutcome.ACCOUNT,
+    "AccessDeniedException": SendOutcome.ACCOUNT,
+    "UnrecognizedClientException": SendOutcome.ACCOUNT,
+    "InvalidClientTokenId": SendOutcome.ACCOUNT,
+    "ExpiredToken": SendOutcome.ACCOUNT,
+    "ExpiredTokenException": SendOutcome.ACCOUNT,
+    "SignatureDoesNotMatch": SendOutcome.ACCOUNT,
+    "IncompleteSignature": SendOutcome.ACCOUNT,
+    "MissingAuthenticationToken": SendOutcome.ACCOUNT,
+    "OptInRequired": SendOutcome.ACCOUNT,
     # The email: SES will never take it as it is.
-    "MessageRejected": Outcome.PERMANENT,
-    "BadRequestException": Outcome.PERMANENT,
-    "InvalidParameterValue": Outcome.PERMANENT,
-    "InvalidParameterCombination": Outcome.PERMANENT,
-    "ValidationError": Outcome.PERMANENT,
-    "ValidationException": Outcome.PERMANENT,
-    "MalformedQueryString": Outcome.PERMANENT,
-    "SerializationException": Outcome.PERMANENT,
+    "MessageRejected": SendOutcome.PERMANENT,
+    "BadRequestException": SendOutcome.PERMANENT,
+    "InvalidParameterValue": SendOutcome.PERMANENT,
+    "InvalidParameterCombination": SendOutcome.PERMANENT,
+    "ValidationError": SendOutcome.PERMANENT,
+    "ValidationException": SendOutcome.PERMANENT,
+    "MalformedQueryString": SendOutcome.PERMANENT,
+    "SerializationException": SendOutcome.PERMANENT,
 }
 
 # SES words some faults of the account or an identity as a rejection of the email (``MessageRejected``):
@@ -98,19 +98,19 @@ MESSAGE_LIMIT = 300
 class Classified:
     """An SES call's result in mailqueue's terms, with SES's own code and message for the record."""
 
-    outcome: Outcome
+    outcome: SendOutcome
     code: str
     message: str = ""
 
     @property
     def sent_for_sure(self) -> bool:
-        return self.outcome is Outcome.ACCEPTED
+        return self.outcome is SendOutcome.ACCEPTED
 
     def as_error(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}
 
 
-def classify_code(code: str, http_status: int | None = None) -> Outcome:
+def classify_code(code: str, http_status: int | None = None) -> SendOutcome:
     """The outcome of an error response: by code, else by HTTP status.
 
     A code this table does not know is transient: the email is retried a bounded number of times
@@ -119,10 +119,10 @@ def classify_code(code: str, http_status: int | None = None) -> Outcome:
     if code in CODES:
         return CODES[code]
     if http_status == 429:
-        return Outcome.THROTTLED
+        return SendOutcome.THROTTLED
     if http_status in {401, 403}:
-        return Outcome.ACCOUNT
-    return Outcome.TRANSIENT
+        return SendOutcome.ACCOUNT
+    return SendOutcome.TRANSIENT
 
 
 # botocore exceptions, by class name (botocore is imported only by the code that calls AWS).
@@ -166,7 +166,7 @@ def classify(error: BaseException) -> Classified:
         message = str(details.get("Message") or "")
         outcome = classify_code(code, status)
         if code == "MessageRejected" and _ACCOUNT_REJECTION.search(message):
-            outcome = Outcome.ACCOUNT
+            outcome = SendOutcome.ACCOUNT
         return Classified(outcome, code, _short(message))
 
     names = [kind.__name__ for kind in type(error).__mro__]
@@ -174,16 +174,16 @@ def classify(error: BaseException) -> Classified:
     # ReadTimeoutError an HTTPClientError (maybe sent).
     for name in names:
         if name in _NOT_SENT:
-            return Classified(Outcome.TRANSIENT, type(error).__name__, _short(str(error)))
+            return Classified(SendOutcome.TRANSIENT, type(error).__name__, _short(str(error)))
         if name in _MAYBE_SENT:
-            return Classified(Outcome.UNKNOWN, type(error).__name__, _short(str(error)))
+            return Classified(SendOutcome.UNKNOWN, type(error).__name__, _short(str(error)))
         if name in _CANNOT_CALL:
-            return Classified(Outcome.ACCOUNT, type(error).__name__, _short(str(error)))
+            return Classified(SendOutcome.ACCOUNT, type(error).__name__, _short(str(error)))
         if name in _INVALID_REQUEST:
-            return Classified(Outcome.PERMANENT, type(error).__name__, _short(str(error)))
+            return Classified(SendOutcome.PERMANENT, type(error).__name__, _short(str(error)))
     # Anything else happened somewhere between building the request and reading the answer:
     # assume SES may have the email rather than risk sending it twice.
-    return Classified(Outcome.UNKNOWN, type(error).__name__, _short(str(error)))
+    return Classified(SendOutcome.UNKNOWN, type(error).__name__, _short(str(error)))
 
 
 def _short(message: str) -> str:

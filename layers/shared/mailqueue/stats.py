@@ -4,7 +4,7 @@
 - the dead letters: one GetQueueAttributes call per dead-letter queue;
 - the held emails: emails an error of the SES account or configuration holds (sending paused, an
   identity not verified). The sender records them as ``retrying``, the last step of their history
-  saying ``held:`` (see ``mailqueue.sending``). The retrying emails are listed as ``GET /emails``
+  saying ``held:`` (see ``mailqueue.sender``). The retrying emails are listed as ``GET /emails``
   lists them (from ``by-deadline``, the next to be tried first, whole status records read in
   batches), up to ``held_read_limit`` of them: a bounded cost (about 50 read units at most), and a
   lower bound, said so, when more emails are retrying.

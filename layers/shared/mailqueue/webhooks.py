@@ -118,7 +118,7 @@ def encode(detail: Mapping[str, Any]) -> bytes:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class WebhookOutcome:
     """What became of one POST: ``delivered``, ``retry`` (try again later) or ``refused`` (do not)."""
 
     verdict: str
@@ -167,7 +167,7 @@ def deliver(
     now: float,
     timeout: float = 5.0,
     send: Callable[[str, bytes, Mapping[str, str], float], int] = post,
-) -> Outcome:
+) -> WebhookOutcome:
     """POST one event to one URL, signed at ``now``, and say what became of it."""
     body = encode(detail)
     headers = {
@@ -179,11 +179,11 @@ def deliver(
     try:
         status = send(url, body, headers, timeout)
     except TimeoutError as error:
-        return Outcome("retry", None, f"timed out after {timeout:g}s: {error}")
+        return WebhookOutcome("retry", None, f"timed out after {timeout:g}s: {error}")
     except OSError as error:
         reason = getattr(error, "reason", error)
-        return Outcome("retry", None, f"could not connect: {reason}")
-    return Outcome(classify(status), status, f"answered {status}")
+        return WebhookOutcome("retry", None, f"could not connect: {reason}")
+    return WebhookOutcome(classify(status), status, f"answered {status}")
 
 
 # --- retries ---------------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from mailqueue import clock
-from mailqueue.delivery import NotYetRecorded
 from mailqueue.records import Attr, StatusRecord
+from mailqueue.ses_events import NotYetRecorded
 from mailqueue.statemachine import HISTORY_LIMIT, Change, Guard, Status, transition
 
 from tests.conftest import an_email, load_handler

@@ -1,12 +1,12 @@
-"""The sender's decision after an SES answer (mailqueue.sending.decide): a pure function, tested without AWS."""
+"""The sender's decision after an SES answer (mailqueue.sender.decide): a pure function, tested without AWS."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
-from mailqueue.sending import SEND_AGAIN, THROTTLE_RETRIES, Decision, Result, decide
-from mailqueue.ses_errors import Classified, Outcome
+from mailqueue.sender import SEND_AGAIN, THROTTLE_RETRIES, Decision, Result, decide
+from mailqueue.ses_errors import Classified, SendOutcome
 from mailqueue.settings import Settings
 from mailqueue.statemachine import HELD_PREFIX, Status
 
@@ -19,12 +19,12 @@ SETTINGS = Settings(
 )
 
 
-def answer(outcome: Outcome, code: str = "Code") -> Classified:
+def answer(outcome: SendOutcome, code: str = "Code") -> Classified:
     return Classified(outcome, code, "what SES said")
 
 
 def test_accepted_is_sent_with_no_wait() -> None:
-    decision = decide(answer(Outcome.ACCEPTED, "Accepted"), 1, SETTINGS, 0.5)
+    decision = decide(answer(SendOutcome.ACCEPTED, "Accepted"), 1, SETTINGS, 0.5)
 
     assert decision == Decision(Result.SENT, "accepted by SES")
     assert decision.status is Status.SENT
@@ -33,12 +33,12 @@ def test_accepted_is_sent_with_no_wait() -> None:
 
 @pytest.mark.parametrize("attempt", [1, 3])
 def test_accepted_at_any_attempt_is_sent(attempt: int) -> None:
-    assert decide(answer(Outcome.ACCEPTED), attempt, SETTINGS, 0.9).result is Result.SENT
+    assert decide(answer(SendOutcome.ACCEPTED), attempt, SETTINGS, 0.9).result is Result.SENT
 
 
 @pytest.mark.parametrize(("attempt", "window"), [(1, 30), (2, 60)])
 def test_transient_before_the_last_attempt_retries_after_a_jittered_backoff(attempt: int, window: int) -> None:
-    decision = decide(answer(Outcome.TRANSIENT, "InternalFailure"), attempt, SETTINGS, 0.5)
+    decision = decide(answer(SendOutcome.TRANSIENT, "InternalFailure"), attempt, SETTINGS, 0.5)
 
     assert decision.result is Result.RETRYING
     assert decision.status is Status.RETRYING
@@ -48,7 +48,7 @@ def test_transient_before_the_last_attempt_retries_after_a_jittered_backoff(atte
 
 
 def test_the_backoff_is_full_jitter_in_its_window() -> None:
-    waits = [decide(answer(Outcome.TRANSIENT), 2, SETTINGS, jitter).wait_seconds for jitter in (0.0, 0.25, 0.999)]
+    waits = [decide(answer(SendOutcome.TRANSIENT), 2, SETTINGS, jitter).wait_seconds for jitter in (0.0, 0.25, 0.999)]
 
     assert waits == [0.0, 15.0, pytest.approx(60.0, abs=0.1)]
 
@@ -56,11 +56,11 @@ def test_the_backoff_is_full_jitter_in_its_window() -> None:
 def test_the_backoff_stops_growing_at_its_maximum() -> None:
     settings = SETTINGS.model_copy(update={"max_attempts": 20})
 
-    assert decide(answer(Outcome.TRANSIENT), 19, settings, 0.5).wait_seconds == 1800
+    assert decide(answer(SendOutcome.TRANSIENT), 19, settings, 0.5).wait_seconds == 1800
 
 
 def test_transient_at_the_last_attempt_fails() -> None:
-    decision = decide(answer(Outcome.TRANSIENT, "InternalFailure"), 3, SETTINGS, 0.5)
+    decision = decide(answer(SendOutcome.TRANSIENT, "InternalFailure"), 3, SETTINGS, 0.5)
 
     assert decision.result is Result.FAILED
     assert decision.status is Status.FAILED
@@ -69,7 +69,7 @@ def test_transient_at_the_last_attempt_fails() -> None:
 
 
 def test_permanent_fails_at_the_first_attempt() -> None:
-    decision = decide(answer(Outcome.PERMANENT, "MessageRejected"), 1, SETTINGS, 0.5)
+    decision = decide(answer(SendOutcome.PERMANENT, "MessageRejected"), 1, SETTINGS, 0.5)
 
     assert decision == Decision(Result.FAILED, "failed: MessageRejected")
     assert decision.status is Status.FAILED
@@ -77,7 +77,7 @@ def test_permanent_fails_at_the_first_attempt() -> None:
 
 @pytest.mark.parametrize("attempt", [1, 3])
 def test_unknown_waits_for_the_send_event_even_at_the_last_attempt(attempt: int) -> None:
-    decision = decide(answer(Outcome.UNKNOWN, "ReadTimeoutError"), attempt, SETTINGS, 0.5)
+    decision = decide(answer(SendOutcome.UNKNOWN, "ReadTimeoutError"), attempt, SETTINGS, 0.5)
 
     assert decision.result is Result.UNKNOWN
     assert decision.status is Status.RETRYING
@@ -88,7 +88,7 @@ def test_unknown_waits_for_the_send_event_even_at_the_last_attempt(attempt: int)
 
 @pytest.mark.parametrize("attempt", [1, 3])
 def test_account_errors_hold_the_email_and_give_its_attempt_back(attempt: int) -> None:
-    decision = decide(answer(Outcome.ACCOUNT, "SendingPausedException"), attempt, SETTINGS, 0.5)
+    decision = decide(answer(SendOutcome.ACCOUNT, "SendingPausedException"), attempt, SETTINGS, 0.5)
 
     assert decision.result is Result.HELD
     assert decision.status is Status.RETRYING
@@ -99,7 +99,7 @@ def test_account_errors_hold_the_email_and_give_its_attempt_back(attempt: int) -
 
 @pytest.mark.parametrize("throttles", range(THROTTLE_RETRIES))
 def test_a_throttle_with_tries_and_time_left_is_sent_again_under_the_claim(throttles: int) -> None:
-    decision = decide(answer(Outcome.THROTTLED), 1, SETTINGS, 0.5, throttles, time_for_another_send=True)
+    decision = decide(answer(SendOutcome.THROTTLED), 1, SETTINGS, 0.5, throttles, time_for_another_send=True)
 
     assert decision is SEND_AGAIN
     assert decision.result is None
@@ -110,7 +110,7 @@ def test_a_throttle_with_tries_and_time_left_is_sent_again_under_the_claim(throt
 def test_a_throttle_without_tries_or_time_left_waits_without_spending_the_attempt(
     throttles: int, time_left: bool
 ) -> None:
-    decision = decide(answer(Outcome.THROTTLED, "TooManyRequestsException"), 3, SETTINGS, 0.5, throttles, time_left)
+    decision = decide(answer(SendOutcome.THROTTLED, "TooManyRequestsException"), 3, SETTINGS, 0.5, throttles, time_left)
 
     assert decision.result is Result.RETRYING
     assert decision.status is Status.RETRYING
@@ -122,17 +122,17 @@ def test_a_throttle_without_tries_or_time_left_waits_without_spending_the_attemp
 
 def test_the_record_path_never_sends_a_throttle_again() -> None:
     # What the sender decides once the tries under the claim are over (the defaults): write the wait.
-    assert decide(answer(Outcome.THROTTLED), 1, SETTINGS, 0.5).result is Result.RETRYING
+    assert decide(answer(SendOutcome.THROTTLED), 1, SETTINGS, 0.5).result is Result.RETRYING
 
 
-@pytest.mark.parametrize("outcome", [o for o in Outcome if o is not Outcome.THROTTLED])
-def test_only_a_throttle_is_sent_again(outcome: Outcome) -> None:
+@pytest.mark.parametrize("outcome", [o for o in SendOutcome if o is not SendOutcome.THROTTLED])
+def test_only_a_throttle_is_sent_again(outcome: SendOutcome) -> None:
     assert decide(answer(outcome), 1, SETTINGS, 0.5, 0, time_for_another_send=True) is not SEND_AGAIN
 
 
 def test_a_decision_is_a_value() -> None:
-    decision = decide(answer(Outcome.TRANSIENT), 1, SETTINGS, 0.5)
+    decision = decide(answer(SendOutcome.TRANSIENT), 1, SETTINGS, 0.5)
 
-    assert decision == decide(answer(Outcome.TRANSIENT), 1, SETTINGS, 0.5)
+    assert decision == decide(answer(SendOutcome.TRANSIENT), 1, SETTINGS, 0.5)
     with pytest.raises(dataclasses.FrozenInstanceError):
         decision.wait_seconds = 0  # type: ignore[misc]

@@ -49,7 +49,7 @@ propagates, so that the batch reports only that message as failed and SQS delive
 Besides an unknown outcome, one more path can repeat a send: SES accepted the email but the
 ``sent`` write failed (DynamoDB unreachable even after its client's retries), or the sender died
 before it. The email then stays ``sending`` until its claim expires; SES's Send event settles it
-as sent before that (:mod:`mailqueue.delivery`), unless the event is lost too. When the event
+as sent before that (:mod:`mailqueue.ses_events`), unless the event is lost too. When the event
 comes first and the sender is alive, its own write finds the email sent and reports it so.
 """
 
@@ -71,10 +71,10 @@ from mailqueue.blobs import BlobStore, ObjectTooLarge
 from mailqueue.ids import is_email_id
 from mailqueue.limits import MAX_ATTACHMENT_BYTES
 from mailqueue.mailer import Mailer, SendResult
-from mailqueue.queue import email_id_of
+from mailqueue.queue import email_id_of_message
 from mailqueue.records import Attr, StatusRecord
 from mailqueue.render import Rendered, RenderError, load_content, render
-from mailqueue.ses_errors import Classified, Outcome
+from mailqueue.ses_errors import Classified, SendOutcome
 from mailqueue.settings import Settings
 from mailqueue.statemachine import HELD_PREFIX, Change, Guard, Status, transition
 from mailqueue.store import WITHDRAWN, ConditionFailed, EmailStore
@@ -169,27 +169,27 @@ def decide(
     invocation have room for one more call. A pure function: the sender applies what it returns.
     """
     outcome, code, limit = classified.outcome, classified.code, settings.max_attempts
-    if outcome is Outcome.ACCEPTED:
+    if outcome is SendOutcome.ACCEPTED:
         return Decision(Result.SENT, "accepted by SES")
-    if outcome is Outcome.THROTTLED and throttles < THROTTLE_RETRIES and time_for_another_send:
+    if outcome is SendOutcome.THROTTLED and throttles < THROTTLE_RETRIES and time_for_another_send:
         return SEND_AGAIN
-    if outcome is Outcome.TRANSIENT and attempt < limit:
+    if outcome is SendOutcome.TRANSIENT and attempt < limit:
         delay = backoff_seconds(attempt, settings, lambda: jitter)
         return Decision(Result.RETRYING, f"{code}: attempt {attempt} of {limit}, next in {delay:.0f}s", delay)
-    if outcome is Outcome.THROTTLED:
+    if outcome is SendOutcome.THROTTLED:
         # A throttle says nothing about the email: wait, without spending an attempt.
         delay = backoff_seconds(attempt, settings, lambda: jitter)
         reason = f"{code}: throttled by SES, attempt not counted, next in {delay:.0f}s"
         return Decision(Result.RETRYING, reason, delay, attempt_counted=False)
-    if outcome is Outcome.UNKNOWN:
+    if outcome is SendOutcome.UNKNOWN:
         # Even at the last attempt: SES may have the email, and only a live email can still be
         # settled as sent by its Send event. The requeue function fails it if none comes.
         reason = f"outcome unknown ({code}): waiting for SES's Send event before sending again"
         return Decision(Result.UNKNOWN, reason, float(settings.unknown_outcome_seconds))
-    if outcome is Outcome.ACCOUNT:
+    if outcome is SendOutcome.ACCOUNT:
         reason = f"{HELD_PREFIX} {code} is an account or configuration error; attempt not counted"
         return Decision(Result.HELD, reason, float(settings.account_error_seconds), attempt_counted=False)
-    why = f"{code} at the last attempt ({attempt} of {limit})" if outcome is Outcome.TRANSIENT else code
+    why = f"{code} at the last attempt ({attempt} of {limit})" if outcome is SendOutcome.TRANSIENT else code
     return Decision(Result.FAILED, f"failed: {why}")
 
 
@@ -286,7 +286,7 @@ class Pacer:
 def email_id_in(body: str) -> str | None:
     """The email id a message names, if it is a mailqueue message: the handler's correlation id."""
     try:
-        email_id = email_id_of(body)
+        email_id = email_id_of_message(body)
     except ValueError:
         return None
     return email_id if is_email_id(email_id) else None
@@ -348,13 +348,13 @@ class Sender:
         try:
             rendered = self._render(email_id)
         except RenderError as error:
-            unrenderable = Classified(Outcome.PERMANENT, error.code, str(error))
+            unrenderable = Classified(SendOutcome.PERMANENT, error.code, str(error))
             return self._record(claimed, token, SendResult(unrenderable, 0.0))
         except Exception as error:
             # Reading the content failed (DynamoDB or S3): nothing was sent, so hand the email back
             # as a transient failure rather than leave it claimed until the claim expires.
             failure = Classified(
-                Outcome.TRANSIENT, _aws_code(error) or type(error).__name__, "the content could not be read"
+                SendOutcome.TRANSIENT, _aws_code(error) or type(error).__name__, "the content could not be read"
             )
             try:
                 self._record(claimed, token, SendResult(failure, 0.0))
@@ -393,7 +393,7 @@ class Sender:
             result = self.mailer.send(email_id, rendered)
             self.metrics.add_metric(name="SesLatency", unit=MetricUnit.Milliseconds, value=result.latency_ms)
             self.logger.debug("SES answered", extra={"attempt": claimed.attempts, "latency_ms": result.latency_ms})
-            if result.outcome is not Outcome.THROTTLED:
+            if result.outcome is not SendOutcome.THROTTLED:
                 return result
             self._count("SendsThrottled")
             self.pacer.throttled(throttle_pause(retry, self.draw))
@@ -560,7 +560,7 @@ class Sender:
             current_status = failure.current.status if failure.current else None
             if current_status in _SENT_OR_LATER:
                 # SES's event reached the events function first and settled the email as sent.
-                if outcome is Outcome.ACCEPTED:
+                if outcome is SendOutcome.ACCEPTED:
                     self._observe(Result.SENT, result, attempt)
                 else:
                     self.logger.info("SES's event had settled the email as sent", extra={"outcome": outcome.value})

@@ -51,7 +51,7 @@ SETTLE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
-class Outcome:
+class EventOutcome:
     event_type: str
     email_id: str | None
     result: str  # applied, ignored, unknown-email, foreign
@@ -64,7 +64,7 @@ def event_type_of(detail: dict[str, Any]) -> str:
     return str(detail.get("eventType") or detail.get("notificationType") or "")
 
 
-def email_id_of(detail: dict[str, Any]) -> str | None:
+def email_id_of_event(detail: dict[str, Any]) -> str | None:
     values = detail.get("mail", {}).get("tags", {}).get("email_id") or []
     email_id = values[0] if isinstance(values, list) and values else None
     return email_id if isinstance(email_id, str) and is_email_id(email_id) else None
@@ -117,20 +117,20 @@ def suppressions_from(event_type: str, detail: dict[str, Any]) -> list[tuple[str
 
 
 @dataclass
-class DeliveryEvents:
+class SesEvents:
     store: EmailStore
     suppressions: SuppressionList
 
-    def handle(self, event: dict[str, Any], now: datetime | None = None) -> Outcome:
+    def handle(self, event: dict[str, Any], now: datetime | None = None) -> EventOutcome:
         now = now or clock.now()
         detail = event.get("detail") if event.get("source") == "aws.ses" else None
         if not isinstance(detail, dict):
-            return Outcome(event_type=str(event.get("detail-type", "")), email_id=None, result="foreign")
+            return EventOutcome(event_type=str(event.get("detail-type", "")), email_id=None, result="foreign")
         event_type = event_type_of(detail)
-        email_id = email_id_of(detail)
+        email_id = email_id_of_event(detail)
         suppressed = self._suppress(event_type, detail, email_id, now)
         if event_type not in OUTCOMES or email_id is None:
-            return Outcome(
+            return EventOutcome(
                 event_type,
                 email_id,
                 "foreign" if event_type not in OUTCOMES else "unknown-email",
@@ -146,13 +146,13 @@ class DeliveryEvents:
             except ConditionFailed as failed:
                 record, known = failed.current, True
             else:
-                return Outcome(event_type, email_id, "applied", record.status.value, suppressed=suppressed)
+                return EventOutcome(event_type, email_id, "applied", record.status.value, suppressed=suppressed)
         for _ in range(SETTLE_ATTEMPTS):
             if not known:
                 record = self.store.get(email_id)
             known = False
             if record is None:
-                return Outcome(event_type, email_id, "unknown-email", suppressed=suppressed)
+                return EventOutcome(event_type, email_id, "unknown-email", suppressed=suppressed)
             try:
                 return self._settle(event_type, detail, email_id, record, suppressed, now)
             except ConditionFailed:
@@ -169,7 +169,7 @@ class DeliveryEvents:
         record: StatusRecord,
         suppressed: tuple[str, ...],
         now: datetime,
-    ) -> Outcome:
+    ) -> EventOutcome:
         """Apply the event to the email as ``record`` shows it; ConditionFailed if it moved since."""
         status = record.status
         message_id = str(detail.get("mail", {}).get("messageId", ""))
@@ -184,17 +184,17 @@ class DeliveryEvents:
             record = self._write(record, Status.SENT, "SES Send event: accepted", settled, now, (Attr.CLAIM_TOKEN,))
             status = Status.SENT
             if event_type == "Send":
-                return Outcome(event_type, email_id, "applied", status.value, suppressed=suppressed)
+                return EventOutcome(event_type, email_id, "applied", status.value, suppressed=suppressed)
 
         sources, target = OUTCOMES[event_type]
         if target is None or status not in sources:
-            return Outcome(event_type, email_id, "ignored", status.value, suppressed=suppressed)
+            return EventOutcome(event_type, email_id, "ignored", status.value, suppressed=suppressed)
         reason, extra = _reason(event_type, detail)
         if message_id and not record.ses_message_id:
             extra[Attr.SES_MESSAGE_ID] = message_id
         record = self._write(record, target, reason, extra, now)
         bounce_type = extra.get(Attr.BOUNCE, {}).get("type")
-        return Outcome(event_type, email_id, "applied", record.status.value, bounce_type, suppressed)
+        return EventOutcome(event_type, email_id, "applied", record.status.value, bounce_type, suppressed)
 
     def _deliver_blind(self, email_id: str, detail: dict[str, Any], now: datetime) -> StatusRecord:
         """sent -> delivered without a read: the history appended, guarded to stay within its bound."""

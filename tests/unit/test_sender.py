@@ -19,11 +19,10 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
 from mailqueue import aws, clock
-from mailqueue.delivery import DeliveryEvents
 from mailqueue.mailer import Mailer
 from mailqueue.queue import Backlog, priority_of
 from mailqueue.render import Rendered
-from mailqueue.sending import (
+from mailqueue.sender import (
     RESERVE_SECONDS,
     THROTTLE_RETRIES,
     YIELD_SECONDS,
@@ -34,6 +33,7 @@ from mailqueue.sending import (
     invocation_rate,
     throttle_pause,
 )
+from mailqueue.ses_events import SesEvents
 from mailqueue.settings import Settings, get_settings
 from mailqueue.statemachine import Change, Guard, Status, transition
 from mailqueue.store import EmailStore, SuppressionList
@@ -578,7 +578,7 @@ def test_an_email_settled_by_ses_s_event_first_is_reported_sent_without_an_error
     # Given SES's Send event reaches the events function before the sender records the send
     email_id = enqueue(api)
     settings = get_settings()
-    events = DeliveryEvents(aws_store(), SuppressionList(settings, aws.client("dynamodb")))
+    events = SesEvents(aws_store(), SuppressionList(settings, aws.client("dynamodb")))
     send_event = json.loads((Path(__file__).resolve().parents[2] / "events" / "events" / "send.json").read_text())
     send_event["detail"]["mail"]["tags"]["email_id"] = [email_id]
 
