@@ -256,6 +256,27 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/unit/test_requeue.py", PROPERTY, CHAOS),
     ),
     Mutant(
+        "held-again-and-again",
+        "a queued email behind a backlog is held at every deadline: a message really lost is never published"
+        " again while the send queue holds any mail",
+        f"{SHARED}/requeue.py",
+        (("            if ahead and not _held_since_published(current.history):\n", "            if ahead:\n"),),
+        ("tests/unit/test_requeue.py",),
+    ),
+    Mutant(
+        "held-and-published",
+        "a queued email behind a backlog is held and published again as well: a duplicate behind the same backlog",
+        f"{SHARED}/requeue.py",
+        (
+            (
+                "                run.count_held()\n",
+                "                run.count_held()\n"
+                "                run.requeued(reason, Publication(email_id, priority))\n",
+            ),
+        ),
+        ("tests/unit/test_requeue.py",),
+    ),
+    Mutant(
         "released-claim-keeps-its-token",
         "an expired claim is released without removing its token: the dead sender can still write an outcome",
         f"{SHARED}/requeue.py",

@@ -12,7 +12,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailqueue import aws, tracing
 from mailqueue.queue import SendQueue
-from mailqueue.requeue import Requeuer, RequeueSummary
+from mailqueue.requeue import Requeuer, RequeueSummary, send_backlogs
 from mailqueue.settings import get_settings
 from mailqueue.shardgroups import shard_group_of
 from mailqueue.store import EmailStore
@@ -22,10 +22,12 @@ logger = Logger()
 tracer = tracing.tracer()
 metrics = Metrics()
 settings = get_settings()
+sqs = aws.client("sqs")
 requeuer = Requeuer(
     settings=settings,
     store=EmailStore(settings, aws.client("dynamodb")),
-    queue=SendQueue(settings, aws.client("sqs")),
+    queue=SendQueue(settings, sqs),
+    backlogs=send_backlogs(settings, sqs),
 )
 
 
@@ -39,6 +41,7 @@ def _record_metrics(summary: RequeueSummary) -> None:
             metric.add_dimension(name="reason", value=reason.value)
     metrics.add_metric(name="EmailsGivenUp", unit=MetricUnit.Count, value=summary.given_up)
     metrics.add_metric(name="RequeuePublishFailures", unit=MetricUnit.Count, value=summary.publish_failures)
+    metrics.add_metric(name="EmailsHeldForBacklog", unit=MetricUnit.Count, value=summary.held)
     metrics.add_metric(name="RequeueStoppedEarly", unit=MetricUnit.Count, value=int(summary.stopped_early))
 
 

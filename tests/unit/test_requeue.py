@@ -14,7 +14,7 @@ from botocore.awsrequest import AWSResponse
 from mailqueue import aws, clock
 from mailqueue.queue import SendQueue
 from mailqueue.records import Attr
-from mailqueue.requeue import GIVEN_UP_REASON, Reason, Requeuer
+from mailqueue.requeue import GIVEN_UP_REASON, HELD_REASON, Reason, Requeuer, send_backlogs
 from mailqueue.settings import Settings, get_settings
 from mailqueue.statemachine import Change, Guard, Status, transition
 from mailqueue.store import EmailStore
@@ -543,6 +543,126 @@ def test_the_summary_log_line_and_metrics_name_each_reason(api, context, capsys,
     assert summary.requeued_total == 4
     assert summary.given_up == 1
     assert summary.stopped_early is False
+
+
+# --- a queued email still behind the send queue's backlog is held once, not published again ---------------
+
+
+def backlogged_requeuer() -> Requeuer:
+    """A requeuer that reads the send queues' backlog, as the requeue function's does."""
+    return requeuer(backlogs=send_backlogs(settings(), aws.client("sqs")))
+
+
+def behind(count: int, priority: str = "normal") -> None:
+    """``count`` other emails' messages waiting in the send queue of ``priority``."""
+    url = settings().queue_url(priority)
+    for start in range(0, count, 10):
+        entries = [
+            {"Id": str(index), "MessageBody": json.dumps({"id": f"other-{start + index}"})}
+            for index in range(min(10, count - start))
+        ]
+        aws.client("sqs").send_message_batch(QueueUrl=url, Entries=entries)
+
+
+def test_a_queued_email_past_its_grace_behind_a_backlog_is_held_for_the_backlog_s_wait_not_published(api, context):
+    # 139 other messages ahead and the email's own: 140 messages at SEND_RATE (14 a second) drain in 10 s.
+    assert settings().send_rate == 14
+    behind(139)
+    status, body = api.post("/emails", an_email())
+    assert status == 202 and body["published"] is True
+    email_id = body["id"]
+    set_deadline(email_id, ago())
+    now = clock.now()
+
+    result = run_handler(context)
+
+    assert result["held"] == 1
+    assert result["requeued_total"] == 0
+    current = record(email_id)
+    assert current["status"] == "queued"
+    assert current["history"][-1] == {"status": "queued", "at": current["updated_at"], "reason": HELD_REASON}
+    deadline = clock.parse_iso(current["deadline"])
+    grace = settings().queued_grace_seconds
+    assert now + timedelta(seconds=grace + 10) <= deadline <= clock.now() + timedelta(seconds=grace + 10)
+    # nothing published: the email's one message is still the one behind the other 139
+    waiting = drain()
+    assert len(waiting) == 140
+    assert waiting.count(email_id) == 1
+
+
+def test_a_held_email_still_queued_at_its_new_deadline_is_published_again_whatever_the_backlog(api):
+    behind(30)
+    email_id = api.post("/emails", an_email())[1]["id"]
+    set_deadline(email_id, ago())
+    assert backlogged_requeuer().run(plenty).held == 1
+
+    summary = backlogged_requeuer().run(plenty, now=acted_on_at(email_id))
+
+    assert summary.held == 0
+    assert summary.requeued == Counter({Reason.PUBLISH_LOST: 1})
+    assert record(email_id)["history"][-1]["reason"] == "published again: not sent within the grace period"
+    assert drain().count(email_id) == 2
+    # published again, it may be held again the next time: once between two publishes
+    behind(5)
+    set_deadline(email_id, ago())
+    assert backlogged_requeuer().run(plenty).held == 1
+
+
+def test_a_queued_email_past_its_grace_with_the_send_queues_empty_is_published_again(api):
+    email_id = enqueue(api)
+    set_deadline(email_id, ago())
+
+    summary = backlogged_requeuer().run(plenty)
+
+    assert (summary.held, summary.requeued) == (0, Counter({Reason.PUBLISH_LOST: 1}))
+    assert drain() == [email_id]
+
+
+def test_normal_priority_waits_behind_the_high_priority_backlog_and_high_priority_behind_its_own_only(api):
+    normal, high = enqueue(api), enqueue(api, priority="high")
+    for email_id in (normal, high):
+        set_deadline(email_id, ago())
+    behind(28, "high")
+    behind(14, "normal")
+    now = clock.now()
+
+    summary = backlogged_requeuer().run(plenty, now=now)
+
+    assert summary.held == 2
+    grace = settings().queued_grace_seconds
+    # normal: 28 + 14 messages ahead, 3 s at 14 a second; high: its own queue's 28, 2 s
+    # (the table keeps milliseconds)
+    assert abs(clock.parse_iso(record(normal)["deadline"]) - (now + timedelta(seconds=grace + 3))) < timedelta(
+        milliseconds=1
+    )
+    assert abs(clock.parse_iso(record(high)["deadline"]) - (now + timedelta(seconds=grace + 2))) < timedelta(
+        milliseconds=1
+    )
+
+    drain("high")
+    for email_id in (normal, high):
+        set_deadline(email_id, ago())
+    # each held once already: both published again, the normal one whatever the 14 still ahead of it
+    summary = backlogged_requeuer().run(plenty)
+    assert (summary.held, summary.requeued) == (0, Counter({Reason.PUBLISH_LOST: 2}))
+
+
+def test_a_backlog_sqs_cannot_count_is_taken_as_none(api):
+    email_id = enqueue(api)
+    set_deadline(email_id, ago())
+    behind(50)
+
+    def refuse(**_: Any) -> None:
+        raise ConnectionError("queue unreachable")
+
+    sqs = aws.client("sqs")
+    sqs.meta.events.register("before-call.sqs.GetQueueAttributes", refuse)
+    try:
+        summary = backlogged_requeuer().run(plenty)
+    finally:
+        sqs.meta.events.unregister("before-call.sqs.GetQueueAttributes", refuse)
+
+    assert (summary.held, summary.requeued) == (0, Counter({Reason.PUBLISH_LOST: 1}))
 
 
 # --- every single fault ends sent or failed: enqueue -> fault -> requeue -> send ----------------------------

@@ -38,7 +38,7 @@ from mailqueue.errors import StatusConflict
 from mailqueue.mailer import Mailer
 from mailqueue.models import EmailRequest
 from mailqueue.queue import SendQueue
-from mailqueue.requeue import Requeuer
+from mailqueue.requeue import Requeuer, send_backlogs
 from mailqueue.sender import Pacer, Sender
 from mailqueue.service import Mailqueue
 from mailqueue.ses_events import NotYetRecorded, SesEvents
@@ -104,7 +104,11 @@ class Machine(RuleBasedStateMachine):
             now=lambda: self.now,
             draw=lambda: 0.5,
         )
-        self.requeuer = Requeuer(self.settings, self.store, self.service.queue)
+        # With the send queues' backlog, as the requeue function runs: the machine never drains the queues, so a
+        # queued email past its grace is held once, then published again (mailqueue.requeue).
+        self.requeuer = Requeuer(
+            self.settings, self.store, self.service.queue, backlogs=send_backlogs(self.settings, aws.client("sqs"))
+        )
         self.events = SesEvents(self.store, self.service.suppressions)
         self.records: dict[str, dict[str, Any]] = {}
         self.ses_sends: Counter[str] = Counter()

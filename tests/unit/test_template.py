@@ -525,13 +525,15 @@ ALLOWED_ACTIONS = {
         "kms:Decrypt",
         "kms:GenerateDataKey",
     },
-    # BatchGetItem: the status records the sweep examines, a hundred at a time
+    # BatchGetItem: the status records the sweep examines, a hundred at a time; GetQueueAttributes: the
+    # backlog a queued email past its grace may still be waiting behind
     "RequeueFunction": {
         "dynamodb:Query",
         "dynamodb:GetItem",
         "dynamodb:BatchGetItem",
         "dynamodb:UpdateItem",
         "sqs:SendMessage",
+        "sqs:GetQueueAttributes",
         "kms:Decrypt",
         "kms:GenerateDataKey",
     },
@@ -677,6 +679,10 @@ def test_data_access_is_scoped_to_the_stack_resources() -> None:
     ]
     assert {ref(r) for r in resources("SenderFunction", "dynamodb:UpdateItem")} == {"EmailsTable"}
     assert {ref(r) for r in resources("SenderFunction", "sqs:ReceiveMessage")} == {"SendQueue", "HighPrioritySendQueue"}
+    assert {ref(r) for r in resources("RequeueFunction", "sqs:GetQueueAttributes")} == {
+        "SendQueue",
+        "HighPrioritySendQueue",
+    }
     assert {ref(r) for r in resources("ApiFunction", "sqs:SendMessage")} == {"SendQueue", "HighPrioritySendQueue"}
     # GET /stats counts the dead letters, and reads no queue of the send path
     assert {ref(r) for r in resources("ApiFunction", "sqs:GetQueueAttributes")} == {

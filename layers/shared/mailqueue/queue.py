@@ -88,12 +88,13 @@ def priority_of(queue_arn: str, settings: Settings) -> str:
 
 
 class Backlog:
-    """Whether a send queue has mail: messages waiting, or in flight (received by a sender, not yet
+    """How much mail a send queue holds: messages waiting, or in flight (received by a sender, not yet
     deleted). Messages delayed until their ``send_at`` are not due, and not counted.
 
     One GetQueueAttributes call, its answer kept ``ttl`` seconds, so a sender asks at most once a second
     whatever its pace. When SQS cannot answer, the queue is taken as empty: a wrong guess costs SES
-    throttles, which the sender absorbs, while taking it as busy would stall mail on a guess.
+    throttles, which the sender absorbs (or, for the requeue function, a message published again that
+    may not have been lost), while taking it as busy would stall mail on a guess.
     """
 
     _ATTRIBUTES = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
@@ -113,23 +114,27 @@ class Backlog:
         self.calls = 0
         self.failures = 0
         self._asked_at: float | None = None
-        self._has_mail = False
+        self._messages = 0
 
     def has_mail(self) -> bool:
+        return self.messages() > 0
+
+    def messages(self) -> int:
+        """The messages the queue holds, waiting or in flight (SQS's approximate counts)."""
         now = self.monotonic()
         if self._asked_at is not None and now - self._asked_at < self.ttl:
-            return self._has_mail
+            return self._messages
         self._asked_at = now
         self.calls += 1
         try:
             answer = self._client().get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=list(self._ATTRIBUTES))
         except Exception:
             self.failures += 1
-            self._has_mail = False
-            return False
+            self._messages = 0
+            return 0
         attributes = answer.get("Attributes", {})
-        self._has_mail = sum(int(attributes.get(name, 0)) for name in self._ATTRIBUTES) > 0
-        return self._has_mail
+        self._messages = sum(int(attributes.get(name, 0)) for name in self._ATTRIBUTES)
+        return self._messages
 
 
 def email_id_of_message(body: str) -> str:

@@ -8,7 +8,7 @@ does not hold (see :mod:`mailqueue.sweeping`); either way, the run acts the same
 status     the deadline that passed                  what the run does
 ========== ========================================= =====================================================
 scheduled  ``send_at``                               queued (new deadline), published
-queued     publish time + grace (message lost)       queued again (new deadline), published
+queued     publish time + grace (message lost)       queued again (new deadline), published; or held (below)
 sending    claim expiry (the sender died)            queued, published; failed after the last attempt
 retrying   next attempt time (backoff)               queued, published; failed after the last attempt
 ========== ========================================= =====================================================
@@ -23,6 +23,15 @@ what it did not reach for the next run (it is still due, so nothing is skipped).
 its group only (see :mod:`mailqueue.shardgroups`): the template runs one invocation per group each
 minute, side by side, which together read every shard once.
 
+A queued email past its grace is not always lost: under a backlog (more mail than ``send_rate`` sends
+in the grace) its message is still waiting in the send queue. Publishing it again would add a
+duplicate behind the same backlog, every grace period, for every email behind it. So when the send
+queue still holds messages ahead of it, the run *holds* the email once instead: a guarded write that
+keeps it queued with a deadline the backlog's wait later (messages ahead / ``send_rate``, plus the
+grace), and publishes nothing. When that deadline passes with the email still queued, it is published
+again whatever the backlog, so a message that was really lost waits at most the backlog's drain time
+more, and an email is held at most once between two publishes.
+
 Within a page, the run acts on up to ``requeue_concurrency`` emails at once (threads sharing the
 boto3 clients, which are thread-safe): a release waits on DynamoDB's latency, not on the CPU, so
 acting one email at a time would leave the function idle most of the run. Each email is still one
@@ -34,7 +43,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,7 +52,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from mailqueue import clock
-from mailqueue.queue import Publication, SendQueue
+from mailqueue.queue import Backlog, Publication, SendQueue
 from mailqueue.records import Attr, StatusRecord
 from mailqueue.settings import Settings
 from mailqueue.shardgroups import EVERY_SHARD, ShardGroup
@@ -60,7 +69,12 @@ PUBLISH_AT = 10
 # waits (at most a page and a batch: eleven SendMessageBatch calls), each with botocore's own retries.
 RESERVE_MILLIS = 10_000
 
+# A run reads the send queues' backlog at most this often (one GetQueueAttributes call per queue).
+BACKLOG_TTL_SECONDS = 10.0
+
 GIVEN_UP_REASON = "attempts exhausted"
+# The history's reason for a queued email held back instead of published again (see the module's doc).
+HELD_REASON = "held: its message is still behind the send queue's backlog"
 
 _Item = TypeVar("_Item")
 
@@ -105,6 +119,8 @@ class RequeueSummary:
     given_up: int = 0
     # Emails queued whose publish failed: their new deadline brings them back.
     publish_failures: int = 0
+    # Queued emails past their grace held back once, their message still behind the send queue's backlog.
+    held: int = 0
     # Due emails that had moved on (sent, cancelled, claimed, or taken by another run) by the time of the write.
     skipped: int = 0
     # Index items read.
@@ -126,6 +142,7 @@ class RequeueSummary:
             "requeued_total": self.requeued_total,
             "given_up": self.given_up,
             "publish_failures": self.publish_failures,
+            "held": self.held,
             "skipped": self.skipped,
             "examined": self.examined,
             "swept": self.swept,
@@ -183,6 +200,10 @@ class _Run:
         with self.lock:
             self.summary.given_up += 1
 
+    def count_held(self) -> None:
+        with self.lock:
+            self.summary.held += 1
+
     def take_pending(self) -> list[Publication]:
         with self.lock:
             pending, self.pending = self.pending, []
@@ -198,6 +219,9 @@ class Requeuer:
     queue: SendQueue
     page_size: int = PAGE_SIZE
     reserve_millis: int = RESERVE_MILLIS
+    # The send queues' backlogs by priority ("normal", "high"); None: a queued email past its grace is
+    # always published again, never held.
+    backlogs: dict[str, Backlog] | None = None
 
     def run(
         self, remaining_millis: Callable[[], int], now: datetime | None = None, group: ShardGroup = EVERY_SHARD
@@ -304,8 +328,24 @@ class Requeuer:
                 run.count_skipped()
                 return
             change.history = current.history
+            ahead = self._messages_ahead(priority)
+            if ahead and not _held_since_published(current.history):
+                change.reason = HELD_REASON
+                wait = ahead / self.settings.send_rate
+                change.deadline = clock.after(run.now, self.settings.queued_grace_seconds + wait)
+                transition(self.store, email_id, guard, change, run.now)
+                run.count_held()
+                return
         transition(self.store, email_id, guard, change, run.now)
         run.requeued(reason, Publication(email_id, priority))
+
+    def _messages_ahead(self, priority: str) -> int:
+        """The messages a newly published message of ``priority`` would wait behind: its own queue's and,
+        for normal priority, the high-priority queue's, which the senders empty first."""
+        if self.backlogs is None:
+            return 0
+        queues = ("high",) if priority == "high" else ("high", "normal")
+        return sum(self.backlogs[queue].messages() for queue in queues if queue in self.backlogs)
 
     def _give_up(self, run: _Run, email_id: str, status: Status, seen_deadline: datetime) -> None:
         guard = Guard(statuses={status}, deadline=seen_deadline, attempts_at_least=self.settings.max_attempts)
@@ -332,6 +372,20 @@ class Requeuer:
         with run.lock:
             run.summary.publish_failures += failed
         return True
+
+
+def send_backlogs(settings: Settings, sqs: Any) -> dict[str, Backlog]:
+    """The backlog of each send queue the deployment has, by priority, for :attr:`Requeuer.backlogs`."""
+    return {
+        priority: Backlog(lambda: sqs, settings.queue_url(priority), ttl=BACKLOG_TTL_SECONDS)
+        for priority in ("normal", "high")
+        if settings.queue_url(priority)
+    }
+
+
+def _held_since_published(history: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the email's last step was a hold: it is held at most once between two publishes."""
+    return bool(history) and history[-1].get("reason") == HELD_REASON
 
 
 @contextmanager
