@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from botocore.config import Config
 from mailqueue_dev.emulator import Emulator, running
+from moto.dynamodb.models.dynamo_type import Item
 
 WRITERS = 16
 ROUNDS = 40
@@ -77,3 +78,22 @@ def test_of_many_racing_conditional_writes_to_one_item_exactly_one_wins(emulator
             assert len(winners) == 1, f"round {round_number}: {len(winners)} writers passed one condition"
     finally:
         sys.setswitchinterval(switch)
+
+
+def test_the_emulator_keeps_no_copy_of_the_items_it_served(emulator: Emulator) -> None:
+    """moto tracks every model object it makes; the emulator drops DynamoDB's, or a long run grows without bound."""
+    client = emulator.session().client("dynamodb", endpoint_url=emulator.endpoint_url)
+    client.create_table(
+        TableName="kept",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for number in range(50):
+        client.put_item(TableName="kept", Item={"pk": {"S": f"email-{number}"}, "body": {"S": "x" * 100}})
+    for _ in range(20):
+        assert len(client.scan(TableName="kept")["Items"]) == 50
+
+    # 1,050 item objects made (50 writes, 20 scans of 50): none kept beyond the table's own
+    assert Item.instances_tracked == []  # type: ignore[attr-defined]
+    assert client.get_item(TableName="kept", Key={"pk": {"S": "email-7"}})["Item"]["body"]["S"] == "x" * 100
