@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -130,6 +132,21 @@ def back_off(email_id: str, deadline: datetime, attempts: int | None = None) -> 
     )
 
 
+@contextmanager
+def sqs_unreachable(operation: str) -> Iterator[None]:
+    """Every call of SQS's ``operation`` fails as an unreachable queue does, until the block ends."""
+
+    def refuse(**_: Any) -> None:
+        raise ConnectionError("queue unreachable")
+
+    sqs = aws.client("sqs")
+    sqs.meta.events.register(f"before-call.sqs.{operation}", refuse)
+    try:
+        yield
+    finally:
+        sqs.meta.events.unregister(f"before-call.sqs.{operation}", refuse)
+
+
 def record(email_id: str) -> dict[str, Any]:
     found = store().get(email_id)
     assert found is not None
@@ -169,12 +186,8 @@ def test_a_scheduled_email_whose_send_at_came_is_queued_and_published(api, conte
 
 def test_a_queued_email_whose_publish_was_lost_is_published_again(api, context):
     # The enqueue's publish fails: the email is stored, queued, and no message exists.
-    def refuse(**_: Any) -> None:
-        raise ConnectionError("queue unreachable")
-
-    aws.client("sqs").meta.events.register("before-call.sqs.SendMessage", refuse)
-    status, body = api.post("/emails", an_email(priority="high"))
-    aws.client("sqs").meta.events.unregister("before-call.sqs.SendMessage", refuse)
+    with sqs_unreachable("SendMessage"):
+        status, body = api.post("/emails", an_email(priority="high"))
     assert status == 202
     assert body["published"] is False
     email_id = body["id"]
@@ -432,15 +445,8 @@ def test_a_failed_publish_leaves_the_email_queued_with_its_new_deadline(api):
     email_id = enqueue(api)
     claim(email_id, deadline=ago())
 
-    def refuse(**_: Any) -> None:
-        raise ConnectionError("queue unreachable")
-
-    sqs = aws.client("sqs")
-    sqs.meta.events.register("before-call.sqs.SendMessage", refuse)
-    try:
+    with sqs_unreachable("SendMessage"):
         summary = requeuer().run(plenty)
-    finally:
-        sqs.meta.events.unregister("before-call.sqs.SendMessage", refuse)
 
     assert summary.publish_failures == 1
     current = record(email_id)
@@ -652,15 +658,8 @@ def test_a_backlog_sqs_cannot_count_is_taken_as_none(api):
     set_deadline(email_id, ago())
     behind(50)
 
-    def refuse(**_: Any) -> None:
-        raise ConnectionError("queue unreachable")
-
-    sqs = aws.client("sqs")
-    sqs.meta.events.register("before-call.sqs.GetQueueAttributes", refuse)
-    try:
+    with sqs_unreachable("GetQueueAttributes"):
         summary = backlogged_requeuer().run(plenty)
-    finally:
-        sqs.meta.events.unregister("before-call.sqs.GetQueueAttributes", refuse)
 
     assert (summary.held, summary.requeued) == (0, Counter({Reason.PUBLISH_LOST: 1}))
 
@@ -725,15 +724,8 @@ def service_error(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
 
 
 def test_a_lost_publish_ends_sent(api, stack, context):
-    def refuse(**_: Any) -> None:
-        raise ConnectionError("queue unreachable")
-
-    sqs = aws.client("sqs")
-    sqs.meta.events.register("before-call.sqs.SendMessage", refuse)
-    try:
+    with sqs_unreachable("SendMessage"):
         email_id = api.post("/emails", an_email())[1]["id"]
-    finally:
-        sqs.meta.events.unregister("before-call.sqs.SendMessage", refuse)
     deliver(stack, context)
     assert record(email_id)["status"] == "queued"
 

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import math
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from email import message_from_bytes, policy
@@ -900,6 +901,34 @@ def test_a_backlog_counts_waiting_and_in_flight_mail_and_asks_sqs_at_most_once_a
     assert backlog.has_mail() is True
     assert len(sqs.calls) == 3
     assert sqs.calls[0]["QueueUrl"] == "https://sqs/q/high"
+
+
+def test_a_backlog_asked_from_many_threads_at_once_answers_each_with_sqs_s_count():
+    # The requeue function's threads ask at once: one asks SQS; the others must wait for that answer,
+    # not take the count of a question still in flight (zero).
+    asked, answer = threading.Event(), threading.Event()
+
+    class SlowSqs(FakeSqs):
+        def get_queue_attributes(self, **params: Any) -> dict[str, Any]:
+            asked.set()
+            answer.wait(5)
+            return super().get_queue_attributes(**params)
+
+    sqs = SlowSqs(visible=40)
+    backlog = Backlog(lambda: sqs, "https://sqs/q/normal", ttl=10.0)
+    counts: list[int] = []
+    first = threading.Thread(target=lambda: counts.append(backlog.messages()))
+    first.start()
+    assert asked.wait(5)
+    second = threading.Thread(target=lambda: counts.append(backlog.messages()))
+    second.start()
+    second.join(0.2)
+    answer.set()
+    first.join(5)
+    second.join(5)
+
+    assert counts == [40, 40]
+    assert len(sqs.calls) == 1
 
 
 def test_a_backlog_sqs_cannot_tell_is_taken_as_empty():

@@ -7,6 +7,7 @@ moved on is acknowledged and skipped by the sender.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -115,12 +116,19 @@ class Backlog:
         self.failures = 0
         self._asked_at: float | None = None
         self._messages = 0
+        # The requeue function asks from many threads at once: one asks SQS, the others wait for its answer
+        # (without the lock, a thread could read the count of a question still in flight: zero).
+        self._lock = threading.Lock()
 
     def has_mail(self) -> bool:
         return self.messages() > 0
 
     def messages(self) -> int:
         """The messages the queue holds, waiting or in flight (SQS's approximate counts)."""
+        with self._lock:
+            return self._messages_locked()
+
+    def _messages_locked(self) -> int:
         now = self.monotonic()
         if self._asked_at is not None and now - self._asked_at < self.ttl:
             return self._messages
